@@ -1,0 +1,180 @@
+"""Parsing prompt files: JSONL (prompt or messages), CSV, and HH-RLHF transcripts.
+
+Parsing is pure: it yields validated rows or raises PromptFileError naming the
+file, the line and the problem. Storing them is labeling.services.prompts_import.
+"""
+
+import csv
+import hashlib
+
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from labeling.models import Split
+
+ROLES = ("system", "user", "assistant")
+FORMATS = ("jsonl", "csv", "hh")
+_WS = re.compile(r"\s+")
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+
+
+class PromptFileError(ValueError):
+    def __init__(self, source: str, line: int, reason: str) -> None:
+        self.source, self.line, self.reason = source, line, reason
+        super().__init__(f"{source} line {line}: {reason}")
+
+
+@dataclass
+class PromptRow:
+    line: int
+    text: str = ""
+    messages: list[dict] | None = None
+    tags: list[str] = field(default_factory=list)
+    split: str = Split.TRAIN
+    priority: int = 0
+    external_id: str = ""
+
+    @property
+    def content_hash(self) -> str:
+        return content_hash(text=self.text, messages=self.messages)
+
+
+def normalize(text: str) -> str:
+    return _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+
+
+def content_hash(*, text: str, messages: list[dict] | None) -> str:
+    if messages:
+        canonical = json.dumps([[m["role"], normalize(m["content"])] for m in messages], ensure_ascii=False)
+    else:
+        canonical = normalize(text)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def detect_format(name: str) -> str:
+    return "csv" if name.lower().endswith(".csv") else "jsonl"
+
+
+def parse(stream: Iterable[str], *, source: str, fmt: str) -> Iterator[PromptRow]:
+    if fmt not in FORMATS:
+        raise PromptFileError(source, 0, f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt == "csv":
+        yield from _parse_csv(stream, source)
+    else:
+        yield from _parse_jsonl(stream, source)
+
+
+def _parse_jsonl(stream: Iterable[str], source: str) -> Iterator[PromptRow]:
+    for number, raw in enumerate(stream, start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise PromptFileError(source, number, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise PromptFileError(source, number, "each line must be a JSON object")
+        yield _row_from_record(record, source, number)
+
+
+def _parse_csv(stream: Iterable[str], source: str) -> Iterator[PromptRow]:
+    reader = csv.DictReader(stream)
+    if not reader.fieldnames or "prompt" not in reader.fieldnames:
+        raise PromptFileError(source, 1, "the header has no 'prompt' column")
+    for record in reader:
+        # line_num is the reader's physical line: right even when a quoted field spans lines.
+        number = reader.line_num
+        if None in record:
+            raise PromptFileError(source, number, "more fields than the header has columns")
+        tags = record.get("tags") or ""
+        record = {k: v for k, v in record.items() if v not in (None, "")}
+        record["tags"] = [t.strip() for t in re.split(r"[;|,]", tags) if t.strip()]
+        yield _row_from_record(record, source, number)
+
+
+def _row_from_record(record: dict, source: str, number: int) -> PromptRow:
+    def fail(reason: str) -> PromptFileError:
+        return PromptFileError(source, number, reason)
+
+    row = PromptRow(line=number)
+    if "prompt" in record:
+        if not isinstance(record["prompt"], str) or not record["prompt"].strip():
+            raise fail("field 'prompt' must be a non-empty string")
+        row.text = record["prompt"]
+    elif "messages" in record:
+        row.messages = _messages(record["messages"], fail)
+    elif "chosen" in record and "rejected" in record:
+        row.messages = _hh_prompt(record["chosen"], record["rejected"], fail)
+    else:
+        raise fail("needs a 'prompt' string, a 'messages' list, or HH-RLHF 'chosen'/'rejected' transcripts")
+
+    tags = record.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) and t.strip() and len(t) <= 100 for t in tags):
+        raise fail("field 'tags' must be a list of non-empty strings (at most 100 characters)")
+    row.tags = sorted({t.strip() for t in tags})
+
+    split = record.get("split", Split.TRAIN)
+    if split not in Split.values:
+        raise fail(f"field 'split' must be one of {', '.join(Split.values)}, not {split!r}")
+    row.split = split
+
+    priority = record.get("priority", 0)
+    try:
+        if isinstance(priority, bool) or (isinstance(priority, float) and not priority.is_integer()):
+            raise ValueError
+        row.priority = int(priority)
+    except (TypeError, ValueError):
+        raise fail(f"field 'priority' must be an integer, not {priority!r}") from None
+
+    external_id = record.get("id", "")
+    if not isinstance(external_id, (str, int)) or isinstance(external_id, bool):
+        raise fail("field 'id' must be a string or an integer")
+    row.external_id = str(external_id)[:255]
+    return row
+
+
+def _messages(value: object, fail) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise fail("field 'messages' must be a non-empty list of {role, content}")
+    messages = []
+    for i, message in enumerate(value):
+        if not isinstance(message, dict) or set(message) - {"role", "content"} or "content" not in message:
+            raise fail(f"messages[{i}] must be an object with exactly 'role' and 'content'")
+        if message.get("role") not in ROLES:
+            raise fail(f"messages[{i}].role must be one of {', '.join(ROLES)}")
+        if not isinstance(message["content"], str) or not message["content"].strip():
+            raise fail(f"messages[{i}].content must be a non-empty string")
+        messages.append({"role": message["role"], "content": message["content"]})
+    if messages[-1]["role"] != "user":
+        raise fail("the last message must be the user's turn (the model answers it)")
+    return messages
+
+
+def _hh_prompt(chosen: object, rejected: object, fail) -> list[dict]:
+    """The shared prompt of an HH-RLHF pair, as chat messages.
+
+    Both transcripts share every turn up to the final "Assistant:" turn, which is
+    where they differ; that shared prefix is the prompt.
+    """
+    if not isinstance(chosen, str) or not isinstance(rejected, str):
+        raise fail("fields 'chosen' and 'rejected' must be strings")
+    common = 0
+    for c, r in zip(chosen, rejected):
+        if c != r:
+            break
+        common += 1
+    cut = chosen.rfind("\n\nAssistant:", 0, common + 1)
+    if cut <= 0:
+        raise fail("'chosen' and 'rejected' share no prompt ending in a '\\n\\nAssistant:' turn")
+    parts = _HH_TURN.split(chosen[:cut])
+    # parts: [preamble, role, text, role, text, ...]
+    messages = [
+        {"role": "user" if role == "Human" else "assistant", "content": text.strip()}
+        for role, text in zip(parts[1::2], parts[2::2])
+    ]
+    if not messages or any(not m["content"] for m in messages):
+        raise fail("the shared HH-RLHF prompt has an empty or missing 'Human:' turn")
+    return _messages(messages, fail)

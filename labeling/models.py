@@ -1,0 +1,192 @@
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Choice(models.TextChoices):
+    """A judgment, always in terms of completion a/b, never screen side."""
+
+    A = "a", "A is better"
+    B = "b", "B is better"
+    TIE = "tie", "Tie"
+    BOTH_BAD = "both_bad", "Both bad"
+
+
+class Split(models.TextChoices):
+    TRAIN = "train", "Train"
+    HELDOUT = "heldout", "Held-out"
+
+
+class StrengthScale(models.TextChoices):
+    NONE = "none", "No strength"
+    THREE = "three", "Slightly / clearly / much better"
+
+
+class Campaign(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    guidelines = models.TextField(blank=True, help_text="Markdown, shown to annotators one click away.")
+    annotations_per_pair = models.PositiveSmallIntegerField(default=1, help_text="Judgments each pair needs (N).")
+    allow_tie = models.BooleanField(default=True)
+    allow_both_bad = models.BooleanField(default=True)
+    strength_scale = models.CharField(max_length=10, choices=StrengthScale.choices, default=StrengthScale.THREE)
+    rationale_required = models.BooleanField(default=False)
+    gold_rate = models.FloatField(default=0.0, help_text="Share of served pairs that are gold (0-1).")
+    lease_seconds = models.PositiveIntegerField(default=600)
+    active_policy = models.ForeignKey(
+        "generation.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The policy new generation jobs sample from.",
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(annotations_per_pair__gte=1), name="campaign_n_at_least_1"),
+            models.CheckConstraint(condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="campaign_gold_rate_0_1"),
+            models.CheckConstraint(condition=Q(lease_seconds__gte=10), name="campaign_lease_at_least_10s"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.lease_seconds)
+
+
+class Tag(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Prompt(models.Model):
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="prompts")
+    text = models.TextField(blank=True, help_text="The prompt as plain text (empty for chat prompts).")
+    messages = models.JSONField(null=True, blank=True, help_text="Chat prompt: a list of {role, content}.")
+    content_hash = models.CharField(max_length=64, help_text="sha256 of the normalized content.")
+    tags = models.ManyToManyField(Tag, blank=True, related_name="prompts")
+    enabled = models.BooleanField(default=True)
+    priority = models.IntegerField(default=0, help_text="Higher is served first.")
+    split = models.CharField(max_length=10, choices=Split.choices, default=Split.TRAIN)
+    source = models.CharField(max_length=255, blank=True)
+    external_id = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-priority", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "content_hash"], name="prompt_unique_content_per_campaign"),
+            models.CheckConstraint(condition=Q(split__in=Split.values), name="prompt_split_valid"),
+            models.CheckConstraint(
+                condition=~Q(text="") | Q(messages__isnull=False), name="prompt_has_text_or_messages"
+            ),
+        ]
+        indexes = [models.Index(fields=["campaign", "enabled", "split"])]
+
+    def __str__(self) -> str:
+        return self.display_text[:80]
+
+    @property
+    def display_text(self) -> str:
+        if self.messages:
+            return "\n\n".join(f"{m['role']}: {m['content']}" for m in self.messages)
+        return self.text
+
+
+class ComparisonStatus(models.TextChoices):
+    OPEN = "open", "Needs judgments"
+    COMPLETE = "complete", "Complete"
+    RETIRED = "retired", "Retired"
+
+
+class Comparison(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
+    completion_a = models.ForeignKey("generation.Completion", on_delete=models.PROTECT, related_name="+")
+    completion_b = models.ForeignKey("generation.Completion", on_delete=models.PROTECT, related_name="+")
+    is_gold = models.BooleanField(default=False)
+    gold_choice = models.CharField(max_length=10, choices=Choice.choices, blank=True)
+    judgments_count = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=ComparisonStatus.choices, default=ComparisonStatus.OPEN)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(completion_a=models.F("completion_b")), name="comparison_distinct_sides"),
+            models.UniqueConstraint(fields=["completion_a", "completion_b"], name="comparison_unique_pair"),
+            models.CheckConstraint(
+                condition=Q(is_gold=False, gold_choice="") | Q(is_gold=True, gold_choice__in=Choice.values),
+                name="comparison_gold_has_answer",
+            ),
+            models.CheckConstraint(condition=Q(status__in=ComparisonStatus.values), name="comparison_status_valid"),
+        ]
+        indexes = [models.Index(fields=["status", "is_gold"])]
+
+    def __str__(self) -> str:
+        return f"Comparison {self.pk}"
+
+
+class AssignmentState(models.TextChoices):
+    LEASED = "leased", "Leased"
+    SUBMITTED = "submitted", "Submitted"
+    SKIPPED = "skipped", "Skipped"
+    EXPIRED = "expired", "Expired"
+
+
+class Assignment(models.Model):
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    left_is_a = models.BooleanField(help_text="Completion a was shown on the left.")
+    leased_until = models.DateTimeField()
+    state = models.CharField(max_length=10, choices=AssignmentState.choices, default=AssignmentState.LEASED)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # An annotator never sees a pair twice, whatever happened to the first lease.
+            models.UniqueConstraint(fields=["comparison", "annotator"], name="assignment_once_per_annotator"),
+            models.CheckConstraint(condition=Q(state__in=AssignmentState.values), name="assignment_state_valid"),
+        ]
+        indexes = [models.Index(fields=["annotator", "state"]), models.Index(fields=["state", "leased_until"])]
+
+    def __str__(self) -> str:
+        return f"Assignment {self.pk} ({self.state})"
+
+
+class Judgment(models.Model):
+    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="judgment")
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="judgments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="judgments")
+    choice = models.CharField(max_length=10, choices=Choice.choices)
+    strength = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1 slightly, 2 clearly, 3 much.")
+    rationale = models.TextField(blank=True)
+    left_is_a = models.BooleanField(help_text="Order shown: completion a was on the left.")
+    time_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time on task.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "annotator"], name="judgment_once_per_annotator"),
+            models.CheckConstraint(condition=Q(choice__in=Choice.values), name="judgment_choice_valid"),
+            models.CheckConstraint(
+                condition=Q(strength__isnull=True) | Q(strength__gte=1, strength__lte=3), name="judgment_strength_1_3"
+            ),
+        ]
+        indexes = [models.Index(fields=["annotator", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"Judgment {self.pk}: {self.choice}"
