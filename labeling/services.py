@@ -139,3 +139,10 @@ def annotator_create(*, username: str, password: str, email: str = "") -> User:
     user.groups.add(group)
     return user
 
+
+
+def campaign_set_active_policy(*, campaign: Campaign, policy_id: int | None) -> Campaign:
+    """Point the campaign's generator at another policy (a generation.ModelVersion id)."""
+    campaign.active_policy_id = policy_id
+    campaign.save(update_fields=["active_policy"])
+    return campaign

@@ -1,0 +1,175 @@
+import io
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import path, reverse
+
+from labeling import services
+from labeling.forms import HeldoutSplitForm, PromptUploadForm
+from labeling.importers import PromptFileError
+from labeling.models import Assignment, Campaign, Comparison, Judgment, Prompt, Tag
+
+
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    list_display = ["name", "is_active", "annotations_per_pair", "allow_tie", "allow_both_bad", "gold_rate", "active_policy"]
+    list_filter = ["is_active"]
+    search_fields = ["name"]
+    raw_id_fields = ["active_policy"]
+    fieldsets = [
+        (None, {"fields": ["name", "is_active", "guidelines", "active_policy"]}),
+        (
+            "Judgments",
+            {
+                "fields": [
+                    "annotations_per_pair",
+                    "allow_tie",
+                    "allow_both_bad",
+                    "strength_scale",
+                    "rationale_required",
+                    "gold_rate",
+                    "lease_seconds",
+                ]
+            },
+        ),
+    ]
+
+
+def campaign_admin_add_actions(*actions) -> None:
+    """Let apps downstream of labeling (generation, training) add admin actions to campaigns.
+
+    labeling may not import them, so they extend the registered CampaignAdmin instead.
+    """
+    base = type(admin.site._registry[Campaign])
+    extended = type(base.__name__, (base,), {"actions": [*(base.actions or []), *actions]})
+    admin.site.unregister(Campaign)
+    admin.site.register(Campaign, extended)
+
+
+@admin.register(Tag)
+class TagAdmin(admin.ModelAdmin):
+    search_fields = ["name"]
+
+
+class TagFilter(admin.SimpleListFilter):
+    title = "tag"
+    parameter_name = "tag"
+
+    def lookups(self, request, model_admin):
+        return [(t.pk, t.name) for t in Tag.objects.all()[:200]]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(tags__pk=self.value()) if self.value() else queryset
+
+
+@admin.register(Prompt)
+class PromptAdmin(admin.ModelAdmin):
+    list_display = ["short_text", "campaign", "split", "enabled", "priority", "tag_list", "source", "created_at"]
+    list_filter = ["campaign", "split", "enabled", TagFilter]
+    search_fields = ["text", "messages", "external_id"]
+    list_select_related = ["campaign"]
+    readonly_fields = ["content_hash", "created_at"]
+    filter_horizontal = ["tags"]
+    actions = ["enable", "disable", "assign_heldout"]
+    change_list_template = "admin/labeling/prompt/change_list.html"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("tags")
+
+    @admin.display(description="prompt")
+    def short_text(self, obj: Prompt) -> str:
+        return obj.display_text[:100]
+
+    @admin.display(description="tags")
+    def tag_list(self, obj: Prompt) -> str:
+        return ", ".join(t.name for t in obj.tags.all())
+
+    @admin.action(description="Enable selected prompts")
+    def enable(self, request: HttpRequest, queryset: QuerySet[Prompt]) -> None:
+        count = services.prompts_set_enabled(prompts=queryset, enabled=True)
+        self.message_user(request, f"Enabled {count} prompts.")
+
+    @admin.action(description="Disable selected prompts")
+    def disable(self, request: HttpRequest, queryset: QuerySet[Prompt]) -> None:
+        count = services.prompts_set_enabled(prompts=queryset, enabled=False)
+        self.message_user(request, f"Disabled {count} prompts.")
+
+    @admin.action(description="Split selected prompts into train / held-out…")
+    def assign_heldout(self, request: HttpRequest, queryset: QuerySet[Prompt]) -> HttpResponse | None:
+        form = HeldoutSplitForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            held = services.prompts_assign_heldout(prompts=queryset, **form.cleaned_data)
+            self.message_user(request, f"{held} of {queryset.count()} prompts are now held out.")
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Held-out split",
+            "form": form,
+            "queryset": queryset,
+            "count": queryset.count(),
+            "opts": self.model._meta,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            "select_across": request.POST.get("select_across", "0"),
+            "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+        }
+        return render(request, "admin/labeling/prompt/heldout_split.html", context)
+
+    def get_urls(self):
+        upload = self.admin_site.admin_view(self.upload_view)
+        return [path("upload/", upload, name="labeling_prompt_upload"), *super().get_urls()]
+
+    def upload_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_add_permission(request):
+            return HttpResponse(status=403)
+        form = PromptUploadForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            stream = io.TextIOWrapper(upload.file, encoding="utf-8", newline="")
+            try:
+                result = services.prompts_import(
+                    campaign=form.cleaned_data["campaign"],
+                    stream=stream,
+                    source=upload.name,
+                    fmt=form.cleaned_data["format"] or None,
+                )
+            except PromptFileError as exc:
+                form.add_error("file", f"Nothing was imported. {exc}")
+            except UnicodeDecodeError as exc:
+                form.add_error("file", f"Nothing was imported. {upload.name} is not UTF-8 text ({exc.reason}).")
+            else:
+                self.message_user(request, f"{upload.name}: {result}.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:labeling_prompt_changelist"))
+        context = {**self.admin_site.each_context(request), "title": "Import prompts", "form": form, "opts": self.model._meta}
+        return render(request, "admin/labeling/prompt/upload.html", context)
+
+
+class JudgmentInline(admin.TabularInline):
+    model = Judgment
+    extra = 0
+    fields = ["annotator", "choice", "strength", "left_is_a", "time_ms", "created_at"]
+    readonly_fields = fields
+    can_delete = False
+
+
+@admin.register(Comparison)
+class ComparisonAdmin(admin.ModelAdmin):
+    list_display = ["id", "prompt", "status", "judgments_count", "is_gold", "created_at"]
+    list_filter = ["status", "is_gold", "prompt__campaign"]
+    raw_id_fields = ["prompt", "completion_a", "completion_b"]
+    inlines = [JudgmentInline]
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(admin.ModelAdmin):
+    list_display = ["id", "comparison", "annotator", "state", "left_is_a", "leased_until"]
+    list_filter = ["state"]
+    raw_id_fields = ["comparison", "annotator"]
+
+
+@admin.register(Judgment)
+class JudgmentAdmin(admin.ModelAdmin):
+    list_display = ["id", "comparison", "annotator", "choice", "strength", "time_ms", "created_at"]
+    list_filter = ["choice", "comparison__prompt__campaign"]
+    raw_id_fields = ["assignment", "comparison", "annotator"]
