@@ -36,16 +36,20 @@ RECIPE = {
 }
 
 
-def _recipe_id() -> str:
+def _recipe(train_steps: int | None) -> dict:
+    return {**RECIPE, "train_steps": train_steps or RECIPE["train_steps"]}
+
+
+def _recipe_id(recipe: dict = RECIPE) -> str:
     digest = hashlib.sha256(CORPUS.read_bytes())
-    digest.update(json.dumps(RECIPE, sort_keys=True).encode())
+    digest.update(json.dumps(recipe, sort_keys=True).encode())
     digest.update(CHAT_TEMPLATE.encode())
     return digest.hexdigest()
 
 
-def is_built(out: Path) -> bool:
-    manifest = out / MANIFEST
-    return manifest.exists() and json.loads(manifest.read_text()).get("recipe") == _recipe_id()
+def is_built(out: Path, recipe: dict = RECIPE) -> bool:
+    manifest = Path(out) / MANIFEST
+    return manifest.exists() and json.loads(manifest.read_text()).get("recipe") == _recipe_id(recipe)
 
 
 def _dialogues() -> list[list[dict]]:
@@ -78,14 +82,18 @@ def _train_tokenizer(texts: list[str]):
     return fast
 
 
-def build(out: Path, *, force: bool = False, progress: bool = False) -> Path:
-    """Build the tiny model into `out` (skipped when the same recipe is already there)."""
+def build(out: Path, *, force: bool = False, progress: bool = False, train_steps: int | None = None) -> Path:
+    """Build the tiny model into `out` (skipped when the same recipe is already there).
+
+    `train_steps` shortens the warm start (tests of the build itself); the default is the shipped recipe.
+    """
     import torch
     from tqdm import tqdm
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out = Path(out)
-    if is_built(out) and not force:
+    recipe = _recipe(train_steps)
+    if is_built(out, recipe) and not force:
         return out
     random.seed(RECIPE["seed"])
     torch.manual_seed(RECIPE["seed"])
@@ -113,7 +121,7 @@ def build(out: Path, *, force: bool = False, progress: bool = False) -> Path:
     )
     model = LlamaForCausalLM(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=RECIPE["learning_rate"], weight_decay=0.01)
-    steps, batch, seq = RECIPE["train_steps"], RECIPE["batch_size"], RECIPE["seq_len"]
+    steps, batch, seq = recipe["train_steps"], recipe["batch_size"], recipe["seq_len"]
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=RECIPE["learning_rate"], total_steps=steps)
     data = torch.tensor(stream, dtype=torch.long)
     generator = torch.Generator().manual_seed(RECIPE["seed"])
@@ -139,7 +147,7 @@ def build(out: Path, *, force: bool = False, progress: bool = False) -> Path:
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     (staging / MANIFEST).write_text(
-        json.dumps({"recipe": _recipe_id(), "final_loss": round(loss.item(), 4), **RECIPE}, indent=2)
+        json.dumps({"recipe": _recipe_id(recipe), "final_loss": round(loss.item(), 4), **recipe}, indent=2)
     )
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)

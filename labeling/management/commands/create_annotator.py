@@ -1,0 +1,19 @@
+import secrets
+
+from django.core.management.base import BaseCommand
+
+from labeling import services
+
+
+class Command(BaseCommand):
+    help = "Create an annotator (a non-staff user in the annotators group), or reset an existing one's password."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("username")
+        parser.add_argument("--password", help="Default: a random one, printed.")
+        parser.add_argument("--email", default="")
+
+    def handle(self, *args, username: str, password: str | None, email: str, **options) -> None:
+        password = password or secrets.token_urlsafe(12)
+        services.annotator_create(username=username, password=password, email=email)
+        self.stdout.write(self.style.SUCCESS(f"annotator {username} / {password}"))

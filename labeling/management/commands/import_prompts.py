@@ -1,0 +1,41 @@
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from labeling import services
+from labeling.importers import FORMATS, PromptFileError
+
+
+class Command(BaseCommand):
+    help = (
+        "Import prompts into a campaign (created if missing) from JSONL (prompt or messages), CSV (prompt column) "
+        "or HH-RLHF JSONL (chosen/rejected). A file with any bad line is rejected whole; duplicates are skipped."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("file", type=Path)
+        parser.add_argument("--campaign", required=True, help="Campaign name.")
+        parser.add_argument("--format", choices=FORMATS, help="Default: csv for *.csv, else jsonl (HH rows detected).")
+        parser.add_argument("--quiet", action="store_true", help="No progress bar.")
+
+    def handle(self, *args, file: Path, campaign: str, format: str | None, quiet: bool, **options) -> None:
+        if not file.is_file():
+            raise CommandError(f"{file}: no such file")
+        target, created = services.campaign_get_or_create(name=campaign)
+        if created:
+            self.stdout.write(f"created campaign {campaign!r}")
+        try:
+            with file.open(encoding="utf-8", newline="") as stream:
+                result = services.prompts_import(
+                    campaign=target,
+                    stream=stream,
+                    source=str(file),
+                    fmt=format,
+                    size=file.stat().st_size,
+                    progress=not quiet,
+                )
+        except PromptFileError as exc:
+            raise CommandError(f"nothing was imported: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise CommandError(f"nothing was imported: {file} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+        self.stdout.write(self.style.SUCCESS(f"{file.name}: {result}"))

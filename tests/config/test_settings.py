@@ -1,0 +1,50 @@
+"""Settings come from the environment and fail loudly, naming the variable."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_settings(**env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DEBUG", "SECRET_KEY"}}
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)"],
+        cwd=ROOT,
+        env={**clean, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"DATABASE_URL": "nonsense"}, "DATABASE_URL='nonsense'"),
+        ({"DEBUG": "maybe"}, "DEBUG='maybe' is not a boolean"),
+        ({"DEBUG": "0"}, "SECRET_KEY must be set when DEBUG is off"),
+        ({"ALLOWED_HOSTS": " , "}, "ALLOWED_HOSTS is empty"),
+        ({"CELERY_BROKER_URL": "kafka://x"}, "CELERY_BROKER_URL='kafka://x'"),
+        ({"GENERATION_BACKEND": "onnx"}, "GENERATION_BACKEND='onnx' must be one of auto, vllm, transformers"),
+        ({"VLLM_TENSOR_PARALLEL_SIZE": "two"}, "VLLM_TENSOR_PARALLEL_SIZE='two' is not an integer"),
+        ({"VLLM_GPU_MEMORY_UTILIZATION": "1.5"}, "VLLM_GPU_MEMORY_UTILIZATION=1.5 must be between"),
+    ],
+)
+def test_malformed_setting_stops_start_up_naming_the_variable(env, message):
+    result = _load_settings(**env)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert message in result.stderr
+
+
+def test_production_settings_load_from_the_environment():
+    result = _load_settings(
+        DEBUG="off", SECRET_KEY="s3cret", DATABASE_URL="postgres://u:p@db.example:5432/app", ALLOWED_HOSTS="a.example"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

@@ -1,0 +1,155 @@
+import io
+import json
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from labeling import services
+from labeling.importers import PromptFileError
+from labeling.models import Prompt, Split, Tag
+
+pytestmark = pytest.mark.django_db
+
+
+def _jsonl(rows: list[dict]) -> io.StringIO:
+    return io.StringIO("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _import(campaign, text: str | io.StringIO, source: str = "prompts.jsonl", **kwargs):
+    stream = io.StringIO(text) if isinstance(text, str) else text
+    return services.prompts_import(campaign=campaign, stream=stream, source=source, **kwargs)
+
+
+def test_jsonl_with_text_messages_tags_split_priority_and_id(campaign):
+    result = _import(
+        campaign,
+        _jsonl(
+            [
+                {"prompt": "Write a haiku.", "tags": ["poetry", "short"], "priority": 5, "id": "p1"},
+                {"messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi?"}]},
+                {"prompt": "Explain DPO.", "split": "heldout", "id": 7},
+            ]
+        ),
+    )
+    assert (result.created, result.duplicates) == (3, 0)
+    haiku = Prompt.objects.get(text="Write a haiku.")
+    assert (haiku.priority, haiku.external_id, haiku.split) == (5, "p1", Split.TRAIN)
+    assert sorted(haiku.tags.values_list("name", flat=True)) == ["poetry", "short"]
+    chat = Prompt.objects.get(messages__isnull=False)
+    assert chat.messages[-1] == {"role": "user", "content": "Hi?"} and chat.text == ""
+    assert Prompt.objects.get(external_id="7").split == Split.HELDOUT
+
+
+def test_csv_with_prompt_column_and_multiline_quoted_field(campaign):
+    text = 'prompt,tags,priority\n"Line one\nline two",a;b,2\nSecond prompt,,\n'
+    result = _import(campaign, text, source="prompts.csv")
+    assert result.created == 2
+    first = Prompt.objects.get(priority=2)
+    assert first.text == "Line one\nline two"
+    assert sorted(first.tags.values_list("name", flat=True)) == ["a", "b"]
+
+
+def test_hh_rlhf_rows_become_the_shared_prompt_as_chat_turns(campaign):
+    shared = "\n\nHuman: What is a kite?\n\nAssistant: A toy that flies.\n\nHuman: How do I fly one?"
+    row = {"chosen": shared + "\n\nAssistant: Run into the wind.", "rejected": shared + "\n\nAssistant: You can't."}
+    _import(campaign, _jsonl([row]))
+    prompt = Prompt.objects.get()
+    assert prompt.messages == [
+        {"role": "user", "content": "What is a kite?"},
+        {"role": "assistant", "content": "A toy that flies."},
+        {"role": "user", "content": "How do I fly one?"},
+    ]
+
+
+def test_hh_rlhf_pair_whose_answers_share_a_first_word_still_cuts_at_the_last_turn(campaign):
+    shared = "\n\nHuman: Name a colour."
+    row = {"chosen": shared + "\n\nAssistant: Blue is nice.", "rejected": shared + "\n\nAssistant: Blue."}
+    _import(campaign, _jsonl([row]))
+    assert Prompt.objects.get().messages == [{"role": "user", "content": "Name a colour."}]
+
+
+def test_duplicates_by_normalized_content_are_skipped_in_file_and_across_imports(campaign):
+    rows = [{"prompt": "Say  hello"}, {"prompt": " Say hello \n"}, {"prompt": "Say goodbye"}]
+    first = _import(campaign, _jsonl(rows))
+    assert (first.created, first.duplicates) == (2, 1)
+    again = _import(campaign, _jsonl(rows))
+    assert (again.created, again.duplicates) == (0, 3)
+    assert Prompt.objects.count() == 2
+
+
+def test_same_prompt_may_live_in_two_campaigns(campaign):
+    from labeling.models import Campaign
+
+    other = Campaign.objects.create(name="other")
+    _import(campaign, _jsonl([{"prompt": "Same"}]))
+    assert _import(other, _jsonl([{"prompt": "Same"}])).created == 1
+
+
+@pytest.mark.parametrize(
+    "bad_line, reason",
+    [
+        ("{not json", "invalid JSON"),
+        ('{"prompt": 42}', "field 'prompt' must be a non-empty string"),
+        ('{"text": "wrong key"}', "needs a 'prompt' string"),
+        ('{"prompt": "x", "split": "test"}', "field 'split' must be one of train, heldout"),
+        ('{"prompt": "x", "priority": "high"}', "field 'priority' must be an integer"),
+        ('{"prompt": "x", "tags": "a,b"}', "field 'tags' must be a list"),
+        ('{"messages": [{"role": "robot", "content": "x"}]}', "messages[0].role must be one of"),
+        ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}', "last message"),
+        ('["a list"]', "must be a JSON object"),
+    ],
+)
+def test_a_bad_line_rejects_the_whole_file_naming_line_and_reason(campaign, bad_line, reason):
+    lines = [json.dumps({"prompt": f"good {i}"}) for i in range(1, 777)]
+    lines.insert(776, bad_line)  # the bad line is line 777
+    with pytest.raises(PromptFileError) as err:
+        _import(campaign, "\n".join(lines) + "\n", source="/data/big.jsonl")
+    assert err.value.line == 777
+    assert reason in str(err.value)
+    assert str(err.value).startswith("big.jsonl line 777:")
+    assert Prompt.objects.count() == 0 and Tag.objects.count() == 0
+
+
+def test_csv_without_prompt_column_is_rejected(campaign):
+    with pytest.raises(PromptFileError, match="no 'prompt' column"):
+        _import(campaign, "question\nwhat?\n", source="q.csv")
+
+
+def test_command_imports_shows_progress_and_reimport_adds_nothing(campaign, tmp_path: Path, capsys):
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"prompt number {i}", "tags": ["t"]}) + "\n" for i in range(300)))
+    call_command("import_prompts", str(path), campaign=campaign.name)
+    out = capsys.readouterr()
+    assert "imported 300 prompts, skipped 0 duplicates" in out.out
+    assert "reading p.jsonl" in out.err  # tqdm writes its bar to stderr
+    call_command("import_prompts", str(path), campaign=campaign.name)
+    assert "imported 0 prompts, skipped 300 duplicates" in capsys.readouterr().out
+    assert Prompt.objects.filter(campaign=campaign).count() == 300
+
+
+def test_command_names_the_bad_line_and_stores_nothing(campaign, tmp_path: Path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "ok"}\n{"prompt": ""}\n')
+    with pytest.raises(CommandError, match=r"nothing was imported: bad.jsonl line 2: field 'prompt'"):
+        call_command("import_prompts", str(path), campaign=campaign.name, quiet=True)
+    assert Prompt.objects.count() == 0
+
+
+def test_command_creates_the_campaign_when_missing(tmp_path: Path):
+    path = tmp_path / "p.csv"
+    path.write_text("prompt\nhello\n")
+    call_command("import_prompts", str(path), campaign="fresh", quiet=True)
+    assert Prompt.objects.get().campaign.name == "fresh"
+
+
+def test_heldout_split_is_reproducible_by_seed_and_near_the_fraction(campaign):
+    _import(campaign, _jsonl([{"prompt": f"p{i}"} for i in range(1000)]))
+    prompts = Prompt.objects.filter(campaign=campaign)
+    held = services.prompts_assign_heldout(prompts=prompts, fraction=0.2, seed=3)
+    first = set(prompts.filter(split=Split.HELDOUT).values_list("pk", flat=True))
+    assert 150 < held < 250 and len(first) == held
+    services.prompts_assign_heldout(prompts=prompts, fraction=0.2, seed=4)
+    assert set(prompts.filter(split=Split.HELDOUT).values_list("pk", flat=True)) != first
+    services.prompts_assign_heldout(prompts=prompts, fraction=0.2, seed=3)
+    assert set(prompts.filter(split=Split.HELDOUT).values_list("pk", flat=True)) == first
