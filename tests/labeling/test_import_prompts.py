@@ -136,6 +136,16 @@ def test_command_names_the_bad_line_and_stores_nothing(campaign, tmp_path: Path)
     assert Prompt.objects.count() == 0
 
 
+def test_rejected_file_does_not_leave_a_new_campaign_behind(tmp_path: Path):
+    from labeling.models import Campaign
+
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "ok"}\n{"oops": 1}\n')
+    with pytest.raises(CommandError, match="line 2"):
+        call_command("import_prompts", str(path), campaign="brand-new", quiet=True)
+    assert not Campaign.objects.filter(name="brand-new").exists()
+
+
 def test_command_creates_the_campaign_when_missing(tmp_path: Path):
     path = tmp_path / "p.csv"
     path.write_text("prompt\nhello\n")

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from labeling import services
 from labeling.importers import FORMATS, PromptFileError
@@ -21,11 +22,10 @@ class Command(BaseCommand):
     def handle(self, *args, file: Path, campaign: str, format: str | None, quiet: bool, **options) -> None:
         if not file.is_file():
             raise CommandError(f"{file}: no such file")
-        target, created = services.campaign_get_or_create(name=campaign)
-        if created:
-            self.stdout.write(f"created campaign {campaign!r}")
         try:
-            with file.open(encoding="utf-8", newline="") as stream:
+            # One transaction: a rejected file doesn't even leave a new, empty campaign behind.
+            with transaction.atomic(), file.open(encoding="utf-8", newline="") as stream:
+                target, created = services.campaign_get_or_create(name=campaign)
                 result = services.prompts_import(
                     campaign=target,
                     stream=stream,
@@ -38,4 +38,6 @@ class Command(BaseCommand):
             raise CommandError(f"nothing was imported: {exc}") from None
         except UnicodeDecodeError as exc:
             raise CommandError(f"nothing was imported: {file} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+        if created:
+            self.stdout.write(f"created campaign {campaign!r}")
         self.stdout.write(self.style.SUCCESS(f"{file.name}: {result}"))
