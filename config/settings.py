@@ -6,6 +6,7 @@ ImproperlyConfigured error that names the variable.
 """
 
 import os
+import shlex
 from pathlib import Path
 
 import dj_database_url
@@ -141,6 +142,11 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+# Failed logins (web form and API token) allowed per client address and username within the window.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+LOGIN_FAILURE_WINDOW_S = env_int("LOGIN_FAILURE_WINDOW_S", 300, minimum=1)
+# Judgments per day the annotator's "today" progress bar counts toward.
+LABELING_DAILY_GOAL = env_int("LABELING_DAILY_GOAL", 200, minimum=1)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -163,7 +169,15 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
-SPECTACULAR_SETTINGS = {"TITLE": "Preference loop API", "VERSION": "1.0.0"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Preference loop API",
+    "VERSION": "1.0.0",
+    # One schema name per choice set that several serializers share.
+    "ENUM_NAME_OVERRIDES": {
+        "ShownChoiceEnum": "labeling.api.SHOWN_CHOICES",
+        "StrengthScaleEnum": "labeling.models.StrengthScale",
+    },
+}
 
 # --- Celery -----------------------------------------------------------------
 # Default broker needs no server: kombu's filesystem transport under var/.
@@ -196,6 +210,17 @@ VLLM_MAX_LORA_RANK = env_int("VLLM_MAX_LORA_RANK", 16, minimum=1)
 VLLM_MAX_MODEL_LEN = env_int("VLLM_MAX_MODEL_LEN", 0, minimum=0)  # 0: the checkpoint's own limit
 GENERATION_CHUNK_SIZE = env_int("GENERATION_CHUNK_SIZE", 64, minimum=1)
 ARTIFACTS_DIR = Path(os.environ.get("ARTIFACTS_DIR", VAR_DIR / "artifacts"))
+
+# --- Training ---------------------------------------------------------------
+# Command prefix for the DPO worker; empty runs it with this Python. For many GPUs,
+# e.g. "accelerate launch --config_file conf/zero3.yaml" (it is given `-m training.dpo_worker SPEC`).
+TRAINING_LAUNCHER = os.environ.get("TRAINING_LAUNCHER", "")
+try:
+    shlex.split(TRAINING_LAUNCHER)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"TRAINING_LAUNCHER={TRAINING_LAUNCHER!r} is not a command line: {exc}") from None
+TRAINING_GATE_MIN_ACCURACY = env_float("TRAINING_GATE_MIN_ACCURACY", 0.5, low=0.0, high=1.0)
+RETRAIN_MIN_NEW_PREFERENCES = env_int("RETRAIN_MIN_NEW_PREFERENCES", 50, minimum=1)
 
 LOGGING = {
     "version": 1,

@@ -3,13 +3,18 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from labeling.views import home
+from labeling.views import LoginView, home
 
 urlpatterns = [
     path("", home, name="home"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("", include("labeling.urls")),
+    path("training/", include("training.urls")),
+    path("api/training/", include("training.api_urls")),
+    path("generation/", include("generation.urls")),
+    path("api/generation/", include("generation.api_urls")),
 ]

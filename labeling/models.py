@@ -119,6 +119,11 @@ class Comparison(models.Model):
     gold_choice = models.CharField(max_length=10, choices=Choice.choices, blank=True)
     judgments_count = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=10, choices=ComparisonStatus.choices, default=ComparisonStatus.OPEN)
+    priority = models.IntegerField(
+        default=0,
+        help_text="The prompt's priority, copied here so the work queue sorts on one indexed table "
+        "(labeling.services.prompts_set_priority keeps both in step).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -132,7 +137,17 @@ class Comparison(models.Model):
             ),
             models.CheckConstraint(condition=Q(status__in=ComparisonStatus.values), name="comparison_status_valid"),
         ]
-        indexes = [models.Index(fields=["status", "is_gold"])]
+        indexes = [
+            models.Index(fields=["status", "is_gold"]),
+            # The work queue: a claim walks open regular pairs in serving order and
+            # stops at the first free one; completed pairs leave the index.
+            models.Index(
+                models.F("priority").desc(),
+                "id",
+                name="comparison_queue",
+                condition=Q(status="open", is_gold=False),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Comparison {self.pk}"

@@ -1,16 +1,31 @@
 import hashlib
 import io
 import os
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.contrib.auth.models import Group, User
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
+from django.utils import timezone
 from tqdm import tqdm
 
-from labeling import importers
-from labeling.models import Campaign, Prompt, Split, Tag
+from labeling import importers, selectors
+from labeling.models import (
+    Assignment,
+    AssignmentState,
+    Campaign,
+    Choice,
+    Comparison,
+    ComparisonStatus,
+    Judgment,
+    Prompt,
+    Split,
+    StrengthScale,
+    Tag,
+)
 
 ANNOTATOR_GROUP = "annotators"
 _BATCH = 2000
@@ -146,3 +161,245 @@ def campaign_set_active_policy(*, campaign: Campaign, policy_id: int | None) -> 
     campaign.active_policy_id = policy_id
     campaign.save(update_fields=["active_policy"])
     return campaign
+
+
+# --- The work queue ------------------------------------------------------------
+# Claim, skip and submit: each is one short transaction. Judgments are stored in
+# terms of completion a/b; the side an annotator saw is recorded next to them.
+
+
+@transaction.atomic
+def prompts_set_priority(*, prompts: QuerySet[Prompt], priority: int) -> int:
+    """Change the serving priority of prompts and of their pairs (the queue sorts on Comparison.priority)."""
+    ids = list(prompts.values_list("pk", flat=True))
+    for start in range(0, len(ids), _BATCH):
+        batch = ids[start : start + _BATCH]
+        Prompt.objects.filter(pk__in=batch).update(priority=priority)
+        Comparison.objects.filter(prompt_id__in=batch).update(priority=priority)
+    return len(ids)
+
+
+class LabelingError(Exception):
+    """A request the queue refuses; `code` is stable for API clients."""
+
+    code = "labeling_error"
+
+
+class InvalidJudgment(LabelingError):
+    code = "invalid_judgment"
+
+
+class LeaseExpired(LabelingError):
+    code = "lease_expired"
+
+
+class AssignmentClosed(LabelingError):
+    code = "assignment_closed"
+
+
+class AlreadySubmitted(LabelingError):
+    code = "already_submitted"
+
+
+_SHOWN_TO_STORED = {
+    # (shown choice, left_is_a) -> stored choice
+    ("left", True): Choice.A,
+    ("left", False): Choice.B,
+    ("right", True): Choice.B,
+    ("right", False): Choice.A,
+}
+
+
+def choice_from_shown(*, shown: str, left_is_a: bool) -> Choice:
+    if shown in ("tie", "both_bad"):
+        return Choice(shown)
+    return _SHOWN_TO_STORED[(shown, left_is_a)]
+
+
+def choice_to_shown(*, choice: str, left_is_a: bool) -> str:
+    if choice in (Choice.TIE, Choice.BOTH_BAD):
+        return str(choice)
+    return "left" if (choice == Choice.A) == left_is_a else "right"
+
+
+def _lock_free_comparison(*, campaign: Campaign, annotator: User, gold: bool, now: datetime) -> Comparison | None:
+    rejected: list[int] = []
+    while True:
+        # SKIP LOCKED: concurrent annotators never wait on, or double-claim, a row.
+        sql, params = selectors.comparison_claim_sql(
+            campaign=campaign, annotator=annotator, gold=gold, now=now, exclude=rejected, lock=True
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        comparison = selectors.comparison_for_display(pk=row[0])
+        if selectors.comparison_has_room(
+            comparison=comparison, annotator=annotator, n=campaign.annotations_per_pair, now=now
+        ):
+            return comparison
+        # Filled by a claim that committed after our snapshot: rare, try the next one.
+        rejected.append(comparison.pk)
+
+
+@transaction.atomic
+def assignment_next(*, campaign: Campaign, annotator: User, after_id: int | None = None) -> Assignment | None:
+    """The pair this annotator should judge next, leased to them; None when nothing is left.
+
+    An unexpired lease the annotator already holds comes first (a reload or a
+    retried request must not claim a second pair). `after_id` names the pair
+    now on screen, so the page can prefetch the one after it: an annotator
+    holds at most two leases per campaign.
+    """
+    now = timezone.now()
+    # Serialize one annotator's claims (a double click): without this, two requests
+    # could each find no held lease and each claim a pair.
+    list(User.objects.select_for_update(no_key=True).filter(pk=annotator.pk).values_list("pk"))
+    held = selectors.assignment_live_id(annotator=annotator, campaign=campaign, now=now, other_than=after_id)
+    if held is not None:
+        return selectors.assignment_for_display(pk=held)
+    comparison = _lock_free_comparison(campaign=campaign, annotator=annotator, gold=False, now=now)
+    if comparison is None:
+        # Gold pairs are mixed into real work; alone they would only test annotators.
+        return None
+    if campaign.gold_rate and secrets.SystemRandom().random() < campaign.gold_rate:
+        comparison = _lock_free_comparison(campaign=campaign, annotator=annotator, gold=True, now=now) or comparison
+    return Assignment.objects.create(
+        comparison=comparison,
+        annotator=annotator,
+        left_is_a=secrets.randbelow(2) == 0,
+        leased_until=now + campaign.lease,
+    )
+
+
+def _owned_assignment(*, assignment_id: int, annotator: User) -> Assignment:
+    """The caller's assignment with its pair, both row-locked; Assignment.DoesNotExist for anyone else's.
+
+    Lock order everywhere: an assignment before its comparison (a claim locks
+    only comparisons), so no two of these transactions can deadlock.
+    """
+    return (
+        Assignment.objects.select_for_update(of=("self", "comparison"))
+        .select_related("comparison__prompt__campaign")
+        .get(pk=assignment_id, annotator=annotator)
+    )
+
+
+@transaction.atomic
+def assignment_skip(*, assignment_id: int, annotator: User) -> Assignment:
+    """Give a leased pair back to the pool; this annotator will not be shown it again. Idempotent."""
+    assignment = _owned_assignment(assignment_id=assignment_id, annotator=annotator)
+    if assignment.state == AssignmentState.SUBMITTED:
+        raise AssignmentClosed("This pair was already judged; it cannot be skipped.")
+    if assignment.state == AssignmentState.LEASED:
+        assignment.state = AssignmentState.SKIPPED
+        assignment.save(update_fields=["state"])
+    return assignment
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    judgment: Judgment
+    created: bool
+
+
+_EXPIRED_MESSAGE = "Your time on this pair ran out and it went back to the pool; this answer was not stored."
+_RATIONALE_MAX = 5000
+_TIME_MS_MAX = 24 * 3600 * 1000
+
+
+def _validate_judgment(
+    *, campaign: Campaign, shown: str, strength: int | None, rationale: str, time_ms: int | None
+) -> None:
+    allowed = selectors.campaign_allowed_choices(campaign=campaign)
+    if shown not in allowed:
+        raise InvalidJudgment(f"choice must be one of {', '.join(allowed)}, not {shown!r}")
+    if strength is not None:
+        if campaign.strength_scale != StrengthScale.THREE:
+            raise InvalidJudgment("this campaign takes no strength")
+        if shown not in selectors.SIDES:
+            raise InvalidJudgment("strength goes with left or right, not with tie or both bad")
+        if strength not in (1, 2, 3):
+            raise InvalidJudgment("strength must be 1 (slightly), 2 (clearly) or 3 (much better)")
+    if campaign.rationale_required and not rationale.strip():
+        raise InvalidJudgment("this campaign asks for a rationale")
+    if len(rationale) > _RATIONALE_MAX:
+        raise InvalidJudgment(f"the rationale is longer than {_RATIONALE_MAX} characters")
+    if time_ms is not None and not 0 <= time_ms <= _TIME_MS_MAX:
+        raise InvalidJudgment("time_ms must be between 0 and one day")
+
+
+def judgment_submit(
+    *,
+    assignment_id: int,
+    annotator: User,
+    choice: str,
+    strength: int | None = None,
+    rationale: str = "",
+    time_ms: int | None = None,
+) -> SubmitResult:
+    """Store the annotator's judgment on a leased pair, once.
+
+    `choice` is in terms of the sides shown ("left", "right", "tie",
+    "both_bad") and is stored as a/b using the order recorded at claim time.
+    A repeat of an accepted submit (double click, retried request) returns the
+    stored judgment with created=False. An expired, skipped or foreign lease
+    stores nothing: LeaseExpired, AssignmentClosed, Assignment.DoesNotExist.
+    """
+    with transaction.atomic():
+        assignment = _owned_assignment(assignment_id=assignment_id, annotator=annotator)
+        comparison = assignment.comparison
+        campaign = comparison.prompt.campaign
+        _validate_judgment(campaign=campaign, shown=choice, strength=strength, rationale=rationale, time_ms=time_ms)
+        stored = choice_from_shown(shown=choice, left_is_a=assignment.left_is_a)
+        if assignment.state == AssignmentState.SUBMITTED:
+            judgment = assignment.judgment
+            if (judgment.choice, judgment.strength, judgment.rationale) != (stored, strength, rationale):
+                raise AlreadySubmitted("This pair was already judged with a different answer; it was not changed.")
+            return SubmitResult(judgment=judgment, created=False)
+        if assignment.state == AssignmentState.EXPIRED:
+            raise LeaseExpired(_EXPIRED_MESSAGE)
+        if assignment.state == AssignmentState.SKIPPED:
+            raise AssignmentClosed("You skipped this pair; nothing was stored.")
+        # The cap is re-checked under the pair's lock, so a lease judged after it
+        # expired and was handed to someone else can never push a pair past N.
+        full = not comparison.is_gold and comparison.judgments_count >= campaign.annotations_per_pair
+        expired = assignment.leased_until <= timezone.now() or full
+        if not expired:
+            judgment = Judgment.objects.create(
+                assignment=assignment,
+                comparison=comparison,
+                annotator=annotator,
+                choice=stored,
+                strength=strength,
+                rationale=rationale,
+                left_is_a=assignment.left_is_a,
+                time_ms=time_ms,
+            )
+            assignment.state = AssignmentState.SUBMITTED
+            assignment.save(update_fields=["state"])
+            comparison.judgments_count += 1
+            if not comparison.is_gold and comparison.judgments_count >= campaign.annotations_per_pair:
+                comparison.status = ComparisonStatus.COMPLETE
+            comparison.save(update_fields=["judgments_count", "status"])
+            return SubmitResult(judgment=judgment, created=True)
+        assignment.state = AssignmentState.EXPIRED
+        assignment.save(update_fields=["state"])
+    # Raised after the commit, so the lease stays marked expired.
+    raise LeaseExpired(_EXPIRED_MESSAGE)
+
+
+@transaction.atomic
+def comparisons_create(*, rows: list[tuple[int, int, int]]) -> int:
+    """Open a comparison for each (prompt_id, completion_a_id, completion_b_id) row; returns how many.
+
+    Generation calls this inside its per-chunk transaction. Each comparison takes
+    its prompt's priority, which the work queue sorts on.
+    """
+    priorities = dict(Prompt.objects.filter(pk__in={prompt_id for prompt_id, _, _ in rows}).values_list("pk", "priority"))
+    comparisons = Comparison.objects.bulk_create(
+        Comparison(prompt_id=prompt_id, completion_a_id=a_id, completion_b_id=b_id, priority=priorities[prompt_id])
+        for prompt_id, a_id, b_id in rows
+    )
+    return len(comparisons)

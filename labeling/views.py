@@ -1,11 +1,75 @@
+from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.cache import never_cache
 
+from labeling import quality, selectors, services, throttle
+from labeling.api import pair_data, progress_data
 from labeling.models import Campaign
+from labeling.rendering import markdown_to_safe_html
+
+# Defense in depth for pages showing model output: even if sanitizing failed,
+# no inline script, event handler, frame or plugin could run.
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; frame-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    campaigns = Campaign.objects.filter(is_active=True)
-    return render(request, "labeling/home.html", {"campaigns": campaigns})
+    return render(request, "labeling/home.html", {"campaigns": selectors.campaigns_for_labeling()})
+
+
+@never_cache
+@login_required
+def label(request: HttpRequest, pk: int) -> HttpResponse:
+    """The comparison page: the first pair comes embedded; compare.js fetches the rest through the API."""
+    campaign = get_object_or_404(selectors.campaigns_for_labeling(), pk=pk)
+    assignment = services.assignment_next(campaign=campaign, annotator=request.user)
+    context = {
+        "campaign": campaign,
+        "guidelines_html": markdown_to_safe_html(campaign.guidelines),
+        "choices": selectors.campaign_allowed_choices(campaign=campaign),
+        "first_pair": pair_data(assignment) if assignment else None,
+        "progress": progress_data(campaign=campaign, annotator=request.user),
+    }
+    response = render(request, "labeling/label.html", context)
+    response["Content-Security-Policy"] = _CSP
+    return response
+
+
+@staff_member_required
+def dashboard(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = get_object_or_404(Campaign, pk=pk)
+    response = render(request, "labeling/dashboard.html", {"report": quality.campaign_report(campaign=campaign)})
+    response["Content-Security-Policy"] = _CSP
+    return response
+
+
+@staff_member_required
+def dashboard_plot(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = get_object_or_404(Campaign, pk=pk)
+    png = quality.report_plot_png(quality.campaign_report(campaign=campaign))
+    return HttpResponse(png, content_type="image/png")
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login view, refusing a client after too many failed tries for one username."""
+
+    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        username = request.POST.get("username", "")
+        if throttle.login_blocked(request, username):
+            context = self.get_context_data(form=self.get_form_class()(request), throttled=throttle.RETRY_MESSAGE)
+            return self.render_to_response(context, status=429)
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form) -> HttpResponse:
+        throttle.login_failed(self.request, self.request.POST.get("username", ""))
+        return super().form_invalid(form)
+
+    def form_valid(self, form) -> HttpResponse:
+        throttle.login_succeeded(self.request, self.request.POST.get("username", ""))
+        return super().form_valid(form)

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -42,6 +43,13 @@ class TrainingRound(models.Model):
         PreferenceSnapshot, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     reference_version = models.ForeignKey("generation.ModelVersion", on_delete=models.PROTECT, related_name="+")
+    start_version = models.ForeignKey(
+        "generation.ModelVersion",
+        null=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The policy training starts from: the campaign's active policy when the round was started.",
+    )
     output_version = models.OneToOneField(
         "generation.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="produced_by"
     )
@@ -54,6 +62,7 @@ class TrainingRound(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
 
     class Meta:
         ordering = ["-created_at"]
@@ -70,6 +79,10 @@ class TrainingRound(models.Model):
 
     def __str__(self) -> str:
         return f"{self.campaign} round {self.number} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_ROUND_STATES
 
 
 class RoundMetric(models.Model):

@@ -1,0 +1,193 @@
+"""Generation throughput: raw vLLM, our job end to end, and the transformers backend, on the same prompts.
+
+    .venv/bin/python bench/generation.py [--prompts 256] [--max-tokens 128] [--rounds 3] [--chunk-size N]
+
+All three sample two completions for each of the same prompts with the same
+sampling parameters (temperature 1, top-p 1, max_tokens 128) and the same
+per-prompt seeds, after warming every engine up:
+
+- raw: one `LLM.generate` call over all prompts, on the engine our generator holds;
+- ours: a GenerationJob run end to end: prompts read from the database, one
+  batched generate per chunk, completions and comparisons written per chunk;
+- transformers: the same job with GENERATION_BACKEND=transformers.
+
+The machine's cores are shared, so raw and ours are run --rounds times,
+interleaved, and each reports its best round (the least disturbed one).
+Unless the environment says otherwise, every path runs one unbound compute
+thread (OMP_NUM_THREADS=1, VLLM_CPU_OMP_THREADS_BIND=nobind): vLLM on 2 cores
+already drops to one thread, and pinned to a core that other processes also
+use it ran ~10x slower, which turned the comparison into noise.
+Uses DATABASE_URL if set, else a fresh SQLite file under var/bench/.
+Prints one JSON line last (completions per second).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+# Before torch or vllm is imported: they read these once.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+
+SUFFIXES = ["", " Answer in two sentences.", " Keep it simple."]
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def setup_database() -> str:
+    if "DATABASE_URL" not in os.environ:
+        path = ROOT / "var" / "bench" / "generation.sqlite3"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        os.environ["DATABASE_URL"] = f"sqlite:///{path}"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    return os.environ["DATABASE_URL"]
+
+
+def make_campaign(count: int):
+    import io
+
+    from labeling import services as labeling_services
+
+    demo = [json.loads(line)["prompt"] for line in (ROOT / "generation" / "demo" / "prompts.jsonl").open()]
+    texts = [text + suffix for suffix in SUFFIXES for text in demo][:count]
+    if len(texts) < count:
+        raise SystemExit(f"only {len(texts)} distinct bench prompts; ask for fewer")
+    campaign, _ = labeling_services.campaign_get_or_create(name=f"bench-generation-{time.time_ns()}")
+    stream = io.StringIO("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
+    labeling_services.prompts_import(campaign=campaign, stream=stream, source="bench.jsonl")
+    return campaign
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prompts", type=int, default=256)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--chunk-size", type=int, help="GENERATION_CHUNK_SIZE for our job (default: the setting)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    database = setup_database()
+    from django.conf import settings
+
+    from generation import selectors, services, tiny_model
+    from generation.backends import SamplingConfig, encode, get_generator
+    from generation.models import Completion, JobStatus
+    from labeling.models import Prompt
+
+    if args.chunk_size:
+        settings.GENERATION_CHUNK_SIZE = args.chunk_size
+    tiny_model.build(settings.TINY_MODEL_DIR)
+    campaign = make_campaign(args.prompts)
+    policy = services.campaign_ensure_policy(campaign=campaign, base_path=settings.POLICY_MODEL)
+    prompts = list(Prompt.objects.filter(campaign=campaign).order_by("-priority", "id"))
+    completions = 2 * len(prompts)
+
+    def job_run(backend: str) -> float:
+        settings.GENERATION_BACKEND = backend
+        job = services.generation_job_create(
+            campaign=campaign, policy=policy, seed=args.seed, max_tokens=args.max_tokens
+        )
+        start, cpu = time.perf_counter(), time.process_time()
+        job = services.generation_job_run(job=job)
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        assert job.status == JobStatus.SUCCEEDED and job.done == len(prompts), job.error
+        assert Completion.objects.filter(job=job).count() == completions
+        return completions / elapsed, completions / cpu
+
+    # Raw vLLM: the very engine, token ids and seeds our job uses, minus everything else.
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    log("starting the vLLM engine")
+    generator = get_generator("vllm")
+    llm = generator.engine(policy.base_path)
+    inputs = [
+        TokensPrompt(prompt_token_ids=encode(selectors.prompt_model_input(p), base_path=policy.base_path))
+        for p in prompts
+    ]
+    sampling = [
+        SamplingParams(
+            n=2,
+            seed=services.prompt_seed(job_seed=args.seed, prompt=p, attempt=0),
+            temperature=1.0,
+            top_p=1.0,
+            max_tokens=args.max_tokens,
+            logprobs=0,
+        )
+        for p in prompts
+    ]
+
+    def raw_run() -> float:
+        start, cpu = time.perf_counter(), time.process_time()
+        outputs = llm.generate(inputs, sampling, use_tqdm=False)
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        assert sum(len(o.outputs) for o in outputs) == completions
+        return completions / elapsed, completions / cpu
+
+    log("warming up")
+    llm.generate(inputs[:32], sampling[:32], use_tqdm=False)
+    get_generator("transformers").generate(
+        [selectors.prompt_model_input(p) for p in prompts[:4]],
+        policy=policy,
+        params=SamplingConfig(temperature=1.0, top_p=1.0, max_tokens=8),
+        n=2,
+        seeds=[0, 1, 2, 3],
+    )
+
+    raw, ours = [], []
+    for number in range(1, args.rounds + 1):
+        raw.append(raw_run())
+        ours.append(job_run("vllm"))
+        log(
+            f"round {number}: raw {raw[-1][0]:.1f} c/s ({raw[-1][1]:.1f} per CPU s), "
+            f"ours {ours[-1][0]:.1f} c/s ({ours[-1][1]:.1f} per CPU s), load {os.getloadavg()[0]:.1f}"
+        )
+    log("transformers backend")
+    transformers_cps, transformers_cpu = job_run("transformers")
+
+    best_raw, best_ours = max(raw), max(ours)  # by wall-clock rate
+    result = {
+        "bench": "generation",
+        "prompts": len(prompts),
+        "completions": completions,
+        "max_tokens": args.max_tokens,
+        "chunk_size": settings.GENERATION_CHUNK_SIZE,
+        "rounds": args.rounds,
+        "raw_vllm_cps": round(best_raw[0], 2),
+        "ours_cps": round(best_ours[0], 2),
+        "transformers_cps": round(transformers_cps, 2),
+        "ratio_ours_raw": round(best_ours[0] / best_raw[0], 3),
+        "ratio_vllm_transformers": round(best_ours[0] / transformers_cps, 2),
+        # Completions per CPU-second of this process: what other processes on shared cores disturb least.
+        "raw_vllm_cpu_cps": round(max(r[1] for r in raw), 2),
+        "ours_cpu_cps": round(max(o[1] for o in ours), 2),
+        "transformers_cpu_cps": round(transformers_cpu, 2),
+        "ratio_ours_raw_cpu": round(max(o[1] for o in ours) / max(r[1] for r in raw), 3),
+        "raw_vllm_cps_median": round(statistics.median(r[0] for r in raw), 2),
+        "ours_cps_median": round(statistics.median(o[0] for o in ours), 2),
+        "load_average": round(os.getloadavg()[0], 2),
+        "omp_num_threads": os.environ["OMP_NUM_THREADS"],
+        "vllm_cpu_omp_threads_bind": os.environ["VLLM_CPU_OMP_THREADS_BIND"],
+        "database": database.split("://", 1)[0],
+        "cpus": os.cpu_count(),
+    }
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

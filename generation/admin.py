@@ -1,0 +1,106 @@
+from django.conf import settings
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from generation import services
+from generation.models import Completion, GenerationJob, ModelVersion
+from labeling.admin import campaign_admin_add_actions
+from labeling.models import Campaign
+
+
+@admin.action(description="Generate pairs")
+def generate_pairs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Campaign]):
+    """Queue a job per selected campaign, sampling from its active policy (the base model if it has none)."""
+    jobs = []
+    for campaign in queryset:
+        policy = services.campaign_ensure_policy(campaign=campaign, base_path=settings.POLICY_MODEL)
+        jobs.append(services.generation_job_start(campaign=campaign, policy=policy, created_by=request.user))
+    if len(jobs) == 1:
+        return HttpResponseRedirect(reverse("generation:job", args=[jobs[0].pk]))
+    links = format_html_join(
+        ", ", '<a href="{}">{}</a>', ((reverse("generation:job", args=[j.pk]), j.campaign.name) for j in jobs)
+    )
+    modeladmin.message_user(request, format_html("Queued {} generation jobs: {}.", len(jobs), links), messages.SUCCESS)
+    return None
+
+
+campaign_admin_add_actions(generate_pairs)
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ["name", "base_path", "adapter_path", "parent", "status", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["name", "base_path", "adapter_path"]
+    raw_id_fields = ["parent"]
+
+
+@admin.register(GenerationJob)
+class GenerationJobAdmin(admin.ModelAdmin):
+    list_display = ["id", "campaign", "policy", "policy_b", "status", "progress_bar", "skipped_identical", "created_at"]
+    list_filter = ["status", "campaign"]
+    list_select_related = ["campaign", "policy", "policy_b"]
+    actions = ["resume", "cancel"]
+    fields = [
+        "campaign",
+        "policy",
+        "policy_b",
+        "status",
+        "progress_bar",
+        "done",
+        "total",
+        "skipped_identical",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "seed",
+        "limit",
+        "error",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "job_page",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # jobs start from a campaign's "Generate pairs" action, the API or generate_pairs
+
+    @admin.display(description="progress")
+    def progress_bar(self, job: GenerationJob) -> str:
+        return format_html(
+            '<progress max="{}" value="{}"></progress> {} / {}', job.total or 1, job.done, job.done, job.total
+        )
+
+    @admin.display(description="live page")
+    def job_page(self, job: GenerationJob) -> str:
+        return format_html('<a href="{}">Watch job {}</a>', reverse("generation:job", args=[job.pk]), job.pk)
+
+    @admin.action(description="Resume selected jobs (samples only the prompts they still lack)")
+    def resume(self, request: HttpRequest, queryset: QuerySet[GenerationJob]) -> None:
+        resumed = sum(services.generation_job_resume(job=job) for job in queryset)
+        self.message_user(request, f"Queued {resumed} of {queryset.count()} jobs again (finished ones are left alone).")
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[GenerationJob]) -> None:
+        cancelled = sum(services.generation_job_cancel(job=job) for job in queryset)
+        self.message_user(request, f"Cancelled {cancelled} of {queryset.count()} jobs.")
+
+
+@admin.register(Completion)
+class CompletionAdmin(admin.ModelAdmin):
+    list_display = ["id", "prompt", "model_version", "backend", "seed", "finish_reason", "is_heldout", "created_at"]
+    list_filter = ["backend", "is_heldout", "finish_reason", "model_version"]
+    list_select_related = ["prompt", "model_version"]
+    raw_id_fields = ["prompt", "model_version", "job"]
+    search_fields = ["text"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # completions only come from generation jobs, with their provenance
+
+    def has_change_permission(self, request: HttpRequest, obj: Completion | None = None) -> bool:
+        return False  # provenance is a record: never edited

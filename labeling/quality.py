@@ -1,0 +1,273 @@
+"""Annotation quality for a campaign: progress, throughput, agreement, position bias, gold accuracy.
+
+Everything is computed from one pass over the campaign's judgments, so the
+dashboard, the staff API and the plot agree with each other.
+"""
+
+import io
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from labeling import selectors
+from labeling.models import Campaign, Choice, Comparison, ComparisonStatus, Judgment
+
+
+def krippendorff_alpha_nominal(units: Iterable[Sequence[Hashable]]) -> float | None:
+    """Krippendorff's alpha for nominal values; each unit is the list of values it was given.
+
+    Units with fewer than two values are not pairable and are ignored. None when
+    alpha is undefined (no pairable values, or every value identical).
+    Built from the coincidence matrix (Krippendorff 2011, "Computing
+    Krippendorff's Alpha-Reliability"): alpha = 1 - (n-1) * D_o / sum_{c!=k} n_c n_k.
+    """
+    coincidences: Counter = Counter()
+    for values in units:
+        m = len(values)
+        if m < 2:
+            continue
+        counts = Counter(values)
+        for c, n_c in counts.items():
+            for k, n_k in counts.items():
+                pairs = n_c * (n_k - 1) if c == k else n_c * n_k
+                if pairs:
+                    coincidences[(c, k)] += pairs / (m - 1)
+    totals: Counter = Counter()
+    for (c, _), value in coincidences.items():
+        totals[c] += value
+    n = sum(totals.values())
+    expected = n * n - sum(v * v for v in totals.values())
+    if n <= 1 or expected == 0:
+        return None
+    observed = sum(value for (c, k), value in coincidences.items() if c != k)
+    return 1.0 - (n - 1) * observed / expected
+
+
+def pairwise_agreement(units: Iterable[Sequence[Hashable]]) -> float | None:
+    """Share of annotator pairs, over all pairs judged by two or more, that gave the same answer."""
+    agreeing = total = 0
+    for values in units:
+        m = len(values)
+        if m < 2:
+            continue
+        total += m * (m - 1) // 2
+        agreeing += sum(c * (c - 1) // 2 for c in Counter(values).values())
+    return agreeing / total if total else None
+
+
+def _picked_left(choice: str, left_is_a: bool) -> bool | None:
+    """True for a left pick, False for a right pick, None for tie / both bad."""
+    if choice == Choice.A:
+        return left_is_a
+    if choice == Choice.B:
+        return not left_is_a
+    return None
+
+
+@dataclass(frozen=True)
+class _Row:
+    annotator: str
+    comparison_id: int
+    choice: str
+    left_is_a: bool
+    time_ms: int | None
+    created_at: datetime
+    is_gold: bool
+    gold_choice: str
+
+
+@dataclass
+class Tally:
+    """Counts over a set of judgments (one annotator's, one time bucket's, or all)."""
+
+    judgments: int = 0
+    left: int = 0
+    right: int = 0
+    ties: int = 0
+    both_bad: int = 0
+    gold_seen: int = 0
+    gold_correct: int = 0
+    times: list[int] = field(default_factory=list)
+
+    def add(self, row: _Row) -> None:
+        self.judgments += 1
+        side = _picked_left(row.choice, row.left_is_a)
+        if side is True:
+            self.left += 1
+        elif side is False:
+            self.right += 1
+        self.ties += row.choice == Choice.TIE
+        self.both_bad += row.choice == Choice.BOTH_BAD
+        if row.is_gold:
+            self.gold_seen += 1
+            self.gold_correct += row.choice == row.gold_choice
+        if row.time_ms is not None:
+            self.times.append(row.time_ms)
+
+    @property
+    def left_share(self) -> float | None:
+        sided = self.left + self.right
+        return self.left / sided if sided else None
+
+    @property
+    def left_p_value(self) -> float | None:
+        """Two-sided binomial test of left picks against 1/2, over left and right picks."""
+        from scipy.stats import binomtest  # ~1 s to import: only the staff pages pay for it
+
+        sided = self.left + self.right
+        return binomtest(self.left, sided, 0.5).pvalue if sided else None
+
+    @property
+    def tie_rate(self) -> float | None:
+        return self.ties / self.judgments if self.judgments else None
+
+    @property
+    def both_bad_rate(self) -> float | None:
+        return self.both_bad / self.judgments if self.judgments else None
+
+    @property
+    def gold_accuracy(self) -> float | None:
+        return self.gold_correct / self.gold_seen if self.gold_seen else None
+
+    @property
+    def median_time_ms(self) -> float | None:
+        return statistics.median(self.times) if self.times else None
+
+
+@dataclass
+class Bucket:
+    start: datetime
+    tally: Tally
+
+
+@dataclass
+class CampaignReport:
+    campaign: Campaign
+    comparisons: int
+    open: int
+    complete: int
+    gold: int
+    done: int
+    needed: int
+    judgments_last_hour: int
+    judgments_last_day: int
+    overall: Tally
+    annotators: dict[str, Tally]
+    agreement_pairs: int
+    pairwise_agreement: float | None
+    krippendorff_alpha: float | None
+    bucket: timedelta
+    series: list[Bucket]
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.needed if self.needed else 1.0
+
+
+def _rows(campaign: Campaign) -> list[_Row]:
+    fields = (
+        "annotator__username",
+        "comparison_id",
+        "choice",
+        "left_is_a",
+        "time_ms",
+        "created_at",
+        "comparison__is_gold",
+        "comparison__gold_choice",
+    )
+    judgments = Judgment.objects.filter(comparison__prompt__campaign=campaign).order_by("created_at", "id")
+    return [_Row(*values) for values in judgments.values_list(*fields).iterator(chunk_size=5000)]
+
+
+def _series(rows: list[_Row]) -> tuple[timedelta, list[Bucket]]:
+    """Rows grouped by hour (spans up to two days) or by day."""
+    if not rows:
+        return timedelta(hours=1), []
+    span = rows[-1].created_at - rows[0].created_at
+    step = timedelta(hours=1) if span <= timedelta(days=2) else timedelta(days=1)
+    origin = rows[0].created_at.replace(minute=0, second=0, microsecond=0)
+    if step == timedelta(days=1):
+        origin = origin.replace(hour=0)
+    buckets: dict[int, Tally] = defaultdict(Tally)
+    for row in rows:
+        buckets[int((row.created_at - origin) / step)].add(row)
+    return step, [Bucket(start=origin + i * step, tally=buckets[i]) for i in range(max(buckets) + 1)]
+
+
+def campaign_report(*, campaign: Campaign) -> CampaignReport:
+    rows = _rows(campaign)
+    overall = Tally()
+    annotators: dict[str, Tally] = defaultdict(Tally)
+    by_pair: dict[int, list[str]] = defaultdict(list)
+    for row in rows:
+        overall.add(row)
+        annotators[row.annotator].add(row)
+        by_pair[row.comparison_id].append(row.choice)
+    units = [choices for choices in by_pair.values() if len(choices) >= 2]
+    counts = Comparison.objects.filter(prompt__campaign=campaign).aggregate(
+        comparisons=Count("pk"),
+        open=Count("pk", filter=Q(status=ComparisonStatus.OPEN)),
+        complete=Count("pk", filter=Q(status=ComparisonStatus.COMPLETE)),
+        gold=Count("pk", filter=Q(is_gold=True)),
+    )
+    done, needed = selectors.campaign_progress(campaign=campaign)
+    now = timezone.now()
+    bucket, series = _series(rows)
+    return CampaignReport(
+        campaign=campaign,
+        **counts,
+        done=done,
+        needed=needed,
+        judgments_last_hour=sum(1 for r in rows if r.created_at > now - timedelta(hours=1)),
+        judgments_last_day=sum(1 for r in rows if r.created_at > now - timedelta(days=1)),
+        overall=overall,
+        annotators=dict(sorted(annotators.items())),
+        agreement_pairs=len(units),
+        pairwise_agreement=pairwise_agreement(units),
+        krippendorff_alpha=krippendorff_alpha_nominal(units),
+        bucket=bucket,
+        series=series,
+    )
+
+
+def report_plot_png(report: CampaignReport) -> bytes:
+    """Throughput, gold accuracy, left share and tie / both-bad rates over time, as one PNG."""
+    from matplotlib.figure import Figure  # imported here for the same reason as scipy above
+
+    # Figure + its own Agg canvas, not pyplot: no global state shared between request threads.
+    figure = Figure(figsize=(9, 7.5), layout="constrained")
+    axes = figure.subplots(4, 1, sharex=True)
+    starts = [b.start for b in report.series]
+    tallies = [b.tally for b in report.series]
+    unit = "hour" if report.bucket == timedelta(hours=1) else "day"
+
+    def line(ax, values, label, **style) -> None:
+        ax.plot(starts, [float("nan") if v is None else v for v in values], marker="o", ms=3, label=label, **style)
+
+    axes[0].bar(starts, [t.judgments for t in tallies], width=report.bucket * 0.8, align="edge")
+    axes[0].set_ylabel(f"judgments / {unit}")
+    line(axes[1], [t.gold_accuracy for t in tallies], "gold accuracy")
+    axes[1].set_ylim(0, 1.05)
+    axes[1].set_ylabel("gold accuracy")
+    line(axes[2], [t.left_share for t in tallies], "left picks")
+    axes[2].axhline(0.5, color="grey", lw=0.8, ls="--")
+    axes[2].set_ylim(0, 1.05)
+    axes[2].set_ylabel("left share")
+    line(axes[3], [t.tie_rate for t in tallies], "tie")
+    line(axes[3], [t.both_bad_rate for t in tallies], "both bad")
+    axes[3].set_ylim(0, 1.05)
+    axes[3].set_ylabel("rate")
+    axes[3].legend(loc="upper right")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    if not starts:
+        axes[0].text(0.5, 0.5, "no judgments yet", transform=axes[0].transAxes, ha="center")
+    figure.suptitle(f"{report.campaign.name}: quality over time (per {unit})")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    return buffer.getvalue()

@@ -1,0 +1,323 @@
+// The comparison page: keyboard-driven judging with the next pair prefetched.
+//
+// Text from the server arrives twice: raw (`text`) and as HTML that
+// labeling.rendering sanitized (`html`); only the sanitized HTML is ever put
+// into the page. Requests go through the same REST API that scripts use.
+
+const bench = document.getElementById("workbench");
+const campaignId = bench.dataset.campaign;
+const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
+const $ = (id) => document.getElementById(id);
+
+const el = {
+  pair: $("pair"), empty: $("empty"), loading: $("loading"), notice: $("notice"),
+  prompt: $("prompt-body"), left: $("left-body"), right: $("right-body"),
+  strength: $("strength"), strengthQuestion: $("strength-question"),
+  rationaleBox: $("rationale-box"), rationale: $("rationale"),
+  guidelines: $("guidelines"), keys: $("keys"),
+  todayCount: $("today-count"), todayBar: $("today-bar"),
+  campaignCount: $("campaign-count"), campaignBar: $("campaign-bar"),
+};
+
+// --- Server -----------------------------------------------------------------
+
+const RETRIES = 3;
+
+async function api(path, body, { retries = 0 } = {}) {
+  for (let attempt = 0; ; attempt++) {
+    let response;
+    try {
+      response = await fetch(path, {
+        method: body === undefined ? "GET" : "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken, Accept: "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (networkError) {
+      response = null;
+    }
+    // Submits are idempotent on the server, so a lost response is safe to retry.
+    if ((response === null || response.status >= 500) && attempt < retries) {
+      await new Promise((resolve) => setTimeout(resolve, 300 * 2 ** attempt));
+      continue;
+    }
+    if (response === null) throw new Error("The server could not be reached.");
+    const data = response.status === 204 ? null : await response.json().catch(() => null);
+    return { status: response.status, data };
+  }
+}
+
+async function fetchNext(after) {
+  const { status, data } = await api(`/api/labeling/campaigns/${campaignId}/next/`, { after: after ?? null });
+  if (status === 204) return null;
+  if (status !== 200) throw new Error(data?.detail || `Could not load the next pair (${status}).`);
+  return data;
+}
+
+// --- Display ----------------------------------------------------------------
+
+const visible = { since: performance.now(), spent: 0 };
+let current = JSON.parse($("first-pair").textContent);
+let prefetched = current ? fetchNext(current.assignment_id) : Promise.resolve(null);
+let step = "pick"; // pick -> strength -> rationale
+let pending = null; // {choice, strength}
+let busy = false;
+
+function setHtml(node, html) {
+  node.innerHTML = html; // sanitized server-side (labeling.rendering.markdown_to_safe_html)
+  node.scrollTop = 0;
+}
+
+function renderPrompt(prompt) {
+  el.prompt.replaceChildren();
+  if (!prompt.messages) {
+    setHtml(el.prompt, prompt.html);
+    return;
+  }
+  for (const turn of prompt.messages) {
+    const box = document.createElement("div");
+    box.className = `turn turn-${turn.role === "user" || turn.role === "assistant" ? turn.role : "system"}`;
+    const role = document.createElement("div");
+    role.className = "role";
+    role.textContent = turn.role;
+    const body = document.createElement("div");
+    body.innerHTML = turn.html; // sanitized server-side
+    box.append(role, body);
+    el.prompt.append(box);
+  }
+  el.prompt.scrollTop = 0;
+}
+
+function show(pair) {
+  current = pair;
+  resetAnswer();
+  el.loading.hidden = true;
+  if (!pair) {
+    el.pair.hidden = true;
+    el.empty.hidden = false;
+    return;
+  }
+  renderPrompt(pair.prompt);
+  setHtml(el.left, pair.left.html);
+  setHtml(el.right, pair.right.html);
+  el.pair.hidden = false;
+  el.empty.hidden = true;
+  bench.dataset.assignment = pair.assignment_id;
+  visible.spent = 0;
+  visible.since = performance.now();
+}
+
+function timeOnTask() {
+  const now = performance.now();
+  return Math.round(visible.spent + (document.hidden ? 0 : now - visible.since));
+}
+
+document.addEventListener("visibilitychange", () => {
+  // Time on task counts only while the page is in view.
+  if (document.hidden) visible.spent += performance.now() - visible.since;
+  else visible.since = performance.now();
+});
+
+function notice(message, kind = "info") {
+  el.notice.textContent = message;
+  el.notice.dataset.kind = kind;
+}
+
+function setBar(bar, value, max) {
+  bar.setAttribute("aria-valuenow", value);
+  bar.setAttribute("aria-valuemax", max);
+  bar.firstElementChild.style.width = `${max ? Math.min(100, (100 * value) / max) : 100}%`;
+}
+
+function showProgress(p) {
+  el.todayCount.textContent = p.mine_today;
+  setBar(el.todayBar, p.mine_today, p.daily_goal);
+  el.campaignCount.textContent = `${p.campaign_done} / ${p.campaign_needed}`;
+  setBar(el.campaignBar, p.campaign_done, p.campaign_needed);
+}
+
+async function refreshProgress() {
+  const { status, data } = await api(`/api/labeling/campaigns/${campaignId}/me/`);
+  if (status === 200) showProgress(data);
+}
+
+// --- Answering --------------------------------------------------------------
+
+function resetAnswer() {
+  step = "pick";
+  pending = null;
+  el.strength.hidden = true;
+  el.rationale.value = "";
+  el.rationaleBox.hidden = !current?.rationale_required;
+  for (const b of document.querySelectorAll("[data-choice]")) b.classList.remove("chosen");
+  if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
+}
+
+function choose(choice) {
+  if (!current || !current.choices.includes(choice)) return;
+  pending = { choice, strength: null };
+  for (const b of document.querySelectorAll("[data-choice]")) b.classList.toggle("chosen", b.dataset.choice === choice);
+  if (current.strength_scale === "three" && (choice === "left" || choice === "right")) {
+    step = "strength";
+    el.strengthQuestion.textContent = `How much better is the ${choice} answer?`;
+    el.strength.hidden = false;
+    return;
+  }
+  afterStrength();
+}
+
+function setStrength(strength) {
+  pending.strength = strength;
+  el.strength.hidden = true;
+  afterStrength();
+}
+
+function afterStrength() {
+  if (current.rationale_required && !el.rationale.value.trim()) {
+    step = "rationale";
+    openRationale();
+    notice("Write a short rationale, then press Enter.");
+    return;
+  }
+  submit();
+}
+
+function openRationale() {
+  el.rationaleBox.hidden = false;
+  el.rationale.focus();
+}
+
+function back() {
+  if (step === "pick") {
+    el.guidelines.hidden = true;
+    el.keys.hidden = true;
+    syncToggles();
+  }
+  const typed = el.rationale.value;
+  resetAnswer();
+  el.rationale.value = typed;
+  if (typed) el.rationaleBox.hidden = false;
+}
+
+// Show the prefetched pair at once, then send `request` for the pair just left
+// and prefetch the one after. The next prefetch waits for the request, so the
+// server never hands back the pair that is still being submitted.
+async function advance(request, label) {
+  if (busy || !current) return;
+  busy = true;
+  const done = current;
+  const loadingTimer = setTimeout(() => { el.loading.hidden = false; }, 150);
+  try {
+    let next;
+    try {
+      next = await prefetched;
+    } catch (error) {
+      next = await fetchNext(done.assignment_id);
+    }
+    show(next);
+    const sent = request(done).then(
+      (message) => message && notice(message, "warn"),
+      (error) => notice(`${label}: ${error.message}`, "error"),
+    );
+    prefetched = sent.then(() => (next ? fetchNext(next.assignment_id) : null));
+    prefetched.catch(() => {}); // surfaced when it is awaited
+    sent.then(refreshProgress);
+  } catch (error) {
+    notice(error.message, "error");
+  } finally {
+    clearTimeout(loadingTimer);
+    el.loading.hidden = true;
+    busy = false;
+  }
+}
+
+function submit() {
+  const body = {
+    choice: pending.choice,
+    strength: pending.strength,
+    rationale: el.rationale.value.trim(),
+    time_ms: timeOnTask(),
+  };
+  notice("");
+  advance(async (pair) => {
+    const { status, data } = await api(`/api/labeling/assignments/${pair.assignment_id}/submit/`, body, { retries: RETRIES });
+    if (status === 200 || status === 201) return null;
+    return data?.detail || `Your answer was not stored (${status}).`;
+  }, "Submit");
+}
+
+function skip() {
+  notice("");
+  advance(async (pair) => {
+    const { status, data } = await api(`/api/labeling/assignments/${pair.assignment_id}/skip/`, {}, { retries: RETRIES });
+    return status === 200 ? null : data?.detail || `Skip failed (${status}).`;
+  }, "Skip");
+}
+
+// --- Keys and buttons -------------------------------------------------------
+
+function syncToggles() {
+  $("toggle-guidelines").setAttribute("aria-expanded", String(!el.guidelines.hidden));
+  $("toggle-keys").setAttribute("aria-expanded", String(!el.keys.hidden));
+}
+
+function toggle(panel) {
+  panel.hidden = !panel.hidden;
+  syncToggles();
+}
+
+const PICK_KEYS = { 1: "left", 2: "right", 3: "tie", 4: "both_bad" };
+
+function onKey(event) {
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  const inBox = event.target === el.rationale;
+  if (inBox) {
+    if (event.key === "Escape") {
+      event.preventDefault();
+      el.rationale.blur();
+      if (step === "rationale") back();
+    } else if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      if (!pending) notice("Pick an answer first: Esc, then 1-4.");
+      else if (current.rationale_required && !el.rationale.value.trim()) notice("A rationale is required here.", "warn");
+      else submit();
+    }
+    return;
+  }
+  if (event.target instanceof HTMLElement && event.target.matches("input, select, textarea")) return;
+  const action = shortcut(event.key);
+  if (action) {
+    // Also keeps the key's character out of the rationale box when an action focuses it.
+    event.preventDefault();
+    action();
+  }
+}
+
+function shortcut(key) {
+  if (key === "?") return () => toggle(el.keys);
+  if (key === "g") return () => toggle(el.guidelines);
+  if (key === "Escape") return back;
+  if (!current || busy) return null;
+  if (step === "strength") {
+    if (["1", "2", "3"].includes(key)) return () => setStrength(Number(key));
+    if (key === "Enter") return () => setStrength(null);
+    return null;
+  }
+  if (step !== "pick") return null;
+  if (key in PICK_KEYS) return () => choose(PICK_KEYS[key]);
+  if (key === "s") return skip;
+  if (key === "r") return openRationale;
+  return null;
+}
+
+document.addEventListener("keydown", onKey);
+for (const b of document.querySelectorAll("[data-choice]")) b.addEventListener("click", () => choose(b.dataset.choice));
+for (const b of document.querySelectorAll("[data-strength]")) {
+  b.addEventListener("click", () => setStrength(b.dataset.strength ? Number(b.dataset.strength) : null));
+}
+$("skip").addEventListener("click", skip);
+$("toggle-guidelines").addEventListener("click", () => toggle(el.guidelines));
+$("toggle-keys").addEventListener("click", () => toggle(el.keys));
+
+show(current);
+showProgress(JSON.parse($("first-progress").textContent));

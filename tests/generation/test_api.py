@@ -1,0 +1,141 @@
+"""Triggers and views: the staff API, the job page, and the admin's "Generate pairs" and job actions."""
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
+
+from generation import services
+from generation.models import GenerationJob, JobStatus, ModelVersion
+from labeling.models import Campaign
+
+pytestmark = pytest.mark.django_db
+
+START = reverse("generation-api:job-start")
+JSON = "application/json"
+
+
+def logged_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_staff_starts_a_job_with_the_campaigns_policy_enqueued_after_commit(
+    admin_user: User, campaign: Campaign, django_capture_on_commit_callbacks
+) -> None:
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = logged_in(admin_user).post(START, {"campaign": campaign.pk, "limit": 3, "seed": 9}, JSON)
+
+    assert response.status_code == 201, response.content
+    job = GenerationJob.objects.get()
+    campaign.refresh_from_db()
+    assert job.policy == campaign.active_policy
+    assert job.policy.base_path == settings.POLICY_MODEL
+    assert (job.limit, job.seed, job.created_by, job.status) == (3, 9, admin_user, JobStatus.QUEUED)
+    assert len(callbacks) == 1
+    body = response.json()
+    assert body["id"] == job.pk and body["page_url"] == reverse("generation:job", args=[job.pk])
+
+
+def test_annotators_and_anonymous_users_cannot_start_or_read_jobs(
+    alice: User, campaign: Campaign, policy: ModelVersion
+) -> None:
+    job = services.generation_job_create(campaign=campaign, policy=policy)
+    detail = reverse("generation-api:job-detail", args=[job.pk])
+    for client in (logged_in(alice), Client()):
+        assert client.post(START, {"campaign": campaign.pk}, JSON).status_code in (401, 403)
+        assert client.get(detail).status_code in (401, 403)
+    assert GenerationJob.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "fields, bad",
+    [
+        ({"top_p": 0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"temperature": -1}, "temperature"),
+        ({"temperature": 0}, "temperature"),  # greedy: both samples would be the same
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"limit": 0}, "limit"),
+    ],
+)
+def test_invalid_job_parameters_are_rejected(
+    admin_user: User, campaign: Campaign, policy: ModelVersion, fields: dict, bad: str
+) -> None:
+    response = logged_in(admin_user).post(START, {"campaign": campaign.pk, "policy": policy.pk, **fields}, JSON)
+    assert response.status_code == 400
+    assert bad in response.json()
+    assert not GenerationJob.objects.exists()
+
+
+def test_ab_job_needs_two_different_policies(admin_user: User, campaign: Campaign, policy: ModelVersion) -> None:
+    response = logged_in(admin_user).post(
+        START, {"campaign": campaign.pk, "policy": policy.pk, "policy_b": policy.pk}, JSON
+    )
+    assert response.status_code == 400 and "policy_b" in response.json()
+
+
+def test_job_status_endpoint_reports_progress(admin_user: User, campaign: Campaign, policy: ModelVersion) -> None:
+    job = services.generation_job_create(campaign=campaign, policy=policy)
+    GenerationJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, done=3, total=12, skipped_identical=1)
+
+    body = logged_in(admin_user).get(reverse("generation-api:job-detail", args=[job.pk])).json()
+
+    assert (body["status"], body["done"], body["total"], body["skipped_identical"]) == ("running", 3, 12, 1)
+    assert body["progress"] == 0.25 and body["finished"] is False
+    assert (body["campaign"], body["policy"], body["policy_b"]) == (campaign.name, policy.name, None)
+
+
+def test_job_page_shows_progress_and_escapes_worker_text(
+    admin_user: User, alice: User, campaign: Campaign, policy: ModelVersion
+) -> None:
+    job = services.generation_job_create(campaign=campaign, policy=policy)
+    GenerationJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.FAILED, done=1, total=4, error="OSError: <script>alert(1)</script>"
+    )
+    page = reverse("generation:job", args=[job.pk])
+
+    response = logged_in(admin_user).get(page)
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert 'style="width: 25%"' in html
+    assert reverse("generation-api:job-detail", args=[job.pk]) in html
+    assert 'data-finished="1"' in html and "generation/job.js" in html
+    assert logged_in(alice).get(page).status_code == 302  # to the admin login
+
+
+def test_generate_pairs_admin_action_queues_a_job_and_opens_its_page(
+    admin_user: User, campaign: Campaign, django_capture_on_commit_callbacks
+) -> None:
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = logged_in(admin_user).post(
+            reverse("admin:labeling_campaign_changelist"),
+            {"action": "generate_pairs", "_selected_action": [campaign.pk]},
+        )
+
+    job = GenerationJob.objects.get()
+    assert response.status_code == 302 and response["Location"] == reverse("generation:job", args=[job.pk])
+    campaign.refresh_from_db()
+    assert job.policy == campaign.active_policy and job.created_by == admin_user
+    assert len(callbacks) == 1
+
+
+def test_admin_lists_jobs_with_progress_and_resumes_a_failed_one(
+    admin_user: User, campaign: Campaign, policy: ModelVersion, django_capture_on_commit_callbacks
+) -> None:
+    job = services.generation_job_create(campaign=campaign, policy=policy)
+    GenerationJob.objects.filter(pk=job.pk).update(status=JobStatus.FAILED, done=2, total=8, error="boom")
+    admin = logged_in(admin_user)
+    changelist = reverse("admin:generation_generationjob_changelist")
+
+    assert '<progress max="8" value="2"></progress>' in admin.get(changelist).content.decode()
+    with django_capture_on_commit_callbacks() as callbacks:
+        admin.post(changelist, {"action": "resume", "_selected_action": [job.pk]})
+
+    job.refresh_from_db()
+    assert (job.status, job.error, job.done) == (JobStatus.QUEUED, "", 2)
+    assert len(callbacks) == 1

@@ -1,0 +1,212 @@
+"""The REST API as the simulated annotators use it: token login, next, submit, skip, stats."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.cache import cache
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from labeling.models import Assignment, Choice, Judgment
+from tests.labeling.factories import make_pairs
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def fresh_cache():
+    """Login failure counts live in the cache; start and end each throttling test with none."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def token_client(username: str, password: str) -> APIClient:
+    client = APIClient()
+    response = client.post("/api/auth/token/", {"username": username, "password": password}, format="json")
+    assert response.status_code == 200, response.content
+    client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
+    return client
+
+
+@pytest.fixture
+def alice_api(alice, fresh_cache) -> APIClient:
+    return token_client("alice", "alice-password-1")
+
+
+@pytest.fixture
+def bob_api(bob, fresh_cache) -> APIClient:
+    return token_client("bob", "bob-password-1")
+
+
+def next_pair(client, campaign, **body):
+    return client.post(f"/api/labeling/campaigns/{campaign.pk}/next/", body, format="json")
+
+
+def submit(client, assignment_id, **body):
+    return client.post(f"/api/labeling/assignments/{assignment_id}/submit/", body, format="json")
+
+
+def test_next_returns_the_pair_as_shown_with_the_allowed_choices(campaign, alice_api):
+    campaign.allow_both_bad = False
+    campaign.save()
+    make_pairs(campaign, texts=("Tides come from the **moon**.", "Ask your teacher."), prompt_text="Why tides?")
+    response = next_pair(alice_api, campaign)
+    assert response.status_code == 200
+    pair = response.json()
+    assignment = Assignment.objects.get(pk=pair["assignment_id"])
+    a, b = "Tides come from the **moon**.", "Ask your teacher."
+    assert (pair["left"]["text"], pair["right"]["text"]) == ((a, b) if assignment.left_is_a else (b, a))
+    assert "<strong>moon</strong>" in (pair["left"] if assignment.left_is_a else pair["right"])["html"]
+    assert pair["prompt"] == {"text": "Why tides?", "html": "<p>Why tides?</p>", "messages": None}
+    assert pair["choices"] == ["left", "right", "tie"]
+    assert pair["strength_scale"] == "three" and pair["rationale_required"] is False
+
+
+def test_chat_prompts_come_as_turns(campaign, alice_api):
+    turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi *there*"}]
+    make_pairs(campaign, messages=turns)
+    messages = next_pair(alice_api, campaign).json()["prompt"]["messages"]
+    assert [(m["role"], m["text"]) for m in messages] == [("system", "Be brief."), ("user", "Hi *there*")]
+    assert messages[1]["html"] == "<p>Hi <em>there</em></p>"
+
+
+def test_gold_pairs_look_exactly_like_regular_ones(campaign, alice_api, bob_api):
+    campaign.gold_rate = 1.0
+    campaign.save()
+    make_pairs(campaign)
+    make_pairs(campaign, gold_choice="a")
+    gold = next_pair(alice_api, campaign).json()
+    campaign.gold_rate = 0.0
+    campaign.save()
+    regular = next_pair(bob_api, campaign).json()
+    is_gold = lambda pair: Assignment.objects.get(pk=pair["assignment_id"]).comparison.is_gold  # noqa: E731
+    assert is_gold(gold) and not is_gold(regular)
+    shape = lambda pair: {k: sorted(v) if isinstance(v, dict) else type(v) for k, v in pair.items()}  # noqa: E731
+    assert shape(gold) == shape(regular) and "gold" not in str(gold)
+
+
+def test_next_answers_204_when_nothing_is_left(campaign, alice_api):
+    assert next_pair(alice_api, campaign).status_code == 204
+
+
+def test_submit_maps_the_shown_side_to_a_or_b_and_a_repeat_returns_the_same_result(campaign, alice_api):
+    make_pairs(campaign)
+    pair = next_pair(alice_api, campaign).json()
+    first = submit(alice_api, pair["assignment_id"], choice="left", strength=3, time_ms=1500)
+    again = submit(alice_api, pair["assignment_id"], choice="left", strength=3, time_ms=1500)
+    assert (first.status_code, again.status_code) == (201, 200)
+    left_is_a = Assignment.objects.get(pk=pair["assignment_id"]).left_is_a
+    expected = Choice.A if left_is_a else Choice.B
+    body = first.json()
+    assert body == {**again.json(), "created": True}
+    assert (body["choice"], body["stored_choice"], body["strength"]) == ("left", expected, 3)
+    judgment = Judgment.objects.get()
+    assert (judgment.choice, judgment.strength, judgment.time_ms) == (expected, 3, 1500)
+
+
+def test_submit_on_an_expired_lease_gets_a_clear_409_and_the_next_pair(campaign, alice_api):
+    make_pairs(campaign, 2)
+    pair = next_pair(alice_api, campaign).json()
+    Assignment.objects.filter(pk=pair["assignment_id"]).update(leased_until=timezone.now() - timedelta(seconds=1))
+    response = submit(alice_api, pair["assignment_id"], choice="right")
+    assert response.status_code == 409
+    body = response.json()
+    assert body["code"] == "lease_expired" and "not stored" in body["detail"]
+    assert body["next"]["assignment_id"] not in (None, pair["assignment_id"])
+    assert not Judgment.objects.exists()
+
+
+def test_invalid_choices_are_400(campaign, alice_api):
+    campaign.allow_tie = False
+    campaign.save()
+    make_pairs(campaign)
+    pair = next_pair(alice_api, campaign).json()
+    assert submit(alice_api, pair["assignment_id"], choice="a").status_code == 400
+    response = submit(alice_api, pair["assignment_id"], choice="tie")
+    assert response.status_code == 400 and response.json()["code"] == "invalid_judgment"
+    assert submit(alice_api, pair["assignment_id"], choice="left", strength=7).status_code == 400
+    assert not Judgment.objects.exists()
+
+
+def test_annotators_reach_only_their_own_assignments(campaign, alice_api, bob_api):
+    make_pairs(campaign, 2)
+    pair = next_pair(alice_api, campaign).json()
+    assert submit(bob_api, pair["assignment_id"], choice="left").status_code == 404
+    assert bob_api.post(f"/api/labeling/assignments/{pair['assignment_id']}/skip/").status_code == 404
+    assert Assignment.objects.get(pk=pair["assignment_id"]).state == "leased"
+
+
+def test_skip_then_next_serves_another_pair(campaign, alice_api):
+    make_pairs(campaign, 2)
+    first = next_pair(alice_api, campaign).json()
+    response = alice_api.post(f"/api/labeling/assignments/{first['assignment_id']}/skip/")
+    assert response.json() == {"assignment_id": first["assignment_id"], "state": "skipped"}
+    assert next_pair(alice_api, campaign).json()["assignment_id"] != first["assignment_id"]
+
+
+def test_my_stats_count_today_and_the_campaign(campaign, alice_api):
+    campaign.annotations_per_pair = 2
+    campaign.save()
+    make_pairs(campaign, 3)
+    make_pairs(campaign, gold_choice="b")  # gold pairs are not campaign work
+    pair = next_pair(alice_api, campaign).json()
+    submit(alice_api, pair["assignment_id"], choice="tie")
+    stats = alice_api.get(f"/api/labeling/campaigns/{campaign.pk}/me/").json()
+    assert (stats["mine_today"], stats["mine_total"]) == (1, 1)
+    assert (stats["campaign_done"], stats["campaign_needed"]) == (1, 6)
+    assert stats["campaign_fraction"] == pytest.approx(1 / 6)
+
+
+def test_campaign_progress_is_for_staff_only(campaign, alice_api, admin_user):
+    make_pairs(campaign, 2)
+    pair = next_pair(alice_api, campaign).json()
+    submit(alice_api, pair["assignment_id"], choice="left")
+    url = f"/api/labeling/campaigns/{campaign.pk}/progress/"
+    assert alice_api.get(url).status_code == 403
+    staff = APIClient()
+    staff.force_authenticate(admin_user)
+    body = staff.get(url).json()
+    assert (body["judgments"], body["done"], body["needed"], body["complete"]) == (1, 1, 2, 1)
+    assert [a["username"] for a in body["annotators"]] == ["alice"]
+
+
+def test_anonymous_requests_are_refused(campaign):
+    assert next_pair(APIClient(), campaign).status_code in (401, 403)
+
+
+def test_session_clients_need_the_csrf_token(campaign, alice):
+    make_pairs(campaign)
+    client = APIClient(enforce_csrf_checks=True)
+    client.login(username="alice", password="alice-password-1")
+    assert next_pair(client, campaign).status_code == 403
+    assert not Assignment.objects.exists()
+
+
+def test_token_login_is_throttled_after_repeated_failures(alice, fresh_cache, settings):
+    settings.LOGIN_FAILURE_LIMIT = 3
+    client = APIClient()
+    wrong = {"username": "alice", "password": "guess"}
+    assert [client.post("/api/auth/token/", wrong).status_code for _ in range(3)] == [400, 400, 400]
+    right = {"username": "alice", "password": "alice-password-1"}
+    response = client.post("/api/auth/token/", right)
+    assert response.status_code == 429 and response.json()["code"] == "throttled"
+
+
+def test_the_schema_documents_the_labeling_api(client):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    paths = schema["paths"]
+    for path in ("/api/auth/token/", "/api/labeling/campaigns/{id}/next/", "/api/labeling/assignments/{id}/submit/"):
+        assert path in paths
+    submit_in = schema["components"]["schemas"]["SubmitIn"]["properties"]["choice"]
+    assert "left" in str(submit_in) and "sides shown" in str(submit_in)
+
+
+def test_the_pair_payload_matches_its_documented_serializer(campaign, alice_api):
+    from labeling.api import PairSerializer
+
+    make_pairs(campaign, messages=[{"role": "user", "content": "Hi"}])
+    pair = next_pair(alice_api, campaign).json()
+    documented = PairSerializer(data=pair)
+    assert documented.is_valid(), documented.errors
+    assert set(pair) == set(PairSerializer().fields)

@@ -1,0 +1,269 @@
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from datasets import load_dataset
+from django.core.management import call_command
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from generation.selectors import prompt_model_input
+from labeling.models import Split
+from training import export, services
+from training.export import AggregationPolicy
+from training.models import PreferenceSnapshot
+
+pytestmark = pytest.mark.django_db
+
+
+def rows(campaign, split=Split.TRAIN, prompt_format="auto", **policy) -> list[dict]:
+    policy = AggregationPolicy(**policy)
+    conversational = export.is_conversational(
+        campaign=campaign, split=split, policy=policy, prompt_format=prompt_format
+    )
+    return list(export.preference_rows(campaign=campaign, split=split, policy=policy, conversational=conversational))
+
+
+def test_majority_choice_becomes_chosen_with_provenance(campaign, pairs):
+    comparison = pairs.pair(votes=["b", "b", "a"], a="long answer", b="short", strengths=[2, 3, 1])
+
+    [row] = rows(campaign)
+
+    assert (row["prompt"], row["chosen"], row["rejected"]) == ("Tell me about the sea.", "short", "long answer")
+    assert row["comparison_id"] == comparison.pk
+    assert row["chosen_completion_id"] == comparison.completion_b_id
+    assert row["rejected_completion_id"] == comparison.completion_a_id
+    assert row["chosen_model_version"] == row["rejected_model_version"] == "tiny-base"
+    assert row["judgment_count"] == 3
+    assert row["agreement"] == pytest.approx(2 / 3, abs=1e-6)
+    assert row["strength"] == 2.5  # mean strength of the winning votes only
+
+
+@pytest.mark.parametrize(
+    ("votes", "policy", "kept"),
+    [
+        (["a", "b"], {}, False),  # no majority
+        (["a", "a", "b"], {"min_agreement": 0.75}, False),
+        (["a", "a", "a", "b"], {"min_agreement": 0.75}, True),
+        (["a"], {"min_judgments": 2}, False),
+        (["tie", "tie", "a"], {}, False),
+        (["tie", "a"], {}, False),  # a tie vote blocks the majority by default
+        (["tie", "a"], {"drop_ties": False}, True),  # ...and abstains when ties are kept
+        (["both_bad"], {}, False),
+        (["both_bad", "b"], {"drop_both_bad": False}, True),
+        (["a", "a", "tie"], {}, True),
+    ],
+)
+def test_aggregation_policy_decides_which_pairs_become_rows(campaign, pairs, votes, policy, kept):
+    pairs.pair(votes=votes)
+
+    assert len(rows(campaign, **policy)) == int(kept)
+
+
+def test_tie_votes_abstaining_do_not_count_toward_agreement(campaign, pairs):
+    pairs.pair(votes=["tie", "a", "a", "b"])
+
+    [row] = rows(campaign, drop_ties=False)
+
+    assert row["agreement"] == pytest.approx(2 / 3, abs=1e-6)
+    assert row["judgment_count"] == 4
+
+
+def test_gold_pairs_are_excluded_unless_asked_for(campaign, pairs):
+    pairs.pair(votes=["a"], is_gold=True)
+
+    assert rows(campaign) == []
+    assert len(rows(campaign, include_gold=True)) == 1
+
+
+def test_heldout_pairs_are_kept_apart_from_training_rows(campaign, pairs):
+    train = pairs.pair(votes=["a"])
+    heldout_prompt = pairs.pair(votes=["a"], split=Split.HELDOUT)
+    heldout_completion = pairs.pair(votes=["b"], heldout_completion=True)
+
+    assert [r["comparison_id"] for r in rows(campaign)] == [train.pk]
+    assert [r["comparison_id"] for r in rows(campaign, split=Split.HELDOUT)] == [
+        heldout_prompt.pk,
+        heldout_completion.pk,
+    ]
+
+
+def test_chat_format_gives_every_prompt_as_the_messages_the_generator_conditioned_on(campaign, pairs):
+    plain = pairs.pair(votes=["b"], text="A plain prompt.", a="x", b="y")
+
+    [row] = rows(campaign, prompt_format="chat")
+
+    assert row["prompt"] == prompt_model_input(plain.prompt) == [{"role": "user", "content": "A plain prompt."}]
+    assert row["chosen"] == [{"role": "assistant", "content": "y"}]
+    assert row["rejected"] == [{"role": "assistant", "content": "x"}]
+
+
+def test_auto_format_mixing_chat_and_plain_prompts_puts_every_row_in_trl_conversational_format(campaign, pairs):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
+    pairs.pair(votes=["a"], messages=messages, a="Hello.", b="...")
+    pairs.pair(votes=["b"], text="A plain prompt.", a="x", b="y")
+
+    chat, plain = rows(campaign, prompt_format="auto")
+
+    assert chat["prompt"] == messages
+    assert chat["chosen"] == [{"role": "assistant", "content": "Hello."}]
+    assert chat["rejected"] == [{"role": "assistant", "content": "..."}]
+    # One schema per file: a plain prompt in a chat snapshot becomes a single user turn.
+    assert plain["prompt"] == [{"role": "user", "content": "A plain prompt."}]
+    assert plain["chosen"] == [{"role": "assistant", "content": "y"}]
+
+
+def test_same_data_exported_twice_has_the_same_sha256(campaign, pairs, artifacts):
+    for i in range(5):
+        pairs.pair(votes=["a", "b", "a"], text=f"prompt {i} ünïcode", a=f"answer {i}", b=f"other {i}")
+
+    first = services.snapshot_create(campaign=campaign)
+    second = services.snapshot_create(campaign=campaign)
+
+    assert first.pk != second.pk
+    assert first.sha256 == second.sha256
+    assert first.row_count == 5
+    data = Path(first.jsonl_path).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == first.sha256
+
+
+def test_parquet_export_is_byte_identical_across_runs_and_shares_the_content_hash(campaign, pairs, artifacts):
+    for i in range(3):
+        pairs.pair(votes=["b"], text=f"prompt {i}")
+
+    jsonl = services.snapshot_create(campaign=campaign, fmt="jsonl")
+    first = services.snapshot_create(campaign=campaign, fmt="parquet", path=artifacts / "one.parquet")
+    second = services.snapshot_create(campaign=campaign, fmt="parquet", path=artifacts / "two.parquet")
+
+    assert Path(first.parquet_path).read_bytes() == Path(second.parquet_path).read_bytes()
+    assert first.sha256 == jsonl.sha256
+
+
+def test_new_judgment_changes_the_sha256(campaign, pairs, artifacts):
+    pairs.pair(votes=["a"])
+    before = services.snapshot_create(campaign=campaign)
+    pairs.pair(votes=["b"], text="another prompt")
+
+    after = services.snapshot_create(campaign=campaign)
+
+    assert after.sha256 != before.sha256
+    assert after.row_count == 2
+
+
+def test_parquet_is_written_in_row_groups(campaign, pairs, artifacts, monkeypatch):
+    monkeypatch.setattr(export, "_CHUNK", 2)  # a row group per two rows, to see the streaming without 2000 pairs
+    for i in range(5):
+        pairs.pair(votes=["a"], text=f"prompt {i}")
+
+    snapshot = services.snapshot_create(campaign=campaign, fmt="parquet")
+
+    meta = pq.ParquetFile(snapshot.parquet_path).metadata
+    assert (meta.num_rows, meta.num_row_groups) == (5, 3)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+@pytest.mark.parametrize("chat", [False, True])
+def test_export_loads_with_datasets(campaign, pairs, artifacts, fmt, chat):
+    for i in range(3):
+        pairs.pair(votes=["a"], text=f"prompt {i}", a=f"good {i}", b=f"bad {i}")
+    pairs.pair(votes=["a", "a"], text="no strength", strengths=[2, 3])
+    snapshot = services.snapshot_create(campaign=campaign, fmt=fmt, prompt_format="chat" if chat else "auto")
+
+    dataset = load_dataset(
+        "json" if fmt == "jsonl" else "parquet",
+        data_files=snapshot.jsonl_path or snapshot.parquet_path,
+        split="train",
+        cache_dir=str(artifacts / "hf"),
+    )
+
+    assert len(dataset) == 4
+    assert {"prompt", "chosen", "rejected", "comparison_id", "agreement", "strength"} <= set(dataset.column_names)
+    if chat:
+        assert dataset[0]["chosen"] == [{"role": "assistant", "content": "good 0"}]
+    else:
+        assert dataset[0]["chosen"] == "good 0"
+    assert dataset[3]["strength"] == 2.5
+
+
+def test_export_preferences_command_writes_the_file_and_records_the_snapshot(campaign, pairs, tmp_path):
+    pairs.pair(votes=["a"])
+    pairs.pair(votes=["tie"], text="a tie")
+    out = tmp_path / "prefs.jsonl"
+
+    call_command("export_preferences", campaign=campaign.name, format="jsonl", out=str(out), verbosity=0)
+
+    [line] = out.read_text(encoding="utf-8").splitlines()
+    assert json.loads(line)["chosen"] == [{"role": "assistant", "content": "The sea is wide and blue."}]
+    snapshot = PreferenceSnapshot.objects.get()
+    assert (snapshot.row_count, snapshot.jsonl_path) == (1, str(out))
+    assert snapshot.filters["aggregation"]["drop_ties"] is True
+
+
+def test_export_preferences_command_keeps_ties_when_asked(campaign, pairs, tmp_path):
+    pairs.pair(votes=["tie", "b"])
+    out = tmp_path / "prefs.parquet"
+
+    call_command(
+        "export_preferences",
+        campaign=campaign.name,
+        format="parquet",
+        out=str(out),
+        keep_ties=True,
+        prompt_format="auto",
+        verbosity=0,
+    )
+
+    table = pq.read_table(out)
+    assert table.num_rows == 1
+    assert table.column("chosen").to_pylist() == ["sea sea sea"]
+
+
+def test_snapshot_api_is_staff_only_and_serves_the_file(campaign, pairs, admin_user, alice, artifacts):
+    pairs.pair(votes=["a"])
+    client = APIClient()
+    client.force_authenticate(alice)
+    assert client.post("/api/training/snapshots/", {"campaign": campaign.pk}, format="json").status_code == 403
+
+    client.force_authenticate(admin_user)
+    created = client.post(
+        "/api/training/snapshots/",
+        {"campaign": campaign.pk, "format": "jsonl", "aggregation": {"min_agreement": 0.5}},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    download = client.get(created.json()["download_url"])
+
+    assert download.status_code == 200
+    body = b"".join(download.streaming_content)
+    assert hashlib.sha256(body).hexdigest() == created.json()["sha256"] == download["X-Snapshot-Sha256"]
+    client.force_authenticate(alice)
+    assert client.get(created.json()["download_url"]).status_code == 403
+
+
+def test_snapshot_api_rejects_an_unknown_aggregation_key(campaign, admin_user):
+    client = APIClient()
+    client.force_authenticate(admin_user)
+
+    response = client.post(
+        "/api/training/snapshots/", {"campaign": campaign.pk, "aggregation": {"majority": 2}}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert "majority" in response.json()["aggregation"][0]
+
+
+def test_admin_action_exports_the_selected_campaign(client, campaign, pairs, admin_user, artifacts):
+    pairs.pair(votes=["b"])
+    client.force_login(admin_user)
+
+    response = client.post(
+        reverse("admin:labeling_campaign_changelist"),
+        {"action": "export_preferences", "_selected_action": [campaign.pk]},
+        follow=True,
+    )
+
+    snapshot = PreferenceSnapshot.objects.get()
+    assert snapshot.row_count == 1
+    assert reverse("training-api:snapshot-file", args=[snapshot.pk]) in response.content.decode()

@@ -1,0 +1,160 @@
+import pytest
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from training import services
+from training.models import RoundMetric, RoundStatus, TrainingRound
+
+pytestmark = pytest.mark.django_db
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def finished_rounds(campaign, tiny_policy) -> list[TrainingRound]:
+    """Two rounds as a worker leaves them, with curves and evaluations, written directly."""
+    rounds = []
+    for number, (status, accuracy) in enumerate([(RoundStatus.PROMOTED, 0.75), (RoundStatus.GATED, 0.5)], start=1):
+        training_round = TrainingRound.objects.create(
+            campaign=campaign,
+            number=number,
+            start_version=tiny_policy,
+            reference_version=tiny_policy,
+            status=status,
+            progress=1.0,
+            eval_results={
+                "pairs": 4,
+                "accuracy": accuracy,
+                "margin": 0.1,
+                "mean_length": 12.0,
+                "kl": 0.02,
+                "samples": 4,
+                "gate": {"passed": status == RoundStatus.PROMOTED, "reason": "because"},
+            },
+            log_tail="step 1: loss=0.69\n<script>alert('log')</script>",
+        )
+        for step in (1, 2, 3):
+            RoundMetric.objects.create(
+                round=training_round,
+                step=step,
+                epoch=step / 3,
+                values={
+                    "loss": 0.7 - 0.1 * step,
+                    "rewards/chosen": 0.1 * step,
+                    "rewards/rejected": -0.1 * step,
+                    "rewards/margins": 0.2 * step,
+                    "rewards/accuracies": 1.0,
+                    "logps/chosen": -30.0,
+                    "logps/rejected": -40.0,
+                },
+            )
+        rounds.append(training_round)
+    return rounds
+
+
+def test_rounds_page_lists_rounds_with_the_cross_round_chart(client, admin_user, campaign, finished_rounds):
+    client.force_login(admin_user)
+
+    page = client.get(reverse("training:rounds"))
+    chart = client.get(reverse("training:campaign-rounds", args=[campaign.pk]))
+
+    assert page.status_code == 200
+    assert reverse("training:round", args=[finished_rounds[0].pk]) in page.content.decode()
+    assert reverse("training:campaign-rounds", args=[campaign.pk]) in page.content.decode()
+    assert chart["Content-Type"] == "image/png" and chart.content.startswith(PNG)
+
+
+def test_round_page_shows_curves_and_escapes_the_log(client, admin_user, finished_rounds):
+    client.force_login(admin_user)
+    training_round = finished_rounds[0]
+
+    page = client.get(reverse("training:round", args=[training_round.pk]))
+    curves = client.get(reverse("training:round-curves", args=[training_round.pk]))
+
+    html = page.content.decode()
+    assert "<script>alert('log')</script>" not in html
+    assert "&lt;script&gt;alert(&#x27;log&#x27;)&lt;/script&gt;" in html
+    assert "0.750" in html
+    assert curves.content.startswith(PNG)
+
+
+def test_round_status_json_feeds_the_progress_bar(client, admin_user, campaign, tiny_policy):
+    training_round = services.round_start(campaign=campaign)
+    TrainingRound.objects.filter(pk=training_round.pk).update(
+        status=RoundStatus.RUNNING, progress=0.25, log_tail="step 1"
+    )
+    client.force_login(admin_user)
+
+    data = client.get(reverse("training:round-status", args=[training_round.pk])).json()
+
+    assert data == {
+        "status": "running",
+        "status_label": "Training",
+        "active": True,
+        "progress": 0.25,
+        "log_tail": "step 1",
+        "metrics": 0,
+    }
+
+
+def test_round_pages_are_for_staff_only(client, alice, finished_rounds):
+    client.force_login(alice)
+
+    for url in (reverse("training:rounds"), reverse("training:round", args=[finished_rounds[0].pk])):
+        response = client.get(url)
+        assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_cancel_button_cancels_an_active_round(client, admin_user, campaign, tiny_policy):
+    training_round = services.round_start(campaign=campaign)
+    client.force_login(admin_user)
+
+    response = client.post(reverse("training:round-cancel", args=[training_round.pk]))
+
+    assert response.status_code == 302
+    training_round.refresh_from_db()
+    assert training_round.status == RoundStatus.CANCELLED
+
+
+def test_round_api_starts_shows_and_cancels_rounds(admin_user, alice, campaign, tiny_policy):
+    client = APIClient()
+    client.force_authenticate(alice)
+    assert client.post("/api/training/rounds/", {"campaign": campaign.pk}, format="json").status_code == 403
+    client.force_authenticate(admin_user)
+
+    started = client.post("/api/training/rounds/", {"campaign": campaign.pk, "config": {"beta": 0.2}}, format="json")
+    again = client.post("/api/training/rounds/", {"campaign": campaign.pk}, format="json")
+    detail = client.get(f"/api/training/rounds/{started.json()['id']}/")
+    cancelled = client.post(f"/api/training/rounds/{started.json()['id']}/cancel/")
+    cancelled_again = client.post(f"/api/training/rounds/{started.json()['id']}/cancel/")
+
+    assert started.status_code == 201 and started.json()["config"]["beta"] == 0.2
+    assert again.status_code == 409
+    assert detail.json()["status"] == "queued" and detail.json()["metrics"] == []
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled_again.status_code == 409
+
+
+def test_round_api_rejects_a_bad_config(admin_user, campaign):
+    client = APIClient()
+    client.force_authenticate(admin_user)
+
+    response = client.post("/api/training/rounds/", {"campaign": campaign.pk, "config": {"beta": -1}}, format="json")
+
+    assert response.status_code == 400
+    assert "beta must be positive" in response.json()["config"][0]
+
+
+def test_admin_lists_rounds_and_cancels_from_the_changelist(client, admin_user, campaign, tiny_policy):
+    training_round = services.round_start(campaign=campaign)
+    client.force_login(admin_user)
+
+    listing = client.get(reverse("admin:training_traininground_changelist"))
+    client.post(
+        reverse("admin:training_traininground_changelist"),
+        {"action": "cancel", "_selected_action": [training_round.pk]},
+    )
+
+    assert listing.status_code == 200
+    training_round.refresh_from_db()
+    assert training_round.status == RoundStatus.CANCELLED

@@ -1,0 +1,401 @@
+"""DPO rounds end to end: real TRL in the worker process, the real database, the real gate."""
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.urls import reverse
+from django_celery_beat.models import PeriodicTask
+
+from config.celery import app as celery_app
+from generation.models import Completion, GenerationJob, ModelVersion
+from labeling.models import Campaign, Split
+from training import runner, services, tasks
+from training.config import RoundConfig
+from training.dpo_worker import EVENT_PREFIX
+from training.models import RoundMetric, RoundStatus, TrainingRound
+
+# Small and learnable: the chosen answer always reads well, the rejected one never does.
+FAST = {"learning_rate": 5e-3, "batch_size": 4, "eval_prompts": 2, "eval_max_new_tokens": 16, "regenerate": False}
+TOPICS = ["the sea", "a red kite", "bread", "the moon", "a summer storm", "running", "a library", "snow"]
+
+
+def add_pairs(pairs, *, n_train: int = 8, n_heldout: int = 4, heldout_reversed: bool = False) -> None:
+    for i in range(n_train):
+        topic = TOPICS[i % len(TOPICS)]
+        pairs.pair(
+            votes=["a"], text=f"Tell me about {topic}. ({i})", a=f"{topic.capitalize()} is lovely.", b="sea sea sea"
+        )
+    for i in range(n_heldout):
+        topic = TOPICS[i % len(TOPICS)]
+        good, bad = f"I like {topic}.", "sea sea sea sea"
+        a, b = (bad, good) if heldout_reversed else (good, bad)
+        pairs.pair(votes=["a"], text=f"Describe {topic}. ({i})", a=a, b=b, split=Split.HELDOUT)
+
+
+@pytest.fixture
+def eager_celery():
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = previous
+
+
+def run(training_round: TrainingRound) -> TrainingRound:
+    services.round_execute(round_id=training_round.pk)
+    training_round.refresh_from_db()
+    return training_round
+
+
+# --- whole rounds (slow: each trains in a worker process) ---------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_round_started_from_the_admin_is_promoted_and_the_next_generation_job_samples_from_it(
+    client,
+    campaign,
+    pairs,
+    tiny_policy,
+    admin_user,
+    artifacts,
+    settings,
+    eager_celery,
+    django_capture_on_commit_callbacks,
+):
+    settings.GENERATION_BACKEND = "transformers"  # the vLLM engine is covered by generation's tests
+    add_pairs(pairs)
+    client.force_login(admin_user)
+    changelist = reverse("admin:labeling_campaign_changelist")
+    action = {"action": "start_dpo_round", "_selected_action": [campaign.pk]}
+    form = client.post(changelist, action)
+    assert form.status_code == 200 and not TrainingRound.objects.exists()  # the config form comes first
+    config = {name: field.initial for name, field in form.context["form"].fields.items() if field.initial is not None}
+    config["lora"] = "on"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(changelist, {**action, **config, "apply": "1"}, follow=True)
+
+    assert response.status_code == 200
+    training_round = TrainingRound.objects.get()
+    assert training_round.config["beta"] == 0.1 and training_round.config["lora"] is True
+    assert training_round.status == RoundStatus.PROMOTED, training_round.error or training_round.log_tail
+    assert training_round.created_by == admin_user
+    results = training_round.eval_results
+    assert results["pairs"] == 4 and results["accuracy"] >= 0.5 and results["gate"]["passed"]
+    assert results["samples"] == 4 and results["mean_length"] > 0 and results["kl"] is not None
+    assert training_round.snapshot.row_count == 8 and training_round.heldout_snapshot.row_count == 4
+    assert training_round.progress == 1.0
+
+    steps = list(RoundMetric.objects.filter(round=training_round).order_by("step"))
+    assert [m.step for m in steps] == [1]  # 8 pairs, batch 8, one epoch
+    for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen"):
+        assert key in steps[0].values
+
+    version = training_round.output_version
+    assert (version.base_path, version.parent) == (tiny_policy.base_path, tiny_policy)
+    assert (Path(version.adapter_path) / "adapter_config.json").is_file()
+    assert Path(version.adapter_path).is_relative_to(artifacts.resolve())
+    campaign.refresh_from_db()
+    assert campaign.active_policy == version
+
+    job = GenerationJob.objects.get()
+    assert job.policy == version and job.status == "succeeded", job.error
+    assert Completion.objects.filter(job=job, model_version=version).count() == 2 * campaign.prompts.count()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_later_rounds_train_from_the_promoted_policy(campaign, pairs, tiny_policy, artifacts):
+    add_pairs(pairs)
+    first = run(services.round_start(campaign=campaign, config=RoundConfig.from_dict(FAST)))
+    assert first.status == RoundStatus.PROMOTED, first.error or first.log_tail
+
+    # Round 2 continues the LoRA adapter, against the previous policy as reference.
+    second = run(services.round_start(campaign=campaign, config=RoundConfig.from_dict(FAST)))
+    assert second.status == RoundStatus.PROMOTED, second.error or second.log_tail
+    assert second.start_version == second.reference_version == first.output_version
+    assert second.eval_results["gate"]["previous_accuracy"] == first.eval_results["accuracy"]
+    assert second.output_version.parent == first.output_version
+    assert second.output_version.base_path == tiny_policy.base_path
+
+    # Round 3 fine-tunes full weights (the adapter merged in), against the initial model.
+    third = run(
+        services.round_start(
+            campaign=campaign, config=RoundConfig.from_dict({**FAST, "lora": False, "reference": "initial"})
+        )
+    )
+    assert third.status == RoundStatus.PROMOTED, third.error or third.log_tail
+    assert (third.start_version, third.reference_version) == (second.output_version, tiny_policy)
+    full = third.output_version
+    assert full.adapter_path == "" and (Path(full.base_path) / "model.safetensors").is_file()
+    campaign.refresh_from_db()
+    assert campaign.active_policy == full
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_gated_out_round_changes_nothing_that_serves(campaign, pairs, tiny_policy, artifacts):
+    add_pairs(pairs, heldout_reversed=True)  # held-out humans prefer what training learns to avoid
+    versions = set(ModelVersion.objects.values_list("pk", flat=True))
+
+    training_round = run(services.round_start(campaign=campaign, config=RoundConfig.from_dict(FAST)))
+
+    assert training_round.status == RoundStatus.GATED, training_round.error or training_round.log_tail
+    assert training_round.eval_results["accuracy"] < 0.5
+    assert training_round.eval_results["gate"]["passed"] is False
+    assert training_round.output_version is None
+    assert set(ModelVersion.objects.values_list("pk", flat=True)) == versions
+    campaign.refresh_from_db()
+    assert campaign.active_policy == tiny_policy
+    assert not GenerationJob.objects.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_a_running_round_stops_its_worker_and_changes_nothing(campaign, pairs, tiny_policy, artifacts):
+    add_pairs(pairs, n_train=64)
+    training_round = services.round_start(
+        campaign=campaign, config=RoundConfig.from_dict({**FAST, "batch_size": 1, "epochs": 20})
+    )
+    worker = threading.Thread(target=lambda: (services.round_execute(round_id=training_round.pk), connection.close()))
+    worker.start()
+    deadline = time.monotonic() + 120
+    while not RoundMetric.objects.filter(round=training_round).exists():  # training has begun
+        assert time.monotonic() < deadline, "the worker never reported a step"
+        time.sleep(0.1)
+
+    assert services.round_cancel(training_round=training_round)
+    worker.join(timeout=60)
+
+    assert not worker.is_alive()
+    training_round.refresh_from_db()
+    assert training_round.status == RoundStatus.CANCELLED
+    assert training_round.output_version is None
+    assert training_round.progress < 1.0
+    campaign.refresh_from_db()
+    assert campaign.active_policy == tiny_policy
+
+
+@pytest.mark.django_db
+def test_failed_worker_marks_the_round_failed_and_changes_nothing(campaign, pairs, tiny_policy, artifacts, settings):
+    add_pairs(pairs, n_train=2, n_heldout=1)
+    settings.TRAINING_LAUNCHER = f"{sys.executable} -c 'import sys; print(\"boom\"); sys.exit(3)'"
+
+    training_round = run(services.round_start(campaign=campaign))
+
+    assert training_round.status == RoundStatus.FAILED
+    assert "status 3" in training_round.error
+    assert "boom" in training_round.log_tail
+    campaign.refresh_from_db()
+    assert campaign.active_policy == tiny_policy
+
+
+@pytest.mark.django_db
+def test_round_without_training_preferences_fails_before_training(campaign, pairs, tiny_policy, artifacts):
+    pairs.pair(votes=["tie"])
+
+    training_round = run(services.round_start(campaign=campaign))
+
+    assert training_round.status == RoundStatus.FAILED
+    assert training_round.error == "no training preferences to train on"
+    assert training_round.snapshot.row_count == 0
+
+
+# --- starting, scheduling, cancelling ---------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_round_starts_from_the_active_policy_with_the_gate_frozen_into_its_config(campaign, tiny_policy, settings):
+    settings.TRAINING_GATE_MIN_ACCURACY = 0.6
+
+    training_round = services.round_start(campaign=campaign)
+
+    assert (training_round.number, training_round.status) == (1, RoundStatus.QUEUED)
+    assert training_round.start_version == training_round.reference_version == tiny_policy
+    assert training_round.config["gate_min_accuracy"] == 0.6
+    assert training_round.config["beta"] == 0.1
+
+
+@pytest.mark.django_db
+def test_round_start_enqueues_the_task_on_the_training_queue_after_commit(
+    campaign, tiny_policy, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.round_start(campaign=campaign)
+
+    assert len(callbacks) == 1
+    assert celery_app.amqp.router.route({}, tasks.round_run.name)["queue"].name == "training"
+
+
+@pytest.mark.django_db
+def test_second_round_is_refused_while_one_is_active(campaign, tiny_policy):
+    services.round_start(campaign=campaign)
+
+    with pytest.raises(services.RoundAlreadyActive):
+        services.round_start(campaign=campaign)
+    assert TrainingRound.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_finished_round_frees_the_campaign_for_the_next_number(campaign, tiny_policy):
+    first = services.round_start(campaign=campaign)
+    services.round_cancel(training_round=first)
+
+    second = services.round_start(campaign=campaign)
+
+    assert second.number == 2
+
+
+@pytest.mark.django_db
+def test_executing_a_round_twice_does_nothing_the_second_time(campaign, tiny_policy):
+    training_round = services.round_start(campaign=campaign)
+    services.round_cancel(training_round=training_round)
+
+    assert services.round_execute(round_id=training_round.pk) is None
+    training_round.refresh_from_db()
+    assert training_round.status == RoundStatus.CANCELLED
+
+
+@pytest.mark.django_db
+def test_cancel_only_applies_to_active_rounds(campaign, tiny_policy):
+    training_round = services.round_start(campaign=campaign)
+
+    assert services.round_cancel(training_round=training_round) is True
+    assert services.round_cancel(training_round=training_round) is False
+
+
+@pytest.mark.django_db
+def test_scheduler_starts_a_round_only_with_enough_new_preferences(campaign, pairs, tiny_policy):
+    pairs.pair(votes=["a"])
+    assert services.round_start_if_due(campaign=campaign, min_new_preferences=2) is None
+    pairs.pair(votes=["b"], text="another")
+
+    training_round = services.round_start_if_due(campaign=campaign, min_new_preferences=2)
+
+    assert training_round is not None and training_round.config["regenerate"] is True
+    assert services.round_start_if_due(campaign=campaign, min_new_preferences=2) is None  # one is running
+
+
+@pytest.mark.django_db
+def test_preferences_judged_before_the_last_round_are_not_new(campaign, pairs, tiny_policy):
+    pairs.pair(votes=["a"])
+    pairs.pair(votes=["a"], text="second")
+    services.round_cancel(training_round=services.round_start(campaign=campaign))
+    assert services.round_start_if_due(campaign=campaign, min_new_preferences=1) is None
+
+    pairs.pair(votes=["b"], text="third")
+
+    assert services.round_start_if_due(campaign=campaign, min_new_preferences=1) is not None
+
+
+@pytest.mark.django_db
+def test_retrain_task_visits_active_campaigns_with_the_configured_threshold(campaign, pairs, tiny_policy, settings):
+    settings.RETRAIN_MIN_NEW_PREFERENCES = 1
+    pairs.pair(votes=["a"])
+    Campaign.objects.create(name="paused", is_active=False)
+
+    started = tasks.retrain_due_campaigns()
+
+    assert [TrainingRound.objects.get(pk=pk).campaign for pk in started] == [campaign]
+    assert tasks.retrain_due_campaigns(min_new_preferences=1) == []
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_schedulers_firing_at_once_start_one_round(campaign, pairs, tiny_policy):
+    pairs.pair(votes=["a"])
+    barrier = threading.Barrier(2)
+    started = []
+
+    def fire() -> None:
+        barrier.wait()
+        started.append(services.round_start_if_due(campaign=campaign, min_new_preferences=1))
+        connection.close()
+
+    threads = [threading.Thread(target=fire) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert TrainingRound.objects.count() == 1
+    assert sum(r is not None for r in started) == 1
+
+
+@pytest.mark.django_db
+def test_retraining_schedule_is_a_periodic_task_editable_in_the_admin():
+    task = PeriodicTask.objects.get(task="training.tasks.retrain_due_campaigns")
+
+    assert task.enabled and task.interval.every == 10
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "previous", "passed"),
+    [
+        (0.8, None, True),
+        (0.5, None, True),
+        (0.4, None, False),
+        (0.8, 0.8, True),
+        (0.75, 0.8, False),
+        (None, None, False),
+    ],
+)
+def test_gate_needs_the_threshold_and_no_regression(accuracy, previous, passed):
+    assert services.round_gate(accuracy=accuracy, threshold=0.5, previous_accuracy=previous).passed is passed
+
+
+# --- the worker process --------------------------------------------------------------------
+
+
+def test_runner_kills_the_worker_when_cancelled(tmp_path):
+    script = f'import time; print({EVENT_PREFIX!r} + \'{{"event": "started"}}\', flush=True); time.sleep(600)'
+    events: list[dict] = []
+
+    with pytest.raises(runner.WorkerCancelled):
+        runner.run_worker(
+            command=[sys.executable, "-c", script],
+            cwd=tmp_path,
+            log_path=tmp_path / "worker.log",
+            on_event=events.append,
+            on_output=lambda line: None,
+            should_cancel=lambda: bool(events),
+            poll_s=0.05,
+        )
+
+    assert events == [{"event": "started"}]
+    assert "started" in (tmp_path / "worker.log").read_text()
+
+
+def test_worker_command_honours_the_launcher(tmp_path):
+    spec = tmp_path / "spec.json"
+
+    assert runner.worker_command(launcher="", spec_path=spec) == [
+        sys.executable,
+        "-m",
+        "training.dpo_worker",
+        str(spec),
+    ]
+    assert runner.worker_command(launcher="accelerate launch --config_file 'my conf.yaml'", spec_path=spec) == [
+        "accelerate",
+        "launch",
+        "--config_file",
+        "my conf.yaml",
+        "-m",
+        "training.dpo_worker",
+        str(spec),
+    ]
+
+
+def test_round_config_rejects_unknown_keys_and_bad_values():
+    with pytest.raises(ValueError, match="unknown round config keys: lr"):
+        RoundConfig.from_dict({"lr": 1})
+    with pytest.raises(ValueError, match="beta must be positive"):
+        RoundConfig.from_dict({"beta": 0})
+    assert RoundConfig.from_dict({"lora_target_modules": "q_proj,v_proj"}).lora_target_modules == ("q_proj", "v_proj")
+    assert RoundConfig.from_dict(json.loads(json.dumps(RoundConfig().as_dict()))) == RoundConfig()

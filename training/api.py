@@ -1,0 +1,177 @@
+"""Staff-only API: preference snapshots (create, download) and DPO rounds (start, watch, cancel)."""
+
+from pathlib import Path
+
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from labeling.models import Campaign
+from training import selectors, services
+from training.config import RoundConfig
+from training.export import FORMATS, PROMPT_FORMATS, SPLITS, AggregationPolicy
+from training.models import PreferenceSnapshot, TrainingRound
+
+
+class SnapshotInput(serializers.Serializer):
+    campaign = serializers.PrimaryKeyRelatedField(queryset=Campaign.objects.all())
+    split = serializers.ChoiceField(choices=SPLITS, default="train")
+    format = serializers.ChoiceField(choices=FORMATS, default="jsonl")
+    prompt_format = serializers.ChoiceField(choices=PROMPT_FORMATS, default="chat")
+    aggregation = serializers.DictField(required=False, default=dict)
+
+    def validate_aggregation(self, value: dict) -> AggregationPolicy:
+        try:
+            return AggregationPolicy.from_dict(value)
+        except (TypeError, ValueError) as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+
+class SnapshotOutput(serializers.ModelSerializer):
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PreferenceSnapshot
+        fields = ["id", "campaign", "split", "filters", "row_count", "sha256", "created_at", "download_url"]
+
+    def get_download_url(self, obj: PreferenceSnapshot) -> str:
+        return reverse("training-api:snapshot-file", args=[obj.pk])
+
+
+class SnapshotCreateApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        request=SnapshotInput, responses={201: SnapshotOutput}, summary="Staff: export preferences to a snapshot"
+    )
+    def post(self, request: Request) -> Response:
+        data = SnapshotInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        snapshot = services.snapshot_create(
+            campaign=data.validated_data["campaign"],
+            split=data.validated_data["split"],
+            policy=data.validated_data["aggregation"],
+            fmt=data.validated_data["format"],
+            prompt_format=data.validated_data["prompt_format"],
+        )
+        return Response(SnapshotOutput(snapshot).data, status=status.HTTP_201_CREATED)
+
+
+class SnapshotDetailApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses=SnapshotOutput, summary="Staff: a snapshot's metadata")
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(SnapshotOutput(get_object_or_404(PreferenceSnapshot, pk=pk)).data)
+
+
+class SnapshotFileApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+        summary="Staff: download a snapshot (JSONL or Parquet; sha256 in X-Snapshot-Sha256)",
+    )
+    def get(self, request: Request, pk: int) -> FileResponse:
+        snapshot = get_object_or_404(PreferenceSnapshot, pk=pk)
+        path = Path(snapshot.jsonl_path or snapshot.parquet_path)
+        if not path.is_file():
+            raise Http404("the snapshot's file is gone from the artifacts folder")
+        response = FileResponse(path.open("rb"), as_attachment=True, filename=f"{snapshot.campaign.name}-{path.name}")
+        response["X-Snapshot-Sha256"] = snapshot.sha256
+        response["X-Row-Count"] = str(snapshot.row_count)
+        return response
+
+
+class RoundStartInput(serializers.Serializer):
+    campaign = serializers.PrimaryKeyRelatedField(queryset=Campaign.objects.all())
+    config = serializers.DictField(required=False, default=dict)
+
+    def validate_config(self, value: dict) -> RoundConfig:
+        try:
+            return RoundConfig.from_dict(value)
+        except (TypeError, ValueError) as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+
+class RoundOutput(serializers.ModelSerializer):
+    class Meta:
+        model = TrainingRound
+        fields = [
+            "id",
+            "campaign",
+            "number",
+            "status",
+            "progress",
+            "config",
+            "snapshot",
+            "heldout_snapshot",
+            "start_version",
+            "reference_version",
+            "output_version",
+            "eval_results",
+            "error",
+            "log_tail",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class RoundStartApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        request=RoundStartInput,
+        responses={201: RoundOutput, 409: OpenApiResponse(description="A round is already queued or running.")},
+        summary="Staff: start a DPO round",
+    )
+    def post(self, request: Request) -> Response:
+        data = RoundStartInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            training_round = services.round_start(
+                campaign=data.validated_data["campaign"], config=data.validated_data["config"], created_by=request.user
+            )
+        except services.RoundAlreadyActive as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(RoundOutput(training_round).data, status=status.HTTP_201_CREATED)
+
+
+class RoundDetailApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses=RoundOutput, summary="Staff: a round's state, evaluation and training curve")
+    def get(self, request: Request, pk: int) -> Response:
+        training_round = get_object_or_404(TrainingRound, pk=pk)
+        data = RoundOutput(training_round).data
+        data["metrics"] = [
+            {"step": m.step, "epoch": m.epoch, **m.values}
+            for m in selectors.round_metrics(training_round=training_round)
+        ]
+        return Response(data)
+
+
+class RoundCancelApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        request=None,
+        responses={200: RoundOutput, 409: OpenApiResponse(description="The round is not active.")},
+        summary="Staff: cancel a round",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        training_round = get_object_or_404(TrainingRound, pk=pk)
+        if not services.round_cancel(training_round=training_round):
+            return Response(
+                {"detail": f"round is {training_round.status}, not active"}, status=status.HTTP_409_CONFLICT
+            )
+        training_round.refresh_from_db()
+        return Response(RoundOutput(training_round).data)

@@ -1,0 +1,257 @@
+"""One DPO round in its own process: `python -m training.dpo_worker SPEC.json`.
+
+The parent (a Celery task on the `training` queue) writes SPEC.json, starts this
+module (through settings.TRAINING_LAUNCHER, e.g. `accelerate launch --config_file
+zero3.yaml`, for many GPUs), and reads our stdout. We report through JSON lines
+prefixed with EVENT_PREFIX rather than writing to the database ourselves:
+
+- the worker needs no database credentials or Django, so it runs the same under
+  `accelerate launch`, on another host, or in a container with only the GPU;
+- only rank 0 speaks, so many ranks never race on the same rows;
+- the parent owns the round's state, so it can kill us (cancel) at any moment,
+  even mid-step, without leaving a half-written row behind.
+
+The spec: {"train_path", "heldout_path" (or null), "output_dir",
+"policy": {"base_path", "adapter_path"}, "reference": {"base_path", "adapter_path"},
+"config": RoundConfig.as_dict()}.
+"""
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from training.config import RoundConfig
+
+EVENT_PREFIX = "@dpo-event "
+
+
+def emit(event: str, **payload: Any) -> None:
+    print(EVENT_PREFIX + json.dumps({"event": event, **payload}), flush=True)
+
+
+def _precision(config: RoundConfig) -> dict[str, bool]:
+    import torch
+
+    if config.precision == "bf16" or (
+        config.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    ):
+        return {"bf16": True, "fp16": False}
+    return {"bf16": False, "fp16": False}
+
+
+def dpo_args(config: RoundConfig, output_dir: str | Path, **overrides: Any):
+    """TRL's DPOConfig for a round: the one place our config maps onto TRL's."""
+    import torch
+    from trl import DPOConfig
+
+    return DPOConfig(
+        output_dir=str(output_dir),
+        beta=config.beta,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_length=config.max_length,
+        loss_type=[config.loss_type],
+        gradient_checkpointing=config.gradient_checkpointing,
+        logging_steps=config.logging_steps,
+        seed=config.seed,
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[],
+        save_strategy="no",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        **_precision(config),
+        **overrides,
+    )
+
+
+def load_model(
+    base_path: str, adapter_path: str = "", *, trainable: bool = False, merge: bool = False, device: str | None = None
+):
+    """A causal LM from a ModelVersion's paths; a LoRA adapter stays separate unless `merge`.
+
+    `device` is for evaluation only: for training, the Trainer (and accelerate) place the model.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+    if adapter_path:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_path, is_trainable=trainable and not merge)
+        if merge:
+            model = model.merge_and_unload()
+            # PEFT froze the base weights when it put the adapter on; merged, the model trains whole.
+            model.requires_grad_(trainable)
+    return model.to(device) if device else model
+
+
+def lora_config(config: RoundConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def _event_callback():
+    from transformers import TrainerCallback
+
+    class EventCallback(TrainerCallback):
+        """Streams the trainer's logs and progress to the parent as event lines (rank 0 only)."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                emit("progress", step=0, max_steps=state.max_steps)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                emit("progress", step=state.global_step, max_steps=state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                values = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
+                emit("log", step=state.global_step, epoch=state.epoch, values=values)
+
+    return EventCallback()
+
+
+def build_trainer(spec: dict[str, Any], config: RoundConfig, *, train_dataset, callbacks=()):
+    """The DPOTrainer for a round: policy from spec["policy"], reference from spec["reference"].
+
+    With LoRA and a reference equal to the starting policy, TRL needs no second
+    model (it disables the new adapter, or copies a continued one, for the
+    reference pass); otherwise the reference is loaded and passed explicitly.
+    """
+    from transformers import AutoTokenizer, PrinterCallback
+    from trl import DPOTrainer
+
+    policy, reference = spec["policy"], spec["reference"]
+    tokenizer = AutoTokenizer.from_pretrained(policy["base_path"])
+    continue_adapter = config.lora and bool(policy["adapter_path"])
+    model = load_model(policy["base_path"], policy["adapter_path"], trainable=True, merge=not config.lora)
+    ref_model = None
+    if reference != policy or not config.lora:
+        ref_model = load_model(reference["base_path"], reference["adapter_path"], merge=True)
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=dpo_args(config, Path(spec["output_dir"]) / "checkpoints"),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(config) if config.lora and not continue_adapter else None,
+        callbacks=list(callbacks),
+    )
+    trainer.remove_callback(PrinterCallback)  # our EventCallback reports the same logs
+    return trainer
+
+
+def _read_jsonl(path: str) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def evaluate(spec: dict[str, Any], config: RoundConfig, *, model_dir: Path) -> dict[str, Any]:
+    """Evaluate the saved artifact (what will be served) against the round's reference."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from training import evaluation
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    policy_spec = spec["policy"]
+    if config.lora:
+        policy = load_model(policy_spec["base_path"], str(model_dir), device=device)
+    else:
+        policy = load_model(str(model_dir), device=device)
+    reference = load_model(spec["reference"]["base_path"], spec["reference"]["adapter_path"], merge=True, device=device)
+    policy.eval()
+    reference.eval()
+    tokenizer = AutoTokenizer.from_pretrained(policy_spec["base_path"])
+    rows = _read_jsonl(spec["heldout_path"]) if spec.get("heldout_path") else []
+    results = evaluation.preference_eval(
+        policy,
+        reference,
+        tokenizer,
+        rows,
+        beta=config.beta,
+        max_length=config.max_length,
+        batch_size=config.eval_batch_size,
+    )
+    prompts, seen = [], set()
+    for row in rows:  # distinct held-out prompts, in snapshot order
+        key = json.dumps(row["prompt"], sort_keys=True)
+        if key not in seen and len(prompts) < config.eval_prompts:
+            seen.add(key)
+            prompts.append(row["prompt"])
+    results.update(
+        evaluation.sample_eval(
+            policy,
+            reference,
+            tokenizer,
+            prompts,
+            max_new_tokens=config.eval_max_new_tokens,
+            seed=config.seed,
+            batch_size=config.eval_batch_size,
+        )
+    )
+    return results
+
+
+def run(spec: dict[str, Any]) -> None:
+    import datasets
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    config = RoundConfig.from_dict(spec["config"])
+    output_dir = Path(spec["output_dir"])
+    model_dir = output_dir / "model"
+    cache_dir = output_dir / "hf-cache"
+    emit("started")
+    train_dataset = datasets.load_dataset(
+        "json", data_files=spec["train_path"], split="train", cache_dir=str(cache_dir)
+    )
+    trainer = build_trainer(spec, config, train_dataset=train_dataset, callbacks=[_event_callback()])
+    started = time.perf_counter()
+    result = trainer.train()
+    train_seconds = time.perf_counter() - started
+    trainer.save_model(str(model_dir))
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.accelerator.is_main_process:
+        return
+    emit(
+        "trained",
+        train_seconds=train_seconds,
+        samples_per_second=result.metrics.get("train_samples_per_second"),
+        global_step=result.global_step,
+        train_loss=result.training_loss,
+        model_dir=str(model_dir),
+    )
+    shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    emit("evaluating")
+    emit("evaluated", results=evaluate(spec, config, model_dir=model_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m training.dpo_worker SPEC.json", file=sys.stderr)
+        return 2
+    run(json.loads(Path(args[0]).read_text(encoding="utf-8")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

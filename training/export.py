@@ -1,0 +1,288 @@
+"""Preference export: judgments aggregated per comparison into rows in TRL's preference format.
+
+The aggregation runs in SQL (one grouped query, streamed with .iterator()), and
+rows are written as they arrive: memory stays constant whatever the campaign's
+size. Files carry no timestamps and rows come in comparison-id order, so the
+same judgments always give the same bytes and the same sha256.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from django.db.models import Avg, Case, Count, ExpressionWrapper, F, FloatField, Max, Q, QuerySet, Value, When
+from django.db.models.functions import Greatest
+
+from generation.selectors import prompt_model_input
+from labeling.models import Campaign, Choice, Comparison, Split
+
+FORMATS = ("jsonl", "parquet")
+# "chat": every prompt as the message list the generator conditioned on (a plain prompt is one user
+# turn), so training sees the context the policy is served with. "auto": TRL's standard format,
+# plain strings for plain prompts, unless the snapshot holds a chat prompt (one schema per file).
+PROMPT_FORMATS = ("chat", "auto")
+SPLITS = (Split.TRAIN.value, Split.HELDOUT.value)
+_CHUNK = 1000  # rows per database fetch and per Parquet row group
+
+
+@dataclass(frozen=True)
+class AggregationPolicy:
+    """How a comparison's judgments become one (chosen, rejected) row, or none.
+
+    Every judgment votes a, b, tie or both_bad. The winner must be a or b, hold a
+    strict plurality and at least `min_agreement` of the counted votes, over at
+    least `min_judgments` counted votes. With `drop_ties` (the default) a tie vote
+    counts, so a pair whose judges mostly call it a tie gives no row; without it,
+    tie votes abstain. `drop_both_bad` works the same way for both_bad votes.
+    """
+
+    min_judgments: int = 1
+    min_agreement: float = 0.5
+    drop_ties: bool = True
+    drop_both_bad: bool = True
+    include_gold: bool = False
+
+    def __post_init__(self) -> None:
+        if self.min_judgments < 1:
+            raise ValueError("min_judgments must be at least 1")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise ValueError("min_agreement must be between 0 and 1")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "AggregationPolicy":
+        data = dict(data or {})
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown aggregation keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _heldout_q() -> Q:
+    return Q(prompt__split=Split.HELDOUT) | Q(completion_a__is_heldout=True) | Q(completion_b__is_heldout=True)
+
+
+def preferences_queryset(*, campaign: Campaign, split: str, policy: AggregationPolicy) -> QuerySet[Comparison]:
+    """The comparisons that aggregate to a preference row, annotated with their votes, in export order."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}")
+    qs = Comparison.objects.filter(prompt__campaign=campaign)
+    if not policy.include_gold:
+        qs = qs.filter(is_gold=False)
+    # A pair touching a held-out prompt or completion never reaches training.
+    qs = qs.filter(_heldout_q()) if split == Split.HELDOUT else qs.exclude(_heldout_q())
+
+    def votes(choice: str) -> Count:
+        return Count("judgments", filter=Q(judgments__choice=choice))
+
+    qs = qs.annotate(
+        n_a=votes(Choice.A),
+        n_b=votes(Choice.B),
+        n_tie=votes(Choice.TIE),
+        n_bad=votes(Choice.BOTH_BAD),
+        strength_a=Avg("judgments__strength", filter=Q(judgments__choice=Choice.A)),
+        strength_b=Avg("judgments__strength", filter=Q(judgments__choice=Choice.B)),
+        last_judged_at=Max("judgments__created_at"),
+    )
+    tie_votes = F("n_tie") if policy.drop_ties else Value(0)
+    bad_votes = F("n_bad") if policy.drop_both_bad else Value(0)
+    qs = qs.annotate(
+        n_counted=F("n_a") + F("n_b") + tie_votes + bad_votes,
+        n_rivals=Greatest(tie_votes, bad_votes),
+    ).annotate(n_needed=ExpressionWrapper(F("n_counted") * Value(policy.min_agreement), output_field=FloatField()))
+
+    def wins(side: str, other: str) -> Q:
+        return (
+            Q(**{f"n_{side}__gt": F(f"n_{other}")})
+            & Q(**{f"n_{side}__gt": F("n_rivals")})
+            & Q(**{f"n_{side}__gte": F("n_needed")})
+            & Q(n_counted__gte=policy.min_judgments)
+        )
+
+    qs = qs.annotate(
+        chosen_side=Case(
+            When(wins("a", "b"), then=Value("a")), When(wins("b", "a"), then=Value("b")), default=Value("")
+        )
+    )
+    return qs.filter(chosen_side__in=["a", "b"]).order_by("id")
+
+
+def preferences_count(*, campaign: Campaign, split: str, policy: AggregationPolicy, judged_after: Any = None) -> int:
+    """How many rows an export would have now; with `judged_after`, only pairs judged since then."""
+    qs = preferences_queryset(campaign=campaign, split=split, policy=policy)
+    if judged_after is not None:
+        qs = qs.filter(last_judged_at__gt=judged_after)
+    return qs.count()
+
+
+def _messages(value: list[dict]) -> list[dict[str, str]]:
+    return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
+
+
+def _row(comparison: Comparison, *, conversational: bool) -> dict[str, Any]:
+    a_wins = comparison.chosen_side == "a"
+    chosen, rejected = (
+        (comparison.completion_a, comparison.completion_b)
+        if a_wins
+        else (comparison.completion_b, comparison.completion_a)
+    )
+    prompt = comparison.prompt
+    counted = comparison.n_counted
+    winner_votes = comparison.n_a if a_wins else comparison.n_b
+    strength = comparison.strength_a if a_wins else comparison.strength_b
+    if conversational:
+        prompt_value: Any = _messages(prompt_model_input(prompt))
+        chosen_value: Any = [{"role": "assistant", "content": chosen.text}]
+        rejected_value: Any = [{"role": "assistant", "content": rejected.text}]
+    else:
+        prompt_value, chosen_value, rejected_value = prompt.text, chosen.text, rejected.text
+    return {
+        "prompt": prompt_value,
+        "chosen": chosen_value,
+        "rejected": rejected_value,
+        "comparison_id": comparison.pk,
+        "prompt_id": prompt.pk,
+        "chosen_completion_id": chosen.pk,
+        "rejected_completion_id": rejected.pk,
+        "chosen_model_version": chosen.model_version.name,
+        "rejected_model_version": rejected.model_version.name,
+        "judgment_count": comparison.n_a + comparison.n_b + comparison.n_tie + comparison.n_bad,
+        "agreement": round(winner_votes / counted, 6),
+        "strength": None if strength is None else round(float(strength), 6),
+    }
+
+
+_TEXT_OR_MESSAGES = {
+    False: pa.string(),
+    True: pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])),
+}
+
+
+def _schema(conversational: bool) -> pa.Schema:
+    text = _TEXT_OR_MESSAGES[conversational]
+    return pa.schema(
+        [
+            ("prompt", text),
+            ("chosen", text),
+            ("rejected", text),
+            ("comparison_id", pa.int64()),
+            ("prompt_id", pa.int64()),
+            ("chosen_completion_id", pa.int64()),
+            ("rejected_completion_id", pa.int64()),
+            ("chosen_model_version", pa.string()),
+            ("rejected_model_version", pa.string()),
+            ("judgment_count", pa.int32()),
+            ("agreement", pa.float64()),
+            ("strength", pa.float64()),
+        ]
+    )
+
+
+def is_conversational(*, campaign: Campaign, split: str, policy: AggregationPolicy, prompt_format: str) -> bool:
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}")
+    if prompt_format == "chat":
+        return True
+    qs = preferences_queryset(campaign=campaign, split=split, policy=policy)
+    return qs.filter(prompt__messages__isnull=False).exists()
+
+
+def preference_rows(
+    *, campaign: Campaign, split: str, policy: AggregationPolicy, conversational: bool
+) -> Iterator[dict[str, Any]]:
+    qs = preferences_queryset(campaign=campaign, split=split, policy=policy).select_related(
+        "prompt", "completion_a__model_version", "completion_b__model_version"
+    )
+    for comparison in qs.iterator(chunk_size=_CHUNK):
+        yield _row(comparison, conversational=conversational)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    row_count: int
+    sha256: str
+    conversational: bool
+
+
+def _jsonl_line(row: dict[str, Any]) -> bytes:
+    return (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def _write(
+    rows: Iterator[dict[str, Any]],
+    *,
+    fmt: str,
+    out: IO[bytes],
+    conversational: bool,
+    on_row: Callable[[], None] | None = None,
+) -> tuple[int, str]:
+    """Stream rows into `out`; returns (row count, sha256 of the canonical JSONL bytes).
+
+    The digest is always over the JSONL serialization, so a Parquet snapshot and a
+    JSONL snapshot of the same data carry the same sha256 (for a .jsonl file it is
+    the file's own sha256).
+    """
+    digest = hashlib.sha256()
+    count = 0
+    writer = pq.ParquetWriter(out, _schema(conversational)) if fmt == "parquet" else None
+    batch: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if writer is not None and batch:
+            writer.write_table(pa.Table.from_pylist(batch, schema=writer.schema), row_group_size=_CHUNK)
+        batch.clear()
+
+    for row in rows:
+        line = _jsonl_line(row)
+        digest.update(line)
+        if writer is None:
+            out.write(line)
+        else:
+            batch.append(row)
+            if len(batch) >= _CHUNK:
+                flush()
+        count += 1
+        if on_row is not None:
+            on_row()
+    flush()
+    if writer is not None:
+        writer.close()
+    return count, digest.hexdigest()
+
+
+def export_to_file(
+    *,
+    campaign: Campaign,
+    split: str,
+    policy: AggregationPolicy,
+    fmt: str,
+    path: Path,
+    prompt_format: str = "chat",
+    on_row: Callable[[], None] | None = None,
+) -> ExportResult:
+    """Write the export to `path` atomically (a temporary sibling renamed into place)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conversational = is_conversational(campaign=campaign, split=split, policy=policy, prompt_format=prompt_format)
+    rows = preference_rows(campaign=campaign, split=split, policy=policy, conversational=conversational)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            count, sha = _write(rows, fmt=fmt, out=out, conversational=conversational, on_row=on_row)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return ExportResult(path=path, row_count=count, sha256=sha, conversational=conversational)

@@ -1,0 +1,50 @@
+from django import forms
+from django.conf import settings
+
+from training.config import LOSS_TYPES, REFERENCES, RoundConfig
+from training.export import AggregationPolicy
+
+_DEFAULT = RoundConfig()
+_AGGREGATION = AggregationPolicy()
+
+
+class RoundConfigForm(forms.Form):
+    """The knobs an admin turns when starting a round by hand (the rest keep RoundConfig's defaults)."""
+
+    beta = forms.FloatField(initial=_DEFAULT.beta, min_value=1e-6)
+    learning_rate = forms.FloatField(initial=_DEFAULT.learning_rate, min_value=1e-12, max_value=1.0)
+    epochs = forms.FloatField(initial=_DEFAULT.epochs, min_value=0.01)
+    batch_size = forms.IntegerField(initial=_DEFAULT.batch_size, min_value=1)
+    max_length = forms.IntegerField(initial=_DEFAULT.max_length, min_value=8)
+    loss_type = forms.ChoiceField(choices=[(t, t) for t in LOSS_TYPES], initial=_DEFAULT.loss_type)
+    reference = forms.ChoiceField(
+        choices=[(r, r) for r in REFERENCES],
+        initial=_DEFAULT.reference,
+        help_text="previous: the policy the round starts from; initial: the campaign's first model.",
+    )
+    lora = forms.BooleanField(initial=_DEFAULT.lora, required=False, label="LoRA (off: full fine-tuning)")
+    lora_r = forms.IntegerField(initial=_DEFAULT.lora_r, min_value=1, label="LoRA rank")
+    lora_target_modules = forms.CharField(initial=",".join(_DEFAULT.lora_target_modules), help_text="Comma-separated.")
+    min_agreement = forms.FloatField(initial=_AGGREGATION.min_agreement, min_value=0.0, max_value=1.0)
+    min_judgments = forms.IntegerField(initial=_AGGREGATION.min_judgments, min_value=1)
+    gate_min_accuracy = forms.FloatField(min_value=0.0, max_value=1.0, help_text="Held-out accuracy a round needs.")
+    regenerate = forms.BooleanField(
+        initial=_DEFAULT.regenerate,
+        required=False,
+        help_text="Queue a generation job with the new policy once promoted.",
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["gate_min_accuracy"].initial = settings.TRAINING_GATE_MIN_ACCURACY
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if self.errors:
+            return data
+        aggregation = {"min_agreement": data.pop("min_agreement"), "min_judgments": data.pop("min_judgments")}
+        try:
+            self.config = RoundConfig.from_dict({**data, "aggregation": aggregation})
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return data

@@ -1,0 +1,124 @@
+"""Run the DPO worker as a child process and relay what it says (Django-free).
+
+The child gets its own session (process group), so cancelling kills it together
+with whatever it started (`accelerate launch` spawns one process per GPU).
+"""
+
+import json
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from training.dpo_worker import EVENT_PREFIX
+
+_KILL_GRACE_S = 10.0
+
+
+class WorkerCancelled(Exception):
+    pass
+
+
+class WorkerFailed(Exception):
+    pass
+
+
+def worker_command(*, launcher: str, spec_path: Path) -> list[str]:
+    """The command line: this interpreter by default, or the launcher (e.g. `accelerate launch --config_file X`)."""
+    prefix = shlex.split(launcher) if launcher.strip() else [sys.executable]
+    return [*prefix, "-m", "training.dpo_worker", str(spec_path)]
+
+
+def _pump(stream: IO[str], lines: "queue.Queue[str | None]") -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def _kill(process: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, _KILL_GRACE_S), (signal.SIGKILL, None)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_worker(
+    *,
+    command: list[str],
+    cwd: Path,
+    log_path: Path,
+    on_event: Callable[[dict[str, Any]], None],
+    on_output: Callable[[str], None],
+    should_cancel: Callable[[], bool],
+    poll_s: float = 1.0,
+) -> None:
+    """Run `command` to the end, calling `on_event` for each event line and `on_output` for other lines.
+
+    `should_cancel` is asked about once every `poll_s` seconds (and when output
+    arrives); when it says yes the child is killed and WorkerCancelled raised. A
+    non-zero exit raises WorkerFailed. Every line also goes to `log_path`.
+    """
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "TQDM_DISABLE": "1",
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w", encoding="utf-8") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        lines: queue.Queue[str | None] = queue.Queue()
+        reader = threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True)
+        reader.start()
+        try:
+            next_check = time.monotonic() + poll_s
+            while True:
+                try:
+                    line = lines.get(timeout=max(0.0, next_check - time.monotonic()))
+                except queue.Empty:
+                    line = ""
+                if line is None:
+                    break
+                if line:
+                    log.write(line)
+                    text = line.rstrip("\n")
+                    if text.startswith(EVENT_PREFIX):
+                        on_event(json.loads(text[len(EVENT_PREFIX) :]))
+                    elif text.strip():
+                        on_output(text)
+                if time.monotonic() >= next_check:
+                    if should_cancel():
+                        raise WorkerCancelled()
+                    next_check = time.monotonic() + poll_s
+            code = process.wait()
+        finally:
+            # Whatever stopped us (cancel, a failing callback, a killed parent task), never leave the child running.
+            if process.poll() is None:
+                _kill(process)
+            reader.join(timeout=5)
+    if code != 0:
+        raise WorkerFailed(f"the training worker exited with status {code}")

@@ -1,0 +1,46 @@
+from django.db.models import QuerySet
+
+from generation.models import ModelVersion
+from labeling.models import Campaign, Split
+from training.export import AggregationPolicy, preferences_count
+from training.models import RoundMetric, RoundStatus, TrainingRound
+
+
+def version_root(*, version: ModelVersion) -> ModelVersion:
+    """The first policy of a chain of rounds (the campaign's initial model)."""
+    seen = {version.pk}
+    while version.parent_id is not None and version.parent_id not in seen:
+        version = version.parent
+        seen.add(version.pk)
+    return version
+
+
+def rounds_for_campaign(*, campaign: Campaign) -> QuerySet[TrainingRound]:
+    return TrainingRound.objects.filter(campaign=campaign).select_related("output_version", "reference_version")
+
+
+def round_last(*, campaign: Campaign) -> TrainingRound | None:
+    return TrainingRound.objects.filter(campaign=campaign).order_by("-number").first()
+
+
+def round_previous_promoted(*, training_round: TrainingRound) -> TrainingRound | None:
+    """The round whose policy this one competes with: the campaign's latest promoted round before it."""
+    return (
+        TrainingRound.objects.filter(
+            campaign_id=training_round.campaign_id, status=RoundStatus.PROMOTED, number__lt=training_round.number
+        )
+        .order_by("-number")
+        .first()
+    )
+
+
+def preferences_new_count(*, campaign: Campaign, policy: AggregationPolicy) -> int:
+    """Training preferences judged since the campaign's last round started (all of them before its first)."""
+    last = round_last(campaign=campaign)
+    return preferences_count(
+        campaign=campaign, split=Split.TRAIN, policy=policy, judged_after=last.created_at if last else None
+    )
+
+
+def round_metrics(*, training_round: TrainingRound) -> QuerySet[RoundMetric]:
+    return RoundMetric.objects.filter(round=training_round).order_by("step")

@@ -1,0 +1,436 @@
+import json
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+from tqdm import tqdm
+
+from generation import services as generation_services
+from generation.models import ModelVersion
+from labeling import services as labeling_services
+from labeling.models import Campaign, Split
+from training import runner, selectors
+from training.config import RoundConfig
+from training.export import AggregationPolicy, export_to_file, preferences_count
+from training.models import ACTIVE_ROUND_STATES, PreferenceSnapshot, RoundMetric, RoundStatus, TrainingRound
+
+LOG_TAIL_LINES = 200
+_FLUSH_EVERY_S = 1.0  # progress and log tail reach the database at most this often
+
+
+class RoundAlreadyActive(Exception):
+    """The campaign already has a queued or running round."""
+
+
+class RoundError(Exception):
+    """A round cannot go on (no data, a worker that said nothing); recorded on the round as its error."""
+
+
+def artifacts_dir() -> Path:
+    return Path(settings.ARTIFACTS_DIR).resolve()
+
+
+# --- Preference snapshots ----------------------------------------------------------------------
+
+
+def snapshot_create(
+    *,
+    campaign: Campaign,
+    split: str = Split.TRAIN,
+    policy: AggregationPolicy | None = None,
+    fmt: str = "jsonl",
+    prompt_format: str = "chat",
+    path: Path | None = None,
+    progress: bool = False,
+) -> PreferenceSnapshot:
+    """Export the campaign's aggregated preferences to a file and record it.
+
+    Without `path` the file goes under ARTIFACTS_DIR/snapshots/, named by its
+    content hash: exporting unchanged data again rewrites the same file.
+    """
+    policy = policy or AggregationPolicy()
+    directory = artifacts_dir() / "snapshots" / f"campaign-{campaign.pk}"
+    target = Path(path) if path else directory / f".{split}-{uuid.uuid4().hex}.{fmt}"
+    total = preferences_count(campaign=campaign, split=split, policy=policy) if progress else None
+    with tqdm(total=total, unit="row", desc=f"exporting {campaign.name} ({split})", disable=not progress) as bar:
+        result = export_to_file(
+            campaign=campaign,
+            split=split,
+            policy=policy,
+            fmt=fmt,
+            path=target,
+            prompt_format=prompt_format,
+            on_row=lambda: bar.update(1),
+        )
+    final = result.path
+    if path is None:
+        final = directory / f"{split}-{result.sha256[:16]}.{fmt}"
+        os.replace(result.path, final)
+    return PreferenceSnapshot.objects.create(
+        campaign=campaign,
+        split=split,
+        filters={
+            "aggregation": policy.as_dict(),
+            "format": fmt,
+            "prompt_format": prompt_format,
+            "conversational": result.conversational,
+        },
+        row_count=result.row_count,
+        sha256=result.sha256,
+        jsonl_path=str(final) if fmt == "jsonl" else "",
+        parquet_path=str(final) if fmt == "parquet" else "",
+    )
+
+
+# --- Starting and cancelling rounds ------------------------------------------------------------
+
+
+@transaction.atomic
+def round_start(
+    *, campaign: Campaign, config: RoundConfig | None = None, created_by: User | None = None
+) -> TrainingRound:
+    """Queue a DPO round for the campaign, trained from its active policy; the task starts after commit.
+
+    Raises RoundAlreadyActive when a round is queued or running: the partial
+    unique constraint decides, so two schedulers firing at once still start one.
+    """
+    config = config or RoundConfig()
+    if config.gate_min_accuracy is None:
+        # Frozen into the round's config: a later settings change does not re-judge old rounds.
+        config = RoundConfig.from_dict({**config.as_dict(), "gate_min_accuracy": settings.TRAINING_GATE_MIN_ACCURACY})
+    campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    start = campaign.active_policy or generation_services.campaign_ensure_policy(
+        campaign=campaign, base_path=settings.POLICY_MODEL
+    )
+    reference = start if config.reference == "previous" else selectors.version_root(version=start)
+    number = (TrainingRound.objects.filter(campaign=campaign).aggregate(n=Max("number"))["n"] or 0) + 1
+    try:
+        with transaction.atomic():
+            training_round = TrainingRound.objects.create(
+                campaign=campaign,
+                number=number,
+                start_version=start,
+                reference_version=reference,
+                config=config.as_dict(),
+                created_by=created_by,
+            )
+    except IntegrityError as exc:
+        raise RoundAlreadyActive(f"{campaign.name} already has a round queued or running") from exc
+    from training import tasks  # tasks import services: import here to keep the module graph acyclic
+
+    transaction.on_commit(lambda: tasks.round_run.delay(training_round.pk))
+    return training_round
+
+
+def round_cancel(*, training_round: TrainingRound) -> bool:
+    """Cancel a queued or running round; the parent task kills its worker within a second.
+
+    Nothing that serves changes: promotion only happens from the evaluating state.
+    """
+    return (
+        TrainingRound.objects.filter(pk=training_round.pk, status__in=ACTIVE_ROUND_STATES).update(
+            status=RoundStatus.CANCELLED, finished_at=timezone.now()
+        )
+        == 1
+    )
+
+
+def round_start_if_due(*, campaign: Campaign, min_new_preferences: int) -> TrainingRound | None:
+    """The scheduler's rule: start a round when enough new preferences exist and none is running."""
+    if TrainingRound.objects.filter(campaign=campaign, status__in=ACTIVE_ROUND_STATES).exists():
+        return None
+    config = RoundConfig(regenerate=True)
+    new = selectors.preferences_new_count(campaign=campaign, policy=AggregationPolicy.from_dict(config.aggregation))
+    if new < min_new_preferences:
+        return None
+    try:
+        return round_start(campaign=campaign, config=config)
+    except RoundAlreadyActive:
+        return None
+
+
+def retrain_due_campaigns(*, min_new_preferences: int) -> list[TrainingRound]:
+    started = []
+    for campaign in Campaign.objects.filter(is_active=True).order_by("pk"):
+        training_round = round_start_if_due(campaign=campaign, min_new_preferences=min_new_preferences)
+        if training_round is not None:
+            started.append(training_round)
+    return started
+
+
+# --- Running a round ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    reason: str
+    threshold: float
+    previous_accuracy: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "reason": self.reason,
+            "threshold": self.threshold,
+            "previous_accuracy": self.previous_accuracy,
+        }
+
+
+def round_gate(*, accuracy: float | None, threshold: float, previous_accuracy: float | None) -> GateDecision:
+    """Pass when held-out accuracy reaches the threshold and is no worse than the previous promoted round's."""
+
+    def decide(passed: bool, reason: str) -> GateDecision:
+        return GateDecision(passed=passed, reason=reason, threshold=threshold, previous_accuracy=previous_accuracy)
+
+    if accuracy is None:
+        return decide(False, "no held-out pairs to evaluate on")
+    if accuracy < threshold:
+        return decide(False, f"held-out accuracy {accuracy:.3f} is below the threshold {threshold:.3f}")
+    if previous_accuracy is not None and accuracy < previous_accuracy:
+        return decide(False, f"held-out accuracy {accuracy:.3f} is below the previous round's {previous_accuracy:.3f}")
+    return decide(True, f"held-out accuracy {accuracy:.3f} passes")
+
+
+class _RoundReporter:
+    """Turns the worker's events and output into RoundMetric rows, progress and the log tail."""
+
+    def __init__(self, training_round: TrainingRound) -> None:
+        self.round_id = training_round.pk
+        self.tail: deque[str] = deque(training_round.log_tail.splitlines(), maxlen=LOG_TAIL_LINES)
+        self.progress = 0.0
+        self.trained: dict[str, Any] = {}
+        self.results: dict[str, Any] | None = None
+        self._flushed_at = 0.0
+        self._started = time.monotonic()
+        self.marks: dict[str, float] = {}  # seconds since the round began, per phase reached
+
+    def mark(self, phase: str) -> None:
+        self.marks.setdefault(phase, round(time.monotonic() - self._started, 3))
+
+    def note(self, line: str) -> None:
+        self.tail.append(line)
+
+    def on_output(self, line: str) -> None:
+        self.note(line)
+        self.flush()
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "progress":
+            if event["step"] == 0:
+                self.mark("worker_ready")  # imports, model and tokenized data loaded
+                self.note(f"worker ready after {self.marks['worker_ready'] - self.marks['exported']:.1f} s")
+            self.progress = event["step"] / event["max_steps"] if event["max_steps"] else 0.0
+        elif kind == "log":
+            self._store_metric(event)
+        elif kind == "trained":
+            self.mark("trained")
+            self.trained = event
+            self.note(f"trained {event['global_step']} steps in {event['train_seconds']:.1f} s")
+        elif kind == "evaluating":
+            TrainingRound.objects.filter(pk=self.round_id, status=RoundStatus.RUNNING).update(
+                status=RoundStatus.EVALUATING
+            )
+            self.note("evaluating on held-out pairs")
+        elif kind == "evaluated":
+            self.mark("evaluated")
+            self.results = event["results"]
+        self.flush(force=kind != "progress")
+
+    def _store_metric(self, event: dict[str, Any]) -> None:
+        values = event["values"]
+        metric, created = RoundMetric.objects.get_or_create(
+            round_id=self.round_id, step=event["step"], defaults={"epoch": event.get("epoch"), "values": values}
+        )
+        if not created:  # the trainer's closing summary arrives with the last step's number
+            metric.values = {**metric.values, **values}
+            metric.save(update_fields=["values"])
+        shown = " ".join(
+            f"{k}={v:.4g}" for k, v in values.items() if k in ("loss", "rewards/accuracies", "rewards/margins")
+        )
+        if shown:  # the closing summary (runtime, throughput) has none of these
+            self.note(f"step {event['step']}: {shown}")
+
+    def flush(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._flushed_at < _FLUSH_EVERY_S:
+            return
+        self._flushed_at = now
+        TrainingRound.objects.filter(pk=self.round_id).update(progress=self.progress, log_tail=self.log_tail)
+
+    @property
+    def log_tail(self) -> str:
+        return "\n".join(self.tail)
+
+    def should_cancel(self) -> bool:
+        return TrainingRound.objects.filter(pk=self.round_id, status=RoundStatus.CANCELLED).exists()
+
+
+def _version_spec(version: ModelVersion) -> dict[str, str]:
+    return {"base_path": version.base_path, "adapter_path": version.adapter_path}
+
+
+def round_dir(training_round: TrainingRound) -> Path:
+    return (
+        artifacts_dir()
+        / "rounds"
+        / f"campaign-{training_round.campaign_id}"
+        / f"round-{training_round.number}-{training_round.pk}"
+    )
+
+
+def _round_train(training_round: TrainingRound, reporter: _RoundReporter) -> None:
+    """Export, then train and evaluate in the worker process; the results land on `reporter`."""
+    config = RoundConfig.from_dict(training_round.config)
+    policy = AggregationPolicy.from_dict(config.aggregation)
+    campaign = training_round.campaign
+    train = snapshot_create(campaign=campaign, split=Split.TRAIN, policy=policy)
+    heldout = snapshot_create(campaign=campaign, split=Split.HELDOUT, policy=policy)
+    training_round.snapshot, training_round.heldout_snapshot = train, heldout
+    training_round.save(update_fields=["snapshot", "heldout_snapshot"])
+    reporter.mark("exported")
+    seconds = reporter.marks["exported"]
+    reporter.note(f"exported {train.row_count} training and {heldout.row_count} held-out pairs in {seconds:.1f} s")
+    if train.row_count == 0:
+        raise RoundError("no training preferences to train on")
+
+    work = round_dir(training_round)
+    work.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "train_path": train.jsonl_path,
+        "heldout_path": heldout.jsonl_path if heldout.row_count else None,
+        "output_dir": str(work),
+        "policy": _version_spec(training_round.start_version),
+        "reference": _version_spec(training_round.reference_version),
+        "config": config.as_dict(),
+    }
+    spec_path = work / "spec.json"
+    spec_path.write_text(json.dumps(spec, indent=2), encoding="utf-8")
+    if reporter.should_cancel():
+        raise runner.WorkerCancelled()
+    runner.run_worker(
+        command=runner.worker_command(launcher=settings.TRAINING_LAUNCHER, spec_path=spec_path),
+        cwd=Path(settings.BASE_DIR),
+        log_path=work / "worker.log",
+        on_event=reporter.on_event,
+        on_output=reporter.on_output,
+        should_cancel=reporter.should_cancel,
+    )
+    if reporter.results is None:
+        raise RoundError("the worker finished without evaluation results")
+
+
+@transaction.atomic
+def _round_promote(*, round_id: int, eval_results: dict[str, Any], log_tail: str) -> bool:
+    training_round = TrainingRound.objects.select_for_update().get(pk=round_id)
+    if training_round.status != RoundStatus.EVALUATING:  # cancelled while we evaluated
+        return False
+    config = RoundConfig.from_dict(training_round.config)
+    model_dir = str(round_dir(training_round) / "model")
+    start = training_round.start_version
+    version = generation_services.model_version_register(
+        name=f"{training_round.campaign.name}/dpo-round-{training_round.number}-{training_round.pk}",
+        base_path=start.base_path if config.lora else model_dir,
+        adapter_path=model_dir if config.lora else "",
+        parent=start,
+    )
+    training_round.output_version = version
+    training_round.status = RoundStatus.PROMOTED
+    training_round.eval_results = eval_results
+    training_round.progress = 1.0
+    training_round.log_tail = log_tail
+    training_round.finished_at = timezone.now()
+    training_round.save(
+        update_fields=["output_version", "status", "eval_results", "progress", "log_tail", "finished_at"]
+    )
+    labeling_services.campaign_set_active_policy(campaign=training_round.campaign, policy_id=version.pk)
+    if config.regenerate:
+        from generation.services import generation_job_start  # lazily: written alongside this app
+
+        generation_job_start(campaign=training_round.campaign, policy=version)
+    return True
+
+
+def _round_finish(*, round_id: int, status: str, from_states: Iterable[str], **fields: Any) -> None:
+    TrainingRound.objects.filter(pk=round_id, status__in=from_states).update(
+        status=status, finished_at=timezone.now(), **fields
+    )
+
+
+def round_execute(*, round_id: int) -> TrainingRound | None:
+    """Run a queued round to its end: promoted, gated, failed or cancelled (the training task's body).
+
+    Idempotent: only a queued round is claimed, so a redelivered task does nothing.
+    """
+    claimed = TrainingRound.objects.filter(pk=round_id, status=RoundStatus.QUEUED).update(
+        status=RoundStatus.RUNNING, started_at=timezone.now()
+    )
+    if not claimed:
+        return None
+    training_round = TrainingRound.objects.select_related("campaign", "start_version", "reference_version").get(
+        pk=round_id
+    )
+    reporter = _RoundReporter(training_round)
+    try:
+        _round_train(training_round, reporter)
+    except runner.WorkerCancelled:
+        reporter.note("cancelled")
+        TrainingRound.objects.filter(pk=round_id).update(log_tail=reporter.log_tail)
+        return TrainingRound.objects.get(pk=round_id)
+    except (runner.WorkerFailed, RoundError) as exc:
+        reporter.note(f"failed: {exc}")
+        _round_finish(
+            round_id=round_id,
+            status=RoundStatus.FAILED,
+            from_states=ACTIVE_ROUND_STATES,
+            error=str(exc),
+            log_tail=reporter.log_tail,
+        )
+        return TrainingRound.objects.get(pk=round_id)
+    except Exception as exc:
+        # Unexpected: record it so the round does not block its campaign forever, then let Celery see it too.
+        _round_finish(
+            round_id=round_id,
+            status=RoundStatus.FAILED,
+            from_states=ACTIVE_ROUND_STATES,
+            error=f"{type(exc).__name__}: {exc}",
+            log_tail=reporter.log_tail,
+        )
+        raise
+
+    results = dict(reporter.results)
+    reporter.mark("worker_exited")
+    results["timings"] = reporter.marks
+    results["train_seconds"] = reporter.trained.get("train_seconds")
+    results["train_samples_per_second"] = reporter.trained.get("samples_per_second")
+    previous = selectors.round_previous_promoted(training_round=training_round)
+    config = RoundConfig.from_dict(training_round.config)
+    gate = round_gate(
+        accuracy=results.get("accuracy"),
+        threshold=settings.TRAINING_GATE_MIN_ACCURACY if config.gate_min_accuracy is None else config.gate_min_accuracy,
+        previous_accuracy=previous.eval_results.get("accuracy") if previous else None,
+    )
+    results["gate"] = gate.as_dict()
+    reporter.note(gate.reason)
+    if gate.passed and _round_promote(round_id=round_id, eval_results=results, log_tail=reporter.log_tail):
+        return TrainingRound.objects.get(pk=round_id)
+    _round_finish(
+        round_id=round_id,
+        status=RoundStatus.GATED,
+        from_states=[RoundStatus.EVALUATING],
+        eval_results=results,
+        progress=1.0,
+        log_tail=reporter.log_tail,
+    )
+    return TrainingRound.objects.get(pk=round_id)

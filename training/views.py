@@ -1,0 +1,73 @@
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from labeling.models import Campaign
+from training import plots, selectors, services
+from training.models import TrainingRound
+
+
+def _png(data: bytes) -> HttpResponse:
+    response = HttpResponse(data, content_type="image/png")
+    response["Cache-Control"] = "no-store"  # curves change while a round runs
+    return response
+
+
+@staff_member_required
+def rounds_index(request: HttpRequest) -> HttpResponse:
+    campaigns = [
+        (campaign, list(selectors.rounds_for_campaign(campaign=campaign).order_by("-number")[:50]))
+        for campaign in Campaign.objects.filter(training_rounds__isnull=False).distinct().order_by("name")
+    ]
+    return render(request, "training/rounds.html", {"campaigns": campaigns})
+
+
+@staff_member_required
+def round_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    training_round = get_object_or_404(
+        TrainingRound.objects.select_related(
+            "campaign", "start_version", "reference_version", "output_version", "snapshot", "heldout_snapshot"
+        ),
+        pk=pk,
+    )
+    return render(request, "training/round_detail.html", {"round": training_round})
+
+
+@staff_member_required
+def round_status(request: HttpRequest, pk: int) -> JsonResponse:
+    training_round = get_object_or_404(TrainingRound, pk=pk)
+    return JsonResponse(
+        {
+            "status": training_round.status,
+            "status_label": training_round.get_status_display(),
+            "active": training_round.is_active,
+            "progress": training_round.progress,
+            "log_tail": training_round.log_tail,
+            "metrics": selectors.round_metrics(training_round=training_round).count(),
+        }
+    )
+
+
+@staff_member_required
+def round_curves_png(request: HttpRequest, pk: int) -> HttpResponse:
+    training_round = get_object_or_404(TrainingRound, pk=pk)
+    return _png(plots.round_curves_png(list(selectors.round_metrics(training_round=training_round))))
+
+
+@staff_member_required
+def campaign_rounds_png(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = get_object_or_404(Campaign, pk=pk)
+    return _png(plots.campaign_rounds_png(list(selectors.rounds_for_campaign(campaign=campaign))))
+
+
+@staff_member_required
+@require_POST
+def round_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    training_round = get_object_or_404(TrainingRound, pk=pk)
+    if services.round_cancel(training_round=training_round):
+        messages.success(request, f"Round {training_round.number} cancelled.")
+    else:
+        messages.error(request, f"Round {training_round.number} is not running.")
+    return redirect("training:round", pk=pk)
