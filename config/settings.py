@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's assets served locally: no CDN needed
     "django_celery_beat",
     "labeling",
     "generation",
@@ -172,6 +173,8 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "Preference loop API",
     "VERSION": "1.0.0",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # One schema name per choice set that several serializers share.
     "ENUM_NAME_OVERRIDES": {
         "ShownChoiceEnum": "labeling.api.SHOWN_CHOICES",

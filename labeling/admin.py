@@ -78,6 +78,12 @@ class PromptAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("tags")
 
+    def save_model(self, request: HttpRequest, obj: Prompt, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "priority" in form.changed_data:
+            # The queue orders pairs by their own copy of the priority: keep it in step.
+            services.prompts_set_priority(prompts=Prompt.objects.filter(pk=obj.pk), priority=obj.priority)
+
     @admin.display(description="prompt")
     def short_text(self, obj: Prompt) -> str:
         return obj.display_text[:100]

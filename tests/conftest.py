@@ -15,7 +15,7 @@ from labeling.models import Campaign
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         return
-    skip = pytest.mark.skip(reason="needs PostgreSQL row locks; set DATABASE_URL=postgres://... to run it")
+    skip = pytest.mark.skip(reason="needs PostgreSQL (row locks, concurrent writers); set DATABASE_URL=postgres://... to run it")
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)

@@ -83,3 +83,20 @@ def test_campaign_admin_exposes_the_judgment_settings(client, admin_user, campai
     for field in ["guidelines", "annotations_per_pair", "allow_tie", "allow_both_bad", "strength_scale",
                   "rationale_required", "gold_rate", "lease_seconds"]:
         assert f'name="{field}"' in page
+
+
+def test_editing_a_prompts_priority_in_the_admin_reorders_its_pairs(client, admin_user, campaign):
+    from tests.labeling.factories import make_pairs
+
+    pair = make_pairs(campaign, 1)[0]
+    client.force_login(admin_user)
+    prompt = pair.prompt
+    url = reverse("admin:labeling_prompt_change", args=[prompt.pk])
+    response = client.post(
+        url,
+        {"campaign": campaign.pk, "text": prompt.text, "content_hash": prompt.content_hash, "enabled": "on",
+         "priority": "9", "split": "train", "source": "", "external_id": ""},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    pair.refresh_from_db()
+    assert pair.priority == 9

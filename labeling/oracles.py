@@ -1,0 +1,67 @@
+"""Scripted annotators' taste: small rules that prefer one completion of a pair.
+
+An oracle is any function ``(prompt, text_a, text_b) -> "a" | "b" | "tie"``.
+Built-ins are named below; ``--oracle package.module:function`` plugs in another.
+"""
+
+import importlib
+import re
+from collections.abc import Callable
+
+Oracle = Callable[[str, str, str], str]
+_WORD = re.compile(r"[a-z']+")
+
+# Words the "positive" oracle likes: all occur in the tiny model's corpus, rarely.
+POSITIVE_WORDS = frozenset({"happy", "kind", "warm", "gentle", "bright", "calm"})
+BANNED_WORD = "strange"
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _prefer(score_a: float, score_b: float) -> str:
+    if score_a == score_b:
+        return "tie"
+    return "a" if score_a > score_b else "b"
+
+
+def positive(prompt: str, text_a: str, text_b: str) -> str:
+    """Prefers the completion using more words from POSITIVE_WORDS."""
+    count = lambda text: sum(w in POSITIVE_WORDS for w in _words(text))  # noqa: E731
+    return _prefer(count(text_a), count(text_b))
+
+
+def shorter(prompt: str, text_a: str, text_b: str) -> str:
+    """Prefers the completion with fewer words."""
+    return _prefer(-len(_words(text_a)), -len(_words(text_b)))
+
+
+def longer(prompt: str, text_a: str, text_b: str) -> str:
+    """Prefers the completion with more words."""
+    return _prefer(len(_words(text_a)), len(_words(text_b)))
+
+
+def no_banned(prompt: str, text_a: str, text_b: str) -> str:
+    """Prefers the completion that does not use BANNED_WORD (fewer uses wins)."""
+    uses = lambda text: _words(text).count(BANNED_WORD)  # noqa: E731
+    return _prefer(-uses(text_a), -uses(text_b))
+
+
+BUILTIN: dict[str, Oracle] = {"positive": positive, "shorter": shorter, "longer": longer, "no_banned": no_banned}
+
+
+def resolve(name: str) -> Oracle:
+    """A built-in oracle by name, or any function by dotted path ``package.module:function``."""
+    if name in BUILTIN:
+        return BUILTIN[name]
+    module_name, sep, attribute = name.partition(":")
+    if not sep or not attribute:
+        raise ValueError(f"unknown oracle {name!r}: use one of {', '.join(BUILTIN)} or package.module:function")
+    try:
+        oracle = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"oracle {name!r} cannot be loaded: {exc}") from None
+    if not callable(oracle):
+        raise ValueError(f"oracle {name!r} is not a function")
+    return oracle
