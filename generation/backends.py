@@ -155,6 +155,10 @@ class VllmGenerator:
                 max_loras=2,  # an A/B job alternates two adapters
                 # On CPU, graph compilation adds ~30 s to every start for no gain on small models.
                 enforce_eager=on_cpu,
+                # On CPU, a seeded request whose prompt is prefilled in chunks crashes vLLM 0.32
+                # ("CPU Generator does not use offset": it rewinds the generator for the
+                # discarded token). Whole-prompt prefills never discard a sampled token.
+                enable_chunked_prefill=not on_cpu,
             )
         return self._engines[base_path]
 
