@@ -38,6 +38,10 @@ class RoundConfig:
     eval_batch_size: int = 16
     # Gate: None takes settings.TRAINING_GATE_MIN_ACCURACY when the round starts.
     gate_min_accuracy: float | None = None
+    # How far below the previous promoted round's held-out accuracy still passes. That
+    # accuracy was measured on an earlier (smaller) held-out set, so an exact "no worse"
+    # rejects good rounds on sampling noise; 0 keeps the strict rule.
+    gate_tolerance: float = 0.0
     # Queue a generation job with the new policy once it is promoted (closes the loop).
     regenerate: bool = True
     aggregation: dict = field(default_factory=dict)
@@ -69,6 +73,8 @@ class RoundConfig:
             problems.append("eval_prompts must be >= 0, eval_max_new_tokens and eval_batch_size >= 1")
         if self.gate_min_accuracy is not None and not 0 <= self.gate_min_accuracy <= 1:
             problems.append("gate_min_accuracy must be between 0 and 1")
+        if not 0 <= self.gate_tolerance <= 1:
+            problems.append("gate_tolerance must be between 0 and 1")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -187,8 +187,11 @@ class GateDecision:
         }
 
 
-def round_gate(*, accuracy: float | None, threshold: float, previous_accuracy: float | None) -> GateDecision:
-    """Pass when held-out accuracy reaches the threshold and is no worse than the previous promoted round's."""
+def round_gate(
+    *, accuracy: float | None, threshold: float, previous_accuracy: float | None, tolerance: float = 0.0
+) -> GateDecision:
+    """Pass when held-out accuracy reaches the threshold and is no worse than the previous promoted round's
+    (less `tolerance`)."""
 
     def decide(passed: bool, reason: str) -> GateDecision:
         return GateDecision(passed=passed, reason=reason, threshold=threshold, previous_accuracy=previous_accuracy)
@@ -197,7 +200,7 @@ def round_gate(*, accuracy: float | None, threshold: float, previous_accuracy: f
         return decide(False, "no held-out pairs to evaluate on")
     if accuracy < threshold:
         return decide(False, f"held-out accuracy {accuracy:.3f} is below the threshold {threshold:.3f}")
-    if previous_accuracy is not None and accuracy < previous_accuracy:
+    if previous_accuracy is not None and accuracy < previous_accuracy - tolerance:
         return decide(False, f"held-out accuracy {accuracy:.3f} is below the previous round's {previous_accuracy:.3f}")
     return decide(True, f"held-out accuracy {accuracy:.3f} passes")
 
@@ -420,6 +423,7 @@ def round_execute(*, round_id: int) -> TrainingRound | None:
         accuracy=results.get("accuracy"),
         threshold=settings.TRAINING_GATE_MIN_ACCURACY if config.gate_min_accuracy is None else config.gate_min_accuracy,
         previous_accuracy=previous.eval_results.get("accuracy") if previous else None,
+        tolerance=config.gate_tolerance,
     )
     results["gate"] = gate.as_dict()
     reporter.note(gate.reason)

@@ -11,4 +11,5 @@ urlpatterns = [
     path("rounds/<int:pk>/curves.png", views.round_curves_png, name="round-curves"),
     path("rounds/<int:pk>/cancel/", views.round_cancel, name="round-cancel"),
     path("campaigns/<int:pk>/rounds.png", views.campaign_rounds_png, name="campaign-rounds"),
+    path("campaigns/<int:pk>/loop.png", views.campaign_loop_png, name="campaign-loop"),
 ]

@@ -1,11 +1,11 @@
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from labeling.models import Campaign
-from training import plots, selectors, services
+from training import loop, plots, selectors, services
 from training.models import TrainingRound
 
 
@@ -18,7 +18,11 @@ def _png(data: bytes) -> HttpResponse:
 @staff_member_required
 def rounds_index(request: HttpRequest) -> HttpResponse:
     campaigns = [
-        (campaign, list(selectors.rounds_for_campaign(campaign=campaign).order_by("-number")[:50]))
+        (
+            campaign,
+            list(selectors.rounds_for_campaign(campaign=campaign).order_by("-number")[:50]),
+            loop.report_read(campaign=campaign),
+        )
         for campaign in Campaign.objects.filter(training_rounds__isnull=False).distinct().order_by("name")
     ]
     return render(request, "training/rounds.html", {"campaigns": campaigns})
@@ -60,6 +64,16 @@ def round_curves_png(request: HttpRequest, pk: int) -> HttpResponse:
 def campaign_rounds_png(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=pk)
     return _png(plots.campaign_rounds_png(list(selectors.rounds_for_campaign(campaign=campaign))))
+
+
+@staff_member_required
+def campaign_loop_png(request: HttpRequest, pk: int) -> HttpResponse:
+    """The plot of the campaign's latest `run_loop` (win rate and KL against round 0, by round)."""
+    campaign = get_object_or_404(Campaign, pk=pk)
+    path = loop.report_dir(campaign=campaign) / "loop.png"
+    if not path.exists():
+        raise Http404("run_loop has not run for this campaign")
+    return _png(path.read_bytes())
 
 
 @staff_member_required

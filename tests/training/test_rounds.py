@@ -350,6 +350,11 @@ def test_gate_needs_the_threshold_and_no_regression(accuracy, previous, passed):
     assert services.round_gate(accuracy=accuracy, threshold=0.5, previous_accuracy=previous).passed is passed
 
 
+def test_gate_tolerance_forgives_a_small_drop_but_not_a_large_one():
+    assert services.round_gate(accuracy=0.70, threshold=0.5, previous_accuracy=0.73, tolerance=0.05).passed
+    assert not services.round_gate(accuracy=0.66, threshold=0.5, previous_accuracy=0.73, tolerance=0.05).passed
+
+
 # --- the worker process --------------------------------------------------------------------
 
 

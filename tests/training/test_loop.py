@@ -1,0 +1,56 @@
+"""One short loop in CI: the machinery, not the win rate (that is bench/loop.py's job)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from generation.models import Completion, GenerationJob
+from labeling import services as labeling_services
+from labeling.models import Judgment, Prompt
+from training import loop
+from training.models import RoundStatus, TrainingRound
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def test_wilson_interval_brackets_the_rate_and_narrows_with_more_trials():
+    low, high = loop.wilson_interval(15, 20)
+    assert low < 0.75 < high
+    wide, narrow = loop.wilson_interval(5, 10), loop.wilson_interval(500, 1000)
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]
+
+
+def test_run_loop_trains_promotes_and_generates_with_the_new_policy(tmp_path: Path, tiny_model_path, settings, capsys):
+    settings.POLICY_MODEL = str(tiny_model_path)
+    campaign, _ = labeling_services.campaign_get_or_create(name="loop", annotations_per_pair=1)
+    subjects = ["the moon", "a red kite", "the ocean", "my garden", "the cat", "a tall tree", "the market", "the bridge"]
+    rows = "".join(json.dumps({"prompt": f"Describe {s}.", "split": "heldout" if i % 4 == 0 else "train"}) + "\n"
+                   for i, s in enumerate(subjects))
+    labeling_services.prompts_import(campaign=campaign, stream=rows.splitlines(keepends=True), source="loop.jsonl")
+
+    call_command(
+        "run_loop", campaign="loop", rounds=2, oracle="shorter", annotators=1, max_tokens=24, eval_samples=2,
+        learning_rate=5e-3, epochs=2, gate=0.0, out=tmp_path,
+    )
+
+    rounds = list(TrainingRound.objects.filter(campaign=campaign).order_by("number"))
+    assert [r.number for r in rounds] == [1, 2]
+    assert all(r.status in (RoundStatus.PROMOTED, RoundStatus.GATED) for r in rounds)
+    assert rounds[0].status == RoundStatus.PROMOTED and rounds[0].output_version is not None
+    # Round 2's pairs were sampled from round 1's promoted policy: the loop closed.
+    jobs = list(GenerationJob.objects.filter(campaign=campaign).order_by("created_at"))
+    assert len(jobs) == 2 and jobs[1].policy == rounds[0].output_version
+    assert Completion.objects.filter(job=jobs[1], model_version=rounds[0].output_version).count() >= 2
+    # Every pair was judged over the API by the simulated annotator.
+    assert Judgment.objects.filter(comparison__prompt__campaign=campaign).count() > 0
+
+    report = json.loads((tmp_path / "loop.json").read_text())
+    assert [r["round"] for r in report["rounds"]] == [0, 1, 2]
+    assert report["win_rates"][0] == 0.5 and report["kl"][0] == 0.0
+    assert all(0.0 <= w <= 1.0 for w in report["win_rates"])
+    assert (tmp_path / "loop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = capsys.readouterr().out
+    assert "win rate vs 0" in out and "promoted" in out
+    assert Prompt.objects.filter(campaign=campaign, split="heldout").count() == 2

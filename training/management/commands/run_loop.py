@@ -1,0 +1,68 @@
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from labeling import oracles
+from labeling.models import Campaign
+from training import loop
+from training.config import RoundConfig
+
+
+class Command(BaseCommand):
+    help = (
+        "Close the loop unattended: R rounds of generate → simulated annotators (over HTTP) → DPO → promote, "
+        "then every round's policy against round 0 on held-out prompts: a table, loop.json and loop.png."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--campaign", required=True)
+        parser.add_argument("--rounds", type=int, default=3)
+        parser.add_argument("--oracle", required=True, help=f"{', '.join(oracles.BUILTIN)} or package.module:function")
+        parser.add_argument("--annotators", type=int, default=4)
+        parser.add_argument("--noise", type=float, default=0.0)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--max-tokens", type=int, default=64)
+        parser.add_argument("--eval-samples", type=int, default=8, help="Samples per held-out prompt when scoring.")
+        parser.add_argument("--beta", type=float, default=0.1)
+        parser.add_argument("--learning-rate", type=float, default=RoundConfig.learning_rate)
+        parser.add_argument("--epochs", type=float, default=RoundConfig.epochs)
+        parser.add_argument("--gate", type=float, help="Held-out accuracy a round needs (default TRAINING_GATE_MIN_ACCURACY).")
+        parser.add_argument("--gate-tolerance", type=float, default=0.05,
+                            help="A round may trail the last promoted round's held-out accuracy by this much.")
+        parser.add_argument("--out", type=Path, help="Default: ARTIFACTS_DIR/loop/campaign-<id> (shown on the rounds page).")
+
+    def handle(self, *args, **o) -> None:
+        try:
+            campaign = Campaign.objects.get(name=o["campaign"])
+        except Campaign.DoesNotExist:
+            raise CommandError(f"no campaign named {o['campaign']!r}") from None
+        if o["rounds"] < 1:
+            raise CommandError("--rounds must be at least 1")
+        try:
+            oracle = oracles.resolve(o["oracle"])
+            round_config = RoundConfig(
+                beta=o["beta"],
+                learning_rate=o["learning_rate"],
+                epochs=o["epochs"],
+                seed=o["seed"],
+                gate_min_accuracy=o["gate"],
+                gate_tolerance=o["gate_tolerance"],
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        config = loop.LoopSettings(
+            annotators=o["annotators"],
+            noise=o["noise"],
+            seed=o["seed"],
+            max_tokens=o["max_tokens"],
+            eval_samples=o["eval_samples"],
+            round_config=round_config,
+        )
+        report = loop.loop_run(campaign=campaign, rounds=o["rounds"], oracle=oracle, oracle_name=o["oracle"], config=config)
+        out = o["out"] or loop.report_dir(campaign=campaign)
+        json_path, png_path = loop.report_write(report=report, out_dir=out)
+        self.stdout.write(f"{'round':>5}  {'status':<10} {'win rate vs 0':<22} {'KL to 0':>8} {'length':>7}  version")
+        for r in report.rounds:
+            interval = f"{r.win_rate:.3f} [{r.win_low:.2f}, {r.win_high:.2f}]"
+            self.stdout.write(f"{r.round:>5}  {r.status:<10} {interval:<22} {r.kl:>8.3f} {r.mean_length:>7.1f}  {r.version}")
+        self.stdout.write(self.style.SUCCESS(f"wrote {json_path} and {png_path}"))
