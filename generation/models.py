@@ -58,6 +58,7 @@ class GenerationJob(models.Model):
     done = models.PositiveIntegerField(default=0)
     skipped_identical = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    worker = models.CharField(max_length=255, blank=True, help_text="The Celery worker that last ran it.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

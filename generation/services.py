@@ -125,6 +125,18 @@ def generation_job_resume(*, job: GenerationJob) -> bool:
     return bool(resumed)
 
 
+def generation_jobs_recover(*, worker: str) -> int:
+    """Requeue the jobs a worker of this name was running when it died; call it when that worker starts again.
+
+    A worker name (`-n generation@host`) runs one job at a time, so a job still
+    "running" under the name of a worker that is only now starting was orphaned
+    by its crash. (The broker would redeliver the unacknowledged message too, but
+    only after its visibility timeout: an hour on Redis.) Returns how many were requeued.
+    """
+    orphans = GenerationJob.objects.filter(status=JobStatus.RUNNING, worker=worker)
+    return sum(generation_job_resume(job=job) for job in orphans)
+
+
 def generation_job_cancel(*, job: GenerationJob) -> bool:
     """Stop a queued or running job; a running one stops before it stores its next chunk."""
     return bool(
@@ -274,7 +286,7 @@ def _store_chunk(*, job: GenerationJob, pairs: list[_Pair], backend: str) -> boo
 
 
 def generation_job_run(
-    *, job: GenerationJob, on_progress: Callable[[GenerationJob], None] | None = None
+    *, job: GenerationJob, on_progress: Callable[[GenerationJob], None] | None = None, worker: str = ""
 ) -> GenerationJob:
     """Sample pairs for every prompt the job still lacks, chunk by chunk; the Celery task calls this.
 
@@ -285,7 +297,7 @@ def generation_job_run(
     each stored chunk.
     """
     claimed = GenerationJob.objects.filter(pk=job.pk, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).update(
-        status=JobStatus.RUNNING, started_at=Coalesce("started_at", Now()), finished_at=None, error=""
+        status=JobStatus.RUNNING, started_at=Coalesce("started_at", Now()), finished_at=None, error="", worker=worker
     )
     job = GenerationJob.objects.select_related("campaign", "policy", "policy_b").get(pk=job.pk)
     if not claimed:

@@ -281,3 +281,18 @@ def test_started_job_is_enqueued_on_the_generation_queue_after_commit(
     callbacks[0]()  # the commit: the (eager) task runs the job
     job.refresh_from_db()
     assert (job.status, Comparison.objects.count()) == (JobStatus.SUCCEEDED, 5)
+
+
+def test_a_restarted_worker_requeues_only_the_job_it_was_running(
+    campaign: Campaign, policy: ModelVersion, django_capture_on_commit_callbacks
+):
+    mine, other = (
+        services.generation_job_create(campaign=campaign, policy=policy, seed=seed) for seed in (1, 2)
+    )
+    GenerationJob.objects.filter(pk=mine.pk).update(status=JobStatus.RUNNING, worker="generation@host-a")
+    GenerationJob.objects.filter(pk=other.pk).update(status=JobStatus.RUNNING, worker="generation@host-b")
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert services.generation_jobs_recover(worker="generation@host-a") == 1
+    assert len(callbacks) == 1  # its task is enqueued once the requeue commits
+    assert GenerationJob.objects.get(pk=mine.pk).status == JobStatus.QUEUED
+    assert GenerationJob.objects.get(pk=other.pk).status == JobStatus.RUNNING
