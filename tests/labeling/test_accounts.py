@@ -33,3 +33,12 @@ def test_wrong_password_is_refused_with_a_message(client, alice):
 def test_annotator_cannot_open_the_admin(client, alice):
     client.force_login(alice)
     assert client.get("/admin/").status_code == 302
+
+
+def test_staff_see_the_rounds_and_admin_links_annotators_do_not(client, admin_user, alice):
+    client.force_login(admin_user)
+    page = client.get(reverse("home")).content.decode()
+    assert 'href="/training/"' in page and 'href="/admin/"' in page
+    client.force_login(alice)
+    page = client.get(reverse("home")).content.decode()
+    assert 'href="/training/"' not in page and 'href="/admin/"' not in page
