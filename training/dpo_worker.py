@@ -247,9 +247,23 @@ def run(spec: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m training.dpo_worker SPEC.json", file=sys.stderr)
+        print("usage: python -m training.dpo_worker SPEC.json  (or - to warm up, then read the spec's path on stdin)",
+              file=sys.stderr)
         return 2
-    run(json.loads(Path(args[0]).read_text(encoding="utf-8")))
+    spec_path = args[0]
+    if spec_path == "-":
+        # A warm worker: pay for importing torch, transformers and TRL (most of a
+        # small round's fixed cost) before any round needs it, then wait for one.
+        import datasets  # noqa: F401
+        import peft  # noqa: F401
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+        from trl import DPOConfig, DPOTrainer  # noqa: F401  (trl imports its trainers lazily)
+
+        emit("warm")
+        spec_path = sys.stdin.readline().strip()
+        if not spec_path:
+            return 0  # let go unused (its parent shut down)
+    run(json.loads(Path(spec_path).read_text(encoding="utf-8")))
     return 0
 
 

@@ -325,6 +325,8 @@ def _round_train(training_round: TrainingRound, reporter: _RoundReporter) -> Non
     runner.run_worker(
         command=runner.worker_command(launcher=settings.TRAINING_LAUNCHER, spec_path=spec_path),
         cwd=Path(settings.BASE_DIR),
+        # A warm worker (imports done) serves the default launcher; a custom one always starts fresh.
+        spec_path=None if settings.TRAINING_LAUNCHER else spec_path,
         log_path=work / "worker.log",
         on_event=reporter.on_event,
         on_output=reporter.on_output,

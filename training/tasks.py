@@ -1,14 +1,31 @@
+from pathlib import Path
+
 from celery import shared_task
+from celery.signals import worker_ready
 from django.conf import settings
 
-from training import services
+from training import runner, services
 
 
-@shared_task
-def round_run(round_id: int) -> str | None:
+def _warm_up() -> None:
+    if not settings.TRAINING_LAUNCHER:
+        runner.warm_start(cwd=Path(settings.BASE_DIR))
+
+
+@shared_task(bind=True)
+def round_run(self, round_id: int) -> str | None:
     """Run one DPO round (routed to the `training` queue); a redelivered message finds it claimed and stops."""
     training_round = services.round_execute(round_id=round_id)
+    if not self.request.is_eager:
+        _warm_up()  # for the next round, once this one no longer needs the CPU
     return training_round.status if training_round else None
+
+
+@worker_ready.connect
+def _warm_up_training_worker(sender, **kwargs) -> None:
+    consumer = getattr(sender, "task_consumer", None)
+    if consumer is not None and "training" in {queue.name for queue in consumer.queues}:
+        _warm_up()
 
 
 @shared_task

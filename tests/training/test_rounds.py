@@ -139,6 +139,21 @@ def test_later_rounds_train_from_the_promoted_policy(campaign, pairs, tiny_polic
 
 @pytest.mark.slow
 @pytest.mark.django_db
+def test_a_waiting_warm_worker_runs_the_next_round(campaign, pairs, tiny_policy, artifacts, settings):
+    settings.TRAINING_LAUNCHER = ""
+    add_pairs(pairs)
+    runner.warm_start(cwd=Path(settings.BASE_DIR), wait=True)
+    warm = runner._warm
+
+    training_round = run(services.round_start(campaign=campaign, config=RoundConfig.from_dict(FAST)))
+
+    assert training_round.status == RoundStatus.PROMOTED, training_round.error or training_round.log_tail
+    # The waiting worker took the round and ran it to the end; none is left waiting.
+    assert runner._warm is None and warm.poll() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
 def test_gated_out_round_changes_nothing_that_serves(campaign, pairs, tiny_policy, artifacts):
     add_pairs(pairs, heldout_reversed=True)  # held-out humans prefer what training learns to avoid
     versions = set(ModelVersion.objects.values_list("pk", flat=True))
