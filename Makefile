@@ -25,7 +25,7 @@ setup: venv
 	$(PY) manage.py load_demo
 
 run: setup
-	@echo "No annotators yet? Watch the loop run: $(PY) manage.py run_loop --campaign demo --rounds 3 --oracle shorter"
+	@echo "No annotators yet? Watch the loop run: $(PY) manage.py run_loop --campaign demo --rounds 3 --oracle positive"
 	.venv/bin/honcho start
 
 # Debian's Chromium for the browser tests (Playwright's own download can't run here).
