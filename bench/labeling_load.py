@@ -310,18 +310,19 @@ def annotate(
         tally.exhausted += mine.exhausted
 
 
-def cpu_seconds(pgid: int) -> float:
-    """User + system CPU of every live process in a process group (the gunicorn master and workers)."""
+def cpu_seconds(*, pgid: int | None = None, command: str | None = None) -> float:
+    """User + system CPU of the live processes in a process group (gunicorn) or with a command name (postgres)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            name, fields = (entry / "stat").read_text().split(" (", 1)[1].rsplit(")", 1)
+        except (OSError, ValueError):
             continue
-        if int(fields[2]) == pgid:  # field 5 of stat: the process group
+        fields = fields.split()
+        if (pgid is not None and int(fields[2]) == pgid) or name == command:  # field 5 of stat: the process group
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
 
@@ -444,14 +445,16 @@ def main() -> None:
             for i, token in enumerate(tokens)
         ]
         loadavg = os.getloadavg()[0]
-        server_cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
+        server_cpu, client_cpu = cpu_seconds(pgid=server.pid), time.process_time()
+        database_cpu = cpu_seconds(command="postgres")
         started = time.monotonic()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         elapsed = time.monotonic() - started
-        server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu, time.process_time() - client_cpu
+        server_cpu, client_cpu = cpu_seconds(pgid=server.pid) - server_cpu, time.process_time() - client_cpu
+        database_cpu = cpu_seconds(command="postgres") - database_cpu
         stop_gunicorn(server)
         server = None
         counts = audit(per_pair=args.per_pair, accepted=tally.accepted, created=tally.created)
@@ -479,9 +482,11 @@ def main() -> None:
             "seconds": round(elapsed, 1),
             "gunicorn": f"{args.workers}x{args.threads} gthread",
             "load_s": round(load_s, 1),
-            # Where the two cores went (PostgreSQL's share is the rest), and what else was running.
-            "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, sum(tally.statuses.values())), 2),
-            "client_cpu_ms_per_request": round(1000 * client_cpu / max(1, sum(tally.statuses.values())), 2),
+            # Where the two cores went (postgres: every local server process), and what else was running.
+            **{
+                f"{name}_cpu_ms_per_request": round(1000 * seconds / max(1, sum(tally.statuses.values())), 2)
+                for name, seconds in (("server", server_cpu), ("database", database_cpu), ("client", client_cpu))
+            },
             "loadavg_1m_before": round(loadavg, 2),
         }
     finally:

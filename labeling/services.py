@@ -222,7 +222,42 @@ def choice_to_shown(*, choice: str, left_is_a: bool) -> str:
     return "left" if (choice == Choice.A) == left_is_a else "right"
 
 
-def _lock_free_comparison(*, campaign: Campaign, annotator: User, gold: bool, now: datetime) -> Comparison | None:
+def _lease_if_room(*, comparison_id: int, annotator: User, campaign: Campaign, now: datetime) -> Assignment | None:
+    """Lease the (row-locked) pair to the annotator if it still has room as of now; None if it filled up.
+
+    One INSERT ... SELECT that re-checks the cap: it runs after the claim's row
+    lock is held, so under READ COMMITTED it sees every lease committed before
+    the lock was granted, including any the claim's snapshot missed. Gold pairs
+    have no cap; the unique constraint (one lease per annotator and pair) is checked too.
+    """
+    assignment, comparison = selectors.tables(Assignment, Comparison)
+    leased, left_is_a, leased_until = AssignmentState.LEASED, secrets.randbelow(2) == 0, now + campaign.lease
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {assignment} (comparison_id, annotator_id, left_is_a, leased_until, state, created_at)"
+            f" SELECT c.id, %s, %s, %s, %s, %s FROM {comparison} c WHERE c.id = %s"
+            f" AND NOT EXISTS (SELECT 1 FROM {assignment} s WHERE s.comparison_id = c.id AND s.annotator_id = %s)"
+            f" AND (c.is_gold OR c.judgments_count + (SELECT count(*) FROM {assignment} l"
+            " WHERE l.comparison_id = c.id AND l.state = %s AND l.leased_until > %s) < %s)"
+            " RETURNING id",
+            [
+                annotator.pk, left_is_a, selectors.db_timestamp(leased_until), leased, selectors.db_timestamp(now),
+                comparison_id,
+                annotator.pk,
+                leased, selectors.db_timestamp(now), campaign.annotations_per_pair,
+            ],
+        )  # fmt: skip
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return Assignment.from_db(
+        connection.alias,
+        ["id", "comparison_id", "annotator_id", "left_is_a", "leased_until", "state", "created_at"],
+        [row[0], comparison_id, annotator.pk, left_is_a, leased_until, leased, now],
+    )
+
+
+def _lease_first_free(*, campaign: Campaign, annotator: User, gold: bool, now: datetime) -> Assignment | None:
     rejected: list[int] = []
     while True:
         # SKIP LOCKED: concurrent annotators never wait on, or double-claim, a row.
@@ -234,13 +269,20 @@ def _lock_free_comparison(*, campaign: Campaign, annotator: User, gold: bool, no
             row = cursor.fetchone()
         if row is None:
             return None
-        comparison = selectors.comparison_for_display(pk=row[0])
-        if selectors.comparison_has_room(
-            comparison=comparison, annotator=annotator, n=campaign.annotations_per_pair, now=now
-        ):
-            return comparison
+        assignment = _lease_if_room(comparison_id=row[0], annotator=annotator, campaign=campaign, now=now)
+        if assignment is not None:
+            return assignment
         # Filled by a claim that committed after our snapshot: rare, try the next one.
-        rejected.append(comparison.pk)
+        rejected.append(row[0])
+
+
+def _lock_annotator(annotator: User) -> None:
+    """Serialize one annotator's claims (a double click): without this, two requests
+    could each find no held lease and each claim a pair. (SQLite has one writer at a time anyway.)"""
+    if connection.features.has_select_for_update:
+        (user,) = selectors.tables(User)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT 1 FROM {user} WHERE id = %s FOR NO KEY UPDATE", [annotator.pk])
 
 
 @transaction.atomic
@@ -250,46 +292,69 @@ def assignment_next(*, campaign: Campaign, annotator: User, after_id: int | None
     An unexpired lease the annotator already holds comes first (a reload or a
     retried request must not claim a second pair). `after_id` names the pair
     now on screen, so the page can prefetch the one after it: an annotator
-    holds at most two leases per campaign.
+    holds at most two leases per campaign. Gold pairs are mixed into real work
+    at the campaign's rate, only while regular work is left.
     """
     now = timezone.now()
-    # Serialize one annotator's claims (a double click): without this, two requests
-    # could each find no held lease and each claim a pair.
-    list(User.objects.select_for_update(no_key=True).filter(pk=annotator.pk).values_list("pk"))
-    held = selectors.assignment_live_id(annotator=annotator, campaign=campaign, now=now, other_than=after_id)
+    _lock_annotator(annotator)
+    held = selectors.assignment_live(annotator=annotator, campaign=campaign, now=now, other_than=after_id)
     if held is not None:
-        return selectors.assignment_for_display(pk=held)
-    comparison = _lock_free_comparison(campaign=campaign, annotator=annotator, gold=False, now=now)
-    if comparison is None:
-        # Gold pairs are mixed into real work; alone they would only test annotators.
-        return None
+        return held
     if campaign.gold_rate and secrets.SystemRandom().random() < campaign.gold_rate:
-        comparison = _lock_free_comparison(campaign=campaign, annotator=annotator, gold=True, now=now) or comparison
-    return Assignment.objects.create(
-        comparison=comparison,
-        annotator=annotator,
-        left_is_a=secrets.randbelow(2) == 0,
-        leased_until=now + campaign.lease,
-    )
+        sql, params = selectors.comparison_claim_sql(
+            campaign=campaign, annotator=annotator, gold=False, now=now, exclude=[], lock=False
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            regular_left = cursor.fetchone() is not None
+        if regular_left:
+            gold = _lease_first_free(campaign=campaign, annotator=annotator, gold=True, now=now)
+            if gold is not None:
+                return gold
+    return _lease_first_free(campaign=campaign, annotator=annotator, gold=False, now=now)
 
 
-def _owned_assignment(*, assignment_id: int, annotator: User) -> Assignment:
+@dataclass(frozen=True)
+class _Lease:
+    """An assignment of the caller's, row-locked with its pair, and what submit needs of both."""
+
+    assignment: Assignment
+    is_gold: bool
+    judgments_count: int
+    campaign: Campaign
+
+
+def _owned_assignment(*, assignment_id: int, annotator: User) -> _Lease:
     """The caller's assignment with its pair, both row-locked; Assignment.DoesNotExist for anyone else's.
 
     Lock order everywhere: an assignment before its comparison (a claim locks
     only comparisons), so no two of these transactions can deadlock.
     """
-    return (
-        Assignment.objects.select_for_update(of=("self", "comparison"))
-        .select_related("comparison__prompt__campaign")
-        .get(pk=assignment_id, annotator=annotator)
+    assignment, comparison, prompt = selectors.tables(Assignment, Comparison, Prompt)
+    lock = " FOR UPDATE OF a, c" if connection.features.has_select_for_update_of else ""
+    lease = selectors.first_or_none(
+        Assignment.objects.raw(
+            f"SELECT a.*, c.is_gold AS pair_is_gold, c.judgments_count AS pair_judgments, p.campaign_id AS pair_campaign"
+            f" FROM {assignment} a JOIN {comparison} c ON c.id = a.comparison_id JOIN {prompt} p ON p.id = c.prompt_id"
+            f" WHERE a.id = %s AND a.annotator_id = %s{lock}",
+            [assignment_id, annotator.pk],
+        )
+    )
+    if lease is None:
+        raise Assignment.DoesNotExist(f"No assignment {assignment_id} of {annotator}.")
+    (campaign,) = selectors.tables(Campaign)
+    return _Lease(
+        assignment=lease,
+        is_gold=bool(lease.pair_is_gold),
+        judgments_count=lease.pair_judgments,
+        campaign=selectors.first_or_none(Campaign.objects.raw(f"SELECT * FROM {campaign} WHERE id = %s", [lease.pair_campaign])),
     )
 
 
 @transaction.atomic
 def assignment_skip(*, assignment_id: int, annotator: User) -> Assignment:
     """Give a leased pair back to the pool; this annotator will not be shown it again. Idempotent."""
-    assignment = _owned_assignment(assignment_id=assignment_id, annotator=annotator)
+    assignment = _owned_assignment(assignment_id=assignment_id, annotator=annotator).assignment
     if assignment.state == AssignmentState.SUBMITTED:
         raise AssignmentClosed("This pair was already judged; it cannot be skipped.")
     if assignment.state == AssignmentState.LEASED:
@@ -348,9 +413,8 @@ def judgment_submit(
     stores nothing: LeaseExpired, AssignmentClosed, Assignment.DoesNotExist.
     """
     with transaction.atomic():
-        assignment = _owned_assignment(assignment_id=assignment_id, annotator=annotator)
-        comparison = assignment.comparison
-        campaign = comparison.prompt.campaign
+        lease = _owned_assignment(assignment_id=assignment_id, annotator=annotator)
+        assignment, campaign = lease.assignment, lease.campaign
         _validate_judgment(campaign=campaign, shown=choice, strength=strength, rationale=rationale, time_ms=time_ms)
         stored = choice_from_shown(shown=choice, left_is_a=assignment.left_is_a)
         if assignment.state == AssignmentState.SUBMITTED:
@@ -364,12 +428,12 @@ def judgment_submit(
             raise AssignmentClosed("You skipped this pair; nothing was stored.")
         # The cap is re-checked under the pair's lock, so a lease judged after it
         # expired and was handed to someone else can never push a pair past N.
-        full = not comparison.is_gold and comparison.judgments_count >= campaign.annotations_per_pair
-        expired = assignment.leased_until <= timezone.now() or full
-        if not expired:
+        n = campaign.annotations_per_pair
+        full = not lease.is_gold and lease.judgments_count >= n
+        if assignment.leased_until > timezone.now() and not full:
             judgment = Judgment.objects.create(
                 assignment=assignment,
-                comparison=comparison,
+                comparison_id=assignment.comparison_id,
                 annotator=annotator,
                 choice=stored,
                 strength=strength,
@@ -377,12 +441,12 @@ def judgment_submit(
                 left_is_a=assignment.left_is_a,
                 time_ms=time_ms,
             )
-            assignment.state = AssignmentState.SUBMITTED
-            assignment.save(update_fields=["state"])
-            comparison.judgments_count += 1
-            if not comparison.is_gold and comparison.judgments_count >= campaign.annotations_per_pair:
-                comparison.status = ComparisonStatus.COMPLETE
-            comparison.save(update_fields=["judgments_count", "status"])
+            Assignment.objects.filter(pk=assignment.pk).update(state=AssignmentState.SUBMITTED)
+            count = lease.judgments_count + 1
+            complete = not lease.is_gold and count >= n
+            Comparison.objects.filter(pk=assignment.comparison_id).update(
+                judgments_count=count, **({"status": ComparisonStatus.COMPLETE} if complete else {})
+            )
             return SubmitResult(judgment=judgment, created=True)
         assignment.state = AssignmentState.EXPIRED
         assignment.save(update_fields=["state"])

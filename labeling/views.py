@@ -33,7 +33,7 @@ def label(request: HttpRequest, pk: int) -> HttpResponse:
         "campaign": campaign,
         "guidelines_html": markdown_to_safe_html(campaign.guidelines),
         "choices": selectors.campaign_allowed_choices(campaign=campaign),
-        "first_pair": pair_data(assignment) if assignment else None,
+        "first_pair": pair_data(assignment, campaign) if assignment else None,
         "progress": progress_data(campaign=campaign, annotator=request.user),
     }
     response = render(request, "labeling/label.html", context)

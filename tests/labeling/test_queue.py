@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from labeling import services
@@ -169,13 +170,22 @@ def test_gold_pairs_go_to_every_annotator_once_whatever_n(campaign, alice, bob):
     assert gold.judgments_count == 2 and gold.status == "open"
 
 
-def test_the_recheck_after_locking_counts_live_leases_and_the_annotators_own(campaign, alice, bob):
-    from labeling import selectors
-
+def test_the_lease_insert_rechecks_live_leases_and_the_annotators_own(campaign, alice, bob):
     [pair] = make_pairs(campaign)
     lease = next_for(alice, campaign)
     now = timezone.now()
-    assert not selectors.comparison_has_room(comparison=pair, annotator=bob, n=1, now=now)
-    assert selectors.comparison_has_room(comparison=pair, annotator=bob, n=2, now=now)
-    assert not selectors.comparison_has_room(comparison=pair, annotator=alice, n=2, now=now)
-    assert selectors.comparison_has_room(comparison=pair, annotator=bob, n=1, now=lease.leased_until)
+
+    def leases(user, *, n, at):
+        """Whether the lease insert goes through for `user` with N = n at time `at` (then undone)."""
+        campaign.annotations_per_pair = n
+        savepoint = transaction.savepoint()
+        try:
+            return services._lease_if_room(comparison_id=pair.pk, annotator=user, campaign=campaign, now=at) is not None
+        finally:
+            transaction.savepoint_rollback(savepoint)
+
+    assert not leases(bob, n=1, at=now)
+    assert leases(bob, n=2, at=now)
+    assert not leases(alice, n=2, at=now)
+    assert leases(bob, n=1, at=lease.leased_until)
+    assert Assignment.objects.filter(comparison=pair).count() == 1
