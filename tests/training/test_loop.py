@@ -22,6 +22,15 @@ def test_wilson_interval_brackets_the_rate_and_narrows_with_more_trials():
     assert narrow[1] - narrow[0] < wide[1] - wide[0]
 
 
+def decisive(prompt: str, text_a: str, text_b: str) -> str:
+    """A taste that never ties two different texts, so both splits always get pairs.
+
+    ("shorter" tied most pairs here: at 24 new tokens most samples hit the limit,
+    and a round with no held-out pair is gated.)
+    """
+    return "tie" if text_a == text_b else "a" if text_a < text_b else "b"
+
+
 def test_run_loop_trains_promotes_and_generates_with_the_new_policy(tmp_path: Path, tiny_model_path, settings, capsys):
     settings.POLICY_MODEL = str(tiny_model_path)
     campaign, _ = labeling_services.campaign_get_or_create(name="loop", annotations_per_pair=1)
@@ -31,14 +40,14 @@ def test_run_loop_trains_promotes_and_generates_with_the_new_policy(tmp_path: Pa
     labeling_services.prompts_import(campaign=campaign, stream=rows.splitlines(keepends=True), source="loop.jsonl")
 
     call_command(
-        "run_loop", campaign="loop", rounds=2, oracle="shorter", annotators=1, max_tokens=24, eval_samples=2,
+        "run_loop", campaign="loop", rounds=2, oracle=f"{__name__}:decisive", annotators=1, max_tokens=24, eval_samples=2,
         learning_rate=5e-3, epochs=2, gate=0.0, out=tmp_path,
     )
 
     rounds = list(TrainingRound.objects.filter(campaign=campaign).order_by("number"))
     assert [r.number for r in rounds] == [1, 2]
     assert all(r.status in (RoundStatus.PROMOTED, RoundStatus.GATED) for r in rounds)
-    assert rounds[0].status == RoundStatus.PROMOTED and rounds[0].output_version is not None
+    assert rounds[0].status == RoundStatus.PROMOTED and rounds[0].output_version is not None, rounds[0].log_tail
     # Round 2's pairs were sampled from round 1's promoted policy: the loop closed.
     jobs = list(GenerationJob.objects.filter(campaign=campaign).order_by("created_at"))
     assert len(jobs) == 2 and jobs[1].policy == rounds[0].output_version
