@@ -5,7 +5,8 @@
 
 Creates its own database (labeling_bench, dropped again unless --keep-db),
 bulk-loads a campaign, starts gunicorn on 127.0.0.1 and runs the annotators
-for --seconds: each leases a pair (POST next), pauses --think-ms, then submits
+for --seconds: each starts at a random point within one think time, then
+leases a pair (POST next), pauses --think-ms, then submits
 (about 5% of the time it skips instead, and about 5% of submits are sent
 twice, as a double click would). Afterwards it stops gunicorn and counts from
 the database: double assignments, lost judgments (a 2xx submit with no
@@ -81,7 +82,7 @@ def load_campaign(*, comparisons: int, annotators: int, per_pair: int) -> tuple[
     """The campaign (one prompt per pair, four priority levels) and annotator tokens."""
     from django.contrib.auth.hashers import make_password
     from django.contrib.auth.models import User
-    from django.db import connection, transaction
+    from django.db import DatabaseError, connection, transaction
     from rest_framework.authtoken.models import Token
 
     from generation.models import Completion, ModelVersion
@@ -135,8 +136,15 @@ def load_campaign(*, comparisons: int, annotators: int, per_pair: int) -> tuple[
             [User(username=f"bench{i:03d}", password=password) for i in range(annotators)]
         )
         tokens = Token.objects.bulk_create([Token(user=u, key=secrets.token_hex(20)) for u in users])
+    # Settle the bulk load before timing: statistics and the visibility map now (else
+    # autovacuum does it mid-run), and its ~100 MB of WAL flushed by a checkpoint now
+    # (else one lands mid-run and every commit waits on the disk behind it).
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
+        cursor.execute("VACUUM ANALYZE")
+        try:
+            cursor.execute("CHECKPOINT")
+        except DatabaseError as exc:  # needs superuser or pg_checkpoint
+            log(f"no CHECKPOINT before the run: {exc}")
     return campaign.pk, [t.key for t in tokens]
 
 
@@ -269,6 +277,10 @@ def annotate(
     rng = random.Random(seed)
     client = Client(port, token)
     mine = Tally()
+    # Annotators do not all press a key in the same millisecond: each starts at a random
+    # point of one think time (a ramp-up), so the run measures steady load, not a
+    # thundering herd of K simultaneous first requests.
+    time.sleep(rng.uniform(0, think_s))
     while time.monotonic() < deadline:
         started = time.perf_counter()
         status, pair = client.post(f"/api/labeling/campaigns/{campaign_id}/next/")

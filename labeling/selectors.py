@@ -55,6 +55,13 @@ def first_or_none(raw) -> object | None:
     return next(iter(raw), None)
 
 
+def loaded(model, **values):
+    """A model instance for a row that hand-written SQL read or wrote, as the ORM would have loaded it
+    (fields not given are deferred: read on first access)."""
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+    return model.from_db(connection.alias, names, [values[name] for name in names])
+
+
 def campaign_for_labeling(*, pk: int) -> Campaign | None:
     """The campaign if it is open for labeling (campaigns_for_labeling, by primary key)."""
     (campaign,) = tables(Campaign)

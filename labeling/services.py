@@ -250,10 +250,15 @@ def _lease_if_room(*, comparison_id: int, annotator: User, campaign: Campaign, n
         row = cursor.fetchone()
     if row is None:
         return None
-    return Assignment.from_db(
-        connection.alias,
-        ["id", "comparison_id", "annotator_id", "left_is_a", "leased_until", "state", "created_at"],
-        [row[0], comparison_id, annotator.pk, left_is_a, leased_until, leased, now],
+    return selectors.loaded(
+        Assignment,
+        id=row[0],
+        comparison_id=comparison_id,
+        annotator_id=annotator.pk,
+        left_is_a=left_is_a,
+        leased_until=leased_until,
+        state=leased,
+        created_at=now,
     )
 
 
@@ -314,6 +319,10 @@ def assignment_next(*, campaign: Campaign, annotator: User, after_id: int | None
     return _lease_first_free(campaign=campaign, annotator=annotator, gold=False, now=now)
 
 
+# What submit needs of a campaign: read with the locked assignment, in the same statement.
+_CAMPAIGN_RULES = ("id", "annotations_per_pair", "allow_tie", "allow_both_bad", "strength_scale", "rationale_required")
+
+
 @dataclass(frozen=True)
 class _Lease:
     """An assignment of the caller's, row-locked with its pair, and what submit needs of both."""
@@ -321,6 +330,7 @@ class _Lease:
     assignment: Assignment
     is_gold: bool
     judgments_count: int
+    status: str
     campaign: Campaign
 
 
@@ -330,25 +340,57 @@ def _owned_assignment(*, assignment_id: int, annotator: User) -> _Lease:
     Lock order everywhere: an assignment before its comparison (a claim locks
     only comparisons), so no two of these transactions can deadlock.
     """
-    assignment, comparison, prompt = selectors.tables(Assignment, Comparison, Prompt)
+    assignment, comparison, prompt, campaign = selectors.tables(Assignment, Comparison, Prompt, Campaign)
     lock = " FOR UPDATE OF a, c" if connection.features.has_select_for_update_of else ""
+    rules = ", ".join(f"k.{name} AS campaign_{name}" for name in _CAMPAIGN_RULES)
     lease = selectors.first_or_none(
         Assignment.objects.raw(
-            f"SELECT a.*, c.is_gold AS pair_is_gold, c.judgments_count AS pair_judgments, p.campaign_id AS pair_campaign"
-            f" FROM {assignment} a JOIN {comparison} c ON c.id = a.comparison_id JOIN {prompt} p ON p.id = c.prompt_id"
+            f"SELECT a.*, c.is_gold AS pair_is_gold, c.judgments_count AS pair_judgments, c.status AS pair_status,"
+            f" {rules} FROM {assignment} a JOIN {comparison} c ON c.id = a.comparison_id"
+            f" JOIN {prompt} p ON p.id = c.prompt_id JOIN {campaign} k ON k.id = p.campaign_id"
             f" WHERE a.id = %s AND a.annotator_id = %s{lock}",
             [assignment_id, annotator.pk],
         )
     )
     if lease is None:
         raise Assignment.DoesNotExist(f"No assignment {assignment_id} of {annotator}.")
-    (campaign,) = selectors.tables(Campaign)
     return _Lease(
         assignment=lease,
         is_gold=bool(lease.pair_is_gold),
         judgments_count=lease.pair_judgments,
-        campaign=selectors.first_or_none(Campaign.objects.raw(f"SELECT * FROM {campaign} WHERE id = %s", [lease.pair_campaign])),
+        status=lease.pair_status,
+        campaign=selectors.loaded(Campaign, **{name: getattr(lease, f"campaign_{name}") for name in _CAMPAIGN_RULES}),
     )
+
+
+def _record_judgment(*, lease: _Lease, annotator: User, **values: object) -> Judgment:
+    """Store the judgment, close the assignment and count it on the pair (completing it at N): three short statements."""
+    assignment = lease.assignment
+    judgment_table, assignment_table, comparison_table = selectors.tables(Judgment, Assignment, Comparison)
+    values = {
+        "assignment_id": assignment.pk,
+        "comparison_id": assignment.comparison_id,
+        "annotator_id": annotator.pk,
+        "left_is_a": assignment.left_is_a,
+        **values,
+        "created_at": timezone.now(),
+    }
+    count = lease.judgments_count + 1
+    complete = not lease.is_gold and count >= lease.campaign.annotations_per_pair
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {judgment_table} ({', '.join(values)}) VALUES ({', '.join(['%s'] * len(values))}) RETURNING id",
+            [selectors.db_timestamp(v) if name == "created_at" else v for name, v in values.items()],
+        )
+        (judgment_id,) = cursor.fetchone()
+        cursor.execute(
+            f"UPDATE {assignment_table} SET state = %s WHERE id = %s", [AssignmentState.SUBMITTED, assignment.pk]
+        )
+        cursor.execute(
+            f"UPDATE {comparison_table} SET judgments_count = %s, status = %s WHERE id = %s",
+            [count, ComparisonStatus.COMPLETE if complete else lease.status, assignment.comparison_id],
+        )
+    return selectors.loaded(Judgment, id=judgment_id, **values)
 
 
 @transaction.atomic
@@ -431,21 +473,8 @@ def judgment_submit(
         n = campaign.annotations_per_pair
         full = not lease.is_gold and lease.judgments_count >= n
         if assignment.leased_until > timezone.now() and not full:
-            judgment = Judgment.objects.create(
-                assignment=assignment,
-                comparison_id=assignment.comparison_id,
-                annotator=annotator,
-                choice=stored,
-                strength=strength,
-                rationale=rationale,
-                left_is_a=assignment.left_is_a,
-                time_ms=time_ms,
-            )
-            Assignment.objects.filter(pk=assignment.pk).update(state=AssignmentState.SUBMITTED)
-            count = lease.judgments_count + 1
-            complete = not lease.is_gold and count >= n
-            Comparison.objects.filter(pk=assignment.comparison_id).update(
-                judgments_count=count, **({"status": ComparisonStatus.COMPLETE} if complete else {})
+            judgment = _record_judgment(
+                lease=lease, annotator=annotator, choice=stored, strength=strength, rationale=rationale, time_ms=time_ms
             )
             return SubmitResult(judgment=judgment, created=True)
         assignment.state = AssignmentState.EXPIRED
