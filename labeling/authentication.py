@@ -15,13 +15,15 @@ from labeling import selectors
 class TokenAuthentication(authentication.TokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[User, Token]:
         user_table, token_table = selectors.tables(User, Token)
-        user = selectors.first_or_none(
-            User.objects.raw(
-                f"SELECT u.* FROM {user_table} u JOIN {token_table} t ON t.user_id = u.id WHERE t.key = %s", [key]
-            )
+        found = selectors.fetch_one(
+            User,
+            f"SELECT {selectors.columns(User, 'u')} FROM {user_table} u JOIN {token_table} t ON t.user_id = u.id"
+            " WHERE t.key = %s",
+            [key],
         )
-        if user is None:
+        if found is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
+        user = found[0]
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
         return user, Token(key=key, user=user)

@@ -51,8 +51,30 @@ def db_timestamp(value: datetime):
     return connection.ops.adapt_datetimefield_value(value)
 
 
-def first_or_none(raw) -> object | None:
-    return next(iter(raw), None)
+def columns(model, alias: str) -> str:
+    """The model's columns, qualified by a table alias, in the order `fetch_one` reads them."""
+    return ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}" for f in model._meta.concrete_fields)
+
+
+def fetch_one(model, sql: str, params: list) -> tuple[object, tuple] | None:
+    """Run a SELECT whose row starts with `columns(model, ...)`: the model instance (values
+    converted as the ORM would) and the row's remaining values; None if no row.
+
+    Model.objects.raw() does the same but works out the column mapping on every
+    call, which cost ~40% more CPU than the query itself.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    fields = model._meta.concrete_fields
+    values = list(row[: len(fields)])
+    for i, field in enumerate(fields):
+        expression = field.get_col(model._meta.db_table)
+        for convert in connection.ops.get_db_converters(expression) + expression.get_db_converters(connection):
+            values[i] = convert(values[i], expression, connection)
+    return model.from_db(connection.alias, [f.attname for f in fields], values), row[len(fields) :]
 
 
 def loaded(model, **values):
@@ -65,21 +87,22 @@ def loaded(model, **values):
 def campaign_for_labeling(*, pk: int) -> Campaign | None:
     """The campaign if it is open for labeling (campaigns_for_labeling, by primary key)."""
     (campaign,) = tables(Campaign)
-    return first_or_none(Campaign.objects.raw(f"SELECT * FROM {campaign} WHERE id = %s AND is_active", [pk]))
+    found = fetch_one(Campaign, f"SELECT {columns(Campaign, 'k')} FROM {campaign} k WHERE k.id = %s AND k.is_active", [pk])
+    return found[0] if found else None
 
 
 def assignment_live(*, annotator: User, campaign: Campaign, now: datetime, other_than: int | None) -> Assignment | None:
     """The annotator's oldest unexpired lease in the campaign, other than `other_than`."""
     assignment, comparison, prompt = tables(Assignment, Comparison, Prompt)
-    return first_or_none(
-        Assignment.objects.raw(
-            f"SELECT a.* FROM {assignment} a JOIN {comparison} c ON c.id = a.comparison_id"
-            f" JOIN {prompt} p ON p.id = c.prompt_id"
-            f" WHERE a.annotator_id = %s AND p.campaign_id = %s AND a.state = %s AND a.leased_until > %s AND a.id <> %s"
-            " ORDER BY a.created_at, a.id LIMIT 1",
-            [annotator.pk, campaign.pk, AssignmentState.LEASED, db_timestamp(now), other_than or 0],
-        )
+    found = fetch_one(
+        Assignment,
+        f"SELECT {columns(Assignment, 'a')} FROM {assignment} a JOIN {comparison} c ON c.id = a.comparison_id"
+        f" JOIN {prompt} p ON p.id = c.prompt_id"
+        " WHERE a.annotator_id = %s AND p.campaign_id = %s AND a.state = %s AND a.leased_until > %s AND a.id <> %s"
+        " ORDER BY a.created_at, a.id LIMIT 1",
+        [annotator.pk, campaign.pk, AssignmentState.LEASED, db_timestamp(now), other_than or 0],
     )
+    return found[0] if found else None
 
 
 @dataclass(frozen=True)

@@ -342,24 +342,24 @@ def _owned_assignment(*, assignment_id: int, annotator: User) -> _Lease:
     """
     assignment, comparison, prompt, campaign = selectors.tables(Assignment, Comparison, Prompt, Campaign)
     lock = " FOR UPDATE OF a, c" if connection.features.has_select_for_update_of else ""
-    rules = ", ".join(f"k.{name} AS campaign_{name}" for name in _CAMPAIGN_RULES)
-    lease = selectors.first_or_none(
-        Assignment.objects.raw(
-            f"SELECT a.*, c.is_gold AS pair_is_gold, c.judgments_count AS pair_judgments, c.status AS pair_status,"
-            f" {rules} FROM {assignment} a JOIN {comparison} c ON c.id = a.comparison_id"
-            f" JOIN {prompt} p ON p.id = c.prompt_id JOIN {campaign} k ON k.id = p.campaign_id"
-            f" WHERE a.id = %s AND a.annotator_id = %s{lock}",
-            [assignment_id, annotator.pk],
-        )
+    rules = ", ".join(f"k.{name}" for name in _CAMPAIGN_RULES)
+    found = selectors.fetch_one(
+        Assignment,
+        f"SELECT {selectors.columns(Assignment, 'a')}, c.is_gold, c.judgments_count, c.status, {rules}"
+        f" FROM {assignment} a JOIN {comparison} c ON c.id = a.comparison_id"
+        f" JOIN {prompt} p ON p.id = c.prompt_id JOIN {campaign} k ON k.id = p.campaign_id"
+        f" WHERE a.id = %s AND a.annotator_id = %s{lock}",
+        [assignment_id, annotator.pk],
     )
-    if lease is None:
+    if found is None:
         raise Assignment.DoesNotExist(f"No assignment {assignment_id} of {annotator}.")
+    lease, (is_gold, judgments_count, status, *campaign_values) = found
     return _Lease(
         assignment=lease,
-        is_gold=bool(lease.pair_is_gold),
-        judgments_count=lease.pair_judgments,
-        status=lease.pair_status,
-        campaign=selectors.loaded(Campaign, **{name: getattr(lease, f"campaign_{name}") for name in _CAMPAIGN_RULES}),
+        is_gold=bool(is_gold),
+        judgments_count=judgments_count,
+        status=status,
+        campaign=selectors.loaded(Campaign, **dict(zip(_CAMPAIGN_RULES, campaign_values))),
     )
 
 
