@@ -10,10 +10,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_settings(**env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DEBUG", "SECRET_KEY"}}
+def _load_settings(*, show: str = "settings.DEBUG", **env: str) -> subprocess.CompletedProcess:
+    """Start Django in a subprocess with `env` and print the expression `show`."""
+    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DATABASE_PREPARE", "DEBUG", "SECRET_KEY"}}
     return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)"],
+        [sys.executable, "-c", f"import django; django.setup(); from django.conf import settings; print({show})"],
         cwd=ROOT,
         env={**clean, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
         capture_output=True,
@@ -30,6 +31,7 @@ def _load_settings(**env: str) -> subprocess.CompletedProcess:
         ({"DEBUG": "0"}, "SECRET_KEY must be set when DEBUG is off"),
         ({"ALLOWED_HOSTS": " , "}, "ALLOWED_HOSTS is empty"),
         ({"CELERY_BROKER_URL": "kafka://x"}, "CELERY_BROKER_URL='kafka://x'"),
+        ({"DATABASE_URL": "postgres://db/app", "DATABASE_PREPARE": "sometimes"}, "DATABASE_PREPARE='sometimes'"),
         ({"GENERATION_BACKEND": "onnx"}, "GENERATION_BACKEND='onnx' must be one of auto, vllm, transformers"),
         ({"VLLM_TENSOR_PARALLEL_SIZE": "two"}, "VLLM_TENSOR_PARALLEL_SIZE='two' is not an integer"),
         ({"VLLM_GPU_MEMORY_UTILIZATION": "1.5"}, "VLLM_GPU_MEMORY_UTILIZATION=1.5 must be between"),
@@ -48,3 +50,18 @@ def test_production_settings_load_from_the_environment():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    "prepare, options",
+    [
+        ({}, "{'server_side_binding': True, 'prepare_threshold': 5}"),
+        ({"DATABASE_PREPARE": "0"}, "{}"),
+    ],
+)
+def test_postgresql_prepares_statements_unless_turned_off(prepare, options):
+    result = _load_settings(
+        show="settings.DATABASES['default'].get('OPTIONS', {})", DATABASE_URL="postgres://u:p@db.example:5432/app", **prepare
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == options

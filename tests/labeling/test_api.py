@@ -175,6 +175,29 @@ def test_anonymous_requests_are_refused(campaign):
     assert next_pair(APIClient(), campaign).status_code in (401, 403)
 
 
+def test_a_wrong_token_or_a_deactivated_annotator_is_refused(campaign, alice, alice_api):
+    make_pairs(campaign)
+    stranger = APIClient()
+    stranger.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
+    response = next_pair(stranger, campaign)
+    # 403, not 401: session auth comes first, and it sends no WWW-Authenticate challenge (DRF's rule).
+    assert response.status_code == 403 and response.json()["detail"] == "Invalid token."
+    alice.is_active = False
+    alice.save()
+    response = next_pair(alice_api, campaign)
+    assert response.status_code == 403 and response.json()["detail"] == "User inactive or deleted."
+    assert not Assignment.objects.exists()
+
+
+def test_a_closed_campaign_is_not_found(campaign, alice_api):
+    make_pairs(campaign)
+    campaign.is_active = False
+    campaign.save()
+    response = next_pair(alice_api, campaign)
+    assert response.status_code == 404
+    assert not Assignment.objects.exists()
+
+
 def test_session_clients_need_the_csrf_token(campaign, alice):
     make_pairs(campaign)
     client = APIClient(enforce_csrf_checks=True)
