@@ -62,7 +62,9 @@ class Generator(Protocol):
         params: SamplingConfig,
         n: int,
         seeds: list[int],
-    ) -> list[list[Sample]]: ...
+    ) -> list[list[Sample]]:
+        """Submit one batch and wait for it (the backends below inherit this)."""
+        return self.collect(self.submit(prompts, policy=policy, params=params, n=n, seeds=seeds))
 
     def submit(
         self,
@@ -125,7 +127,7 @@ class _VllmBatch:
     copies: int
 
 
-class VllmGenerator:
+class VllmGenerator(Generator):
     name = "vllm"
 
     def __init__(self) -> None:
@@ -174,17 +176,6 @@ class VllmGenerator:
 
     def capacity(self, policy: ModelVersion) -> int:
         return self.engine(policy.base_path).llm_engine.vllm_config.scheduler_config.max_num_seqs
-
-    def generate(
-        self,
-        prompts: list[PromptInput],
-        *,
-        policy: ModelVersion,
-        params: SamplingConfig,
-        n: int,
-        seeds: list[int],
-    ) -> list[list[Sample]]:
-        return self.collect(self.submit(prompts, policy=policy, params=params, n=n, seeds=seeds))
 
     def submit(
         self,
@@ -332,7 +323,7 @@ class _DeferredBatch:
     seeds: list[int]
 
 
-class TransformersGenerator:
+class TransformersGenerator(Generator):
     name = "transformers"
 
     def capacity(self, policy: ModelVersion) -> int:
@@ -350,22 +341,11 @@ class TransformersGenerator:
         _check(prompts, seeds, n)
         return _DeferredBatch(prompts=prompts, policy=policy, params=params, n=n, seeds=seeds)
 
-    def collect(self, batch: _DeferredBatch) -> list[list[Sample]]:
-        return self.generate(batch.prompts, policy=batch.policy, params=batch.params, n=batch.n, seeds=batch.seeds)
-
     def discard(self, batch: _DeferredBatch) -> None:
         pass  # nothing was started
 
-    def generate(
-        self,
-        prompts: list[PromptInput],
-        *,
-        policy: ModelVersion,
-        params: SamplingConfig,
-        n: int,
-        seeds: list[int],
-    ) -> list[list[Sample]]:
-        _check(prompts, seeds, n)
+    def collect(self, batch: _DeferredBatch) -> list[list[Sample]]:
+        prompts, policy, params, n, seeds = batch.prompts, batch.policy, batch.params, batch.n, batch.seeds
         if not prompts:
             return []
         import torch

@@ -4,6 +4,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -82,30 +83,10 @@ def _enqueue(job: GenerationJob) -> None:
 
 
 @transaction.atomic
-def generation_job_start(
-    *,
-    campaign: Campaign,
-    policy: ModelVersion,
-    policy_b: ModelVersion | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    max_tokens: int = 128,
-    created_by: User | None = None,
-) -> GenerationJob:
-    """Create a generation job and put it on the `generation` queue once the transaction commits."""
-    job = generation_job_create(
-        campaign=campaign,
-        policy=policy,
-        policy_b=policy_b,
-        limit=limit,
-        seed=seed,
-        temperature=temperature,
-        top_p=top_p,
-        max_tokens=max_tokens,
-        created_by=created_by,
-    )
+def generation_job_start(**options: Any) -> GenerationJob:
+    """generation_job_create (the same keyword arguments), then the job goes on the `generation` queue
+    once the transaction commits."""
+    job = generation_job_create(**options)
     _enqueue(job)
     return job
 
