@@ -1,0 +1,58 @@
+"""The pages that watch background work follow it in a real browser: progress bar, counts, log."""
+
+import pytest
+from django.urls import reverse
+
+from generation.models import GenerationJob, JobStatus, ModelVersion
+from tests.e2e.conftest import CHROMIUM, log_in
+from training.models import RoundStatus, TrainingRound
+
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)"),
+    pytest.mark.django_db(transaction=True),
+]
+
+
+@pytest.fixture
+def policy(db) -> ModelVersion:
+    return ModelVersion.objects.create(name="tiny-base", base_path="var/models/tiny")
+
+
+def wait_for_progress(page, bar: str, percent: int) -> None:
+    page.wait_for_function(
+        "([bar, n]) => document.querySelector(bar).parentElement.getAttribute('aria-valuenow') === String(n)",
+        arg=[bar, percent],
+    )
+
+
+def test_the_job_page_follows_a_running_job_until_it_fails(page, live_server, admin_user, campaign, policy):
+    job = GenerationJob.objects.create(campaign=campaign, policy=policy, status=JobStatus.RUNNING, total=10, done=2)
+    log_in(page, live_server, "ada", "ada-password-1")
+    page.goto(live_server.url + reverse("generation:job", args=[job.pk]))
+    assert page.inner_text("#job-done") == "2"
+
+    GenerationJob.objects.filter(pk=job.pk).update(done=5, skipped_identical=1)
+    wait_for_progress(page, "#job-progress", 50)
+    assert (page.inner_text("#job-done"), page.inner_text("#job-skipped")) == ("5", "1")
+
+    GenerationJob.objects.filter(pk=job.pk).update(status=JobStatus.FAILED, error="<b>engine died</b>")
+    page.wait_for_selector("#job-error:not([hidden])")
+    assert page.inner_text("#job-error") == "<b>engine died</b>"  # as text
+    assert page.inner_text("#job-status") == "Failed"
+
+
+def test_the_round_page_follows_an_active_round_and_reloads_when_it_ends(page, live_server, admin_user, campaign, policy):
+    training_round = TrainingRound.objects.create(
+        campaign=campaign, number=1, start_version=policy, reference_version=policy, status=RoundStatus.RUNNING
+    )
+    log_in(page, live_server, "ada", "ada-password-1")
+    page.goto(live_server.url + reverse("training:round", args=[training_round.pk]))
+
+    TrainingRound.objects.filter(pk=training_round.pk).update(progress=0.4, log_tail="step 1: loss=0.69\n<i>x</i>")
+    wait_for_progress(page, "#round-progress", 40)
+    page.wait_for_function("document.getElementById('round-log').textContent.includes('<i>x</i>')")
+
+    with page.expect_navigation():  # the page reloads once to show the final state
+        TrainingRound.objects.filter(pk=training_round.pk).update(status=RoundStatus.GATED, progress=1.0)
+    assert page.get_attribute("#round", "data-active") == "0"
+    assert page.inner_text("#round-status") == RoundStatus.GATED.label
