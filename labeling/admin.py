@@ -48,6 +48,25 @@ def campaign_admin_add_actions(*actions) -> None:
     admin.site.register(Campaign, extended)
 
 
+def action_form_page(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, *, form, title: str, intro: str, submit: str
+) -> HttpResponse:
+    """The intermediate page of an admin action that needs a form: it posts the selection back with `apply`."""
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": title,
+        "intro": intro,
+        "submit": submit,
+        "form": form,
+        "action": request.POST["action"],
+        "opts": modeladmin.model._meta,
+        "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        "select_across": request.POST.get("select_across", "0"),
+        "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+    }
+    return render(request, "admin/action_form.html", context)
+
+
 @admin.register(Tag)
 class TagAdmin(admin.ModelAdmin):
     search_fields = ["name"]
@@ -109,18 +128,15 @@ class PromptAdmin(admin.ModelAdmin):
             held = services.prompts_assign_heldout(prompts=queryset, **form.cleaned_data)
             self.message_user(request, f"{held} of {queryset.count()} prompts are now held out.")
             return None
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Held-out split",
-            "form": form,
-            "queryset": queryset,
-            "count": queryset.count(),
-            "opts": self.model._meta,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-            "select_across": request.POST.get("select_across", "0"),
-            "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
-        }
-        return render(request, "admin/labeling/prompt/heldout_split.html", context)
+        return action_form_page(
+            self,
+            request,
+            form=form,
+            title="Held-out split",
+            intro=f"Put a fraction of the {queryset.count()} selected prompts in the held-out split (the rest go "
+            "to train). The same seed always gives the same split.",
+            submit="Apply split",
+        )
 
     def get_urls(self):
         upload = self.admin_site.admin_view(self.upload_view)

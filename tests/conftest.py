@@ -7,6 +7,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
 
+from config.celery import app as celery_app
 from generation import tiny_model
 from labeling import services as labeling_services
 from labeling.models import Campaign
@@ -49,3 +50,12 @@ def bob(db) -> User:
 @pytest.fixture
 def campaign(db) -> Campaign:
     return Campaign.objects.create(name="helpfulness", guidelines="Pick the more **helpful** answer.")
+
+
+@pytest.fixture
+def eager_celery():
+    """Tasks run inline, in the caller's process, for the test's duration."""
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = previous

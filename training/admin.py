@@ -1,11 +1,11 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from labeling.admin import campaign_admin_add_actions
+from labeling.admin import action_form_page, campaign_admin_add_actions
 from labeling.models import Campaign
 from training import services
 from training.forms import RoundConfigForm
@@ -29,17 +29,17 @@ def start_dpo_round(
 ) -> HttpResponse | None:
     form = RoundConfigForm(request.POST if "apply" in request.POST else None)
     if not form.is_valid():
-        context = {
-            **modeladmin.admin_site.each_context(request),
-            "title": "Start a DPO round",
-            "form": form,
-            "count": queryset.count(),
-            "opts": modeladmin.model._meta,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-            "select_across": request.POST.get("select_across", "0"),
-            "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
-        }
-        return render(request, "admin/training/start_round.html", context)
+        count = queryset.count()
+        return action_form_page(
+            modeladmin,
+            request,
+            form=form,
+            title="Start a DPO round",
+            intro=f"Start a DPO round for {count} selected campaign{pluralize(count)}: each trains from its active "
+            "policy on the preferences judged so far, is evaluated on its held-out pairs, and replaces the active "
+            "policy only if it passes the gate.",
+            submit="Start round",
+        )
     for campaign in queryset:
         try:
             training_round = services.round_start(campaign=campaign, config=form.config, created_by=request.user)

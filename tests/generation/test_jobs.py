@@ -259,14 +259,6 @@ def test_greedy_single_policy_job_and_ab_against_itself_are_refused(
     assert not GenerationJob.objects.exists()
 
 
-@pytest.fixture
-def eager_celery():
-    previous = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = previous
-
-
 def test_started_job_is_enqueued_on_the_generation_queue_after_commit(
     vllm_backend, eager_celery, django_capture_on_commit_callbacks, campaign, prompts, policy
 ) -> None:

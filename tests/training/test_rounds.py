@@ -37,14 +37,6 @@ def add_pairs(pairs, *, n_train: int = 8, n_heldout: int = 4, heldout_reversed: 
         pairs.pair(votes=["a"], text=f"Describe {topic}. ({i})", a=a, b=b, split=Split.HELDOUT)
 
 
-@pytest.fixture
-def eager_celery():
-    previous = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = previous
-
-
 def run(training_round: TrainingRound) -> TrainingRound:
     services.round_execute(round_id=training_round.pk)
     training_round.refresh_from_db()
