@@ -6,8 +6,12 @@ ImproperlyConfigured error that names the variable.
 """
 
 import os
+import re
+import secrets
 import shlex
+import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -64,6 +68,10 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
 def env_database(name: str, default: str) -> dict:
     raw = os.environ.get(name, default)
     try:
@@ -75,15 +83,67 @@ def env_database(name: str, default: str) -> dict:
     return config
 
 
-DEBUG = env_bool("DEBUG", True)
+# --- Safe defaults ------------------------------------------------------------
+# DEBUG only when asked for: its error pages show settings and source to anyone.
+DEBUG = env_bool("DEBUG", False)
+
+
+def embedded_secret_key(path: Path) -> str:
+    """The embedded default's key: made once, then kept in `path`, readable by its owner only."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written aside and linked into place (link never overwrites): web, workers and beat
+        # starting together all read the one key that landed first, never a half-written file.
+        fd, scratch = tempfile.mkstemp(dir=path.parent, prefix=".secret_key.")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as stream:
+                stream.write(secrets.token_urlsafe(50))
+            try:
+                os.link(scratch, path)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(scratch)
+    if path.stat().st_mode & 0o077:
+        raise ImproperlyConfigured(f"{path} (the SECRET_KEY) can be read by others: chmod 600 it")
+    key = path.read_text().strip()
+    if not key:
+        raise ImproperlyConfigured(f"{path} is empty: delete it to make a new SECRET_KEY, or set SECRET_KEY")
+    return key
+
+
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    SECRET_KEY = "insecure-dev-key-only-for-debug"
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h.strip()]
+    # Only the embedded default (SQLite under VAR_DIR, one machine) may make its own key;
+    # a deployment's processes on several hosts must all share one, so it must be given.
+    if os.environ.get("DATABASE_URL"):
+        raise ImproperlyConfigured("SECRET_KEY must be set when DATABASE_URL is (only the embedded default makes its own)")
+    SECRET_KEY = embedded_secret_key(VAR_DIR / "secret_key")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost")
 if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS is empty: give a comma-separated list of host names")
+
+# --- HTTPS ----------------------------------------------------------------------
+# All off by default (the embedded default serves plain HTTP on 127.0.0.1); the
+# production settings (config/production.env) turn them on.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Cookies follow the redirect unless told otherwise: a site that sends everyone to
+# HTTPS has no reason to send its session over plain HTTP.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", SECURE_SSL_REDIRECT)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", SECURE_SSL_REDIRECT)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# The header a TLS-terminating proxy sets to "https" (e.g. X-Forwarded-Proto). Only
+# name one that the proxy always sets or overwrites: a client could send it otherwise.
+_proxy_header = os.environ.get("SECURE_PROXY_SSL_HEADER", "").strip()
+if _proxy_header and not re.fullmatch(r"[A-Za-z0-9-]+", _proxy_header):
+    raise ImproperlyConfigured(f"SECURE_PROXY_SSL_HEADER={_proxy_header!r} is not a header name (e.g. X-Forwarded-Proto)")
+SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https") if _proxy_header else None
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+for _origin in CSRF_TRUSTED_ORIGINS:
+    if urlsplit(_origin).scheme not in {"http", "https"} or not urlsplit(_origin).netloc:
+        raise ImproperlyConfigured(f"CSRF_TRUSTED_ORIGINS: {_origin!r} is not an origin (e.g. https://labels.example.com)")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -104,6 +164,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Right after SecurityMiddleware (WhiteNoise's rule): static files served by the app
+    # itself under any WSGI server, so the labeling page never loads without its script.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -139,6 +202,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     if env_bool("DATABASE_PREPARE", True):
         DATABASES["default"]["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 5}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A fresh clone has no var/ yet, and SQLite makes the database file but not its folder.
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # SQLite: wait for the writer instead of failing at once when web, worker and beat share the file.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
@@ -163,7 +228,13 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT = VAR_DIR / "staticfiles"  # `collectstatic` fills it; WhiteNoise serves it
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Compressed copies, but no hashed names: the ES modules import each other by
+    # their plain names (static/js/*.js), which a manifest storage would not rewrite.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 if os.environ.get("CACHE_URL"):
