@@ -1,6 +1,8 @@
 # `make run`: set everything up and start web + Celery worker + beat.
 # `make test`: the whole test suite (PostgreSQL when DATABASE_URL points at it, else SQLite).
 PY := .venv/bin/python
+# The web app's port: `make run PORT=8080`.
+PORT ?= 8000
 STAMP := .venv/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
 
 .PHONY: run setup test venv browser model demo
@@ -21,12 +23,14 @@ model: venv
 
 setup: venv
 	$(PY) manage.py migrate --no-input
+	$(PY) manage.py collectstatic --no-input --verbosity 0
 	$(PY) manage.py make_tiny_model
 	$(PY) manage.py load_demo
 
 run: setup
 	@echo "No annotators yet? Watch the loop run: $(PY) manage.py run_loop --campaign demo --rounds 3 --oracle positive"
-	.venv/bin/honcho start
+	@echo "Serving http://127.0.0.1:$(PORT)/ (Ctrl-C stops every process)"
+	.venv/bin/honcho start --port $(PORT)
 
 # Debian's Chromium for the browser tests (Playwright's own download can't run here).
 browser:

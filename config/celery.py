@@ -1,6 +1,8 @@
+import gc
 import os
 
 from celery import Celery
+from celery.signals import worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -16,3 +18,8 @@ def _make_broker_folders(sender: Celery, **_: object) -> None:
     for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
         if options.get(key):
             os.makedirs(options[key], exist_ok=True)
+
+
+@worker_shutdown.connect
+def _skip_final_collection(**_: object) -> None:
+    gc.freeze()

@@ -267,7 +267,11 @@ def _store_chunk(*, job: GenerationJob, pairs: list[_Pair], backend: str) -> boo
 
 
 def generation_job_run(
-    *, job: GenerationJob, on_progress: Callable[[GenerationJob], None] | None = None, worker: str = ""
+    *,
+    job: GenerationJob,
+    on_progress: Callable[[GenerationJob], None] | None = None,
+    worker: str = "",
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> GenerationJob:
     """Sample pairs for every prompt the job still lacks, chunk by chunk; the Celery task calls this.
 
@@ -275,7 +279,8 @@ def generation_job_run(
     running by a dead worker goes on with the prompts that have no completions
     from it yet. Slow work (the engine) runs outside any transaction; each
     chunk's rows are written in one. `on_progress` is called with the job after
-    each stored chunk.
+    each stored chunk. When `should_stop()` (its worker is shutting down), the
+    job goes back on the queue before its next chunk, for any worker to finish.
     """
     claimed = GenerationJob.objects.filter(pk=job.pk, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).update(
         status=JobStatus.RUNNING, started_at=Coalesce("started_at", Now()), finished_at=None, error="", worker=worker
@@ -299,6 +304,10 @@ def generation_job_run(
         # by chunk cost ~20% of raw vLLM throughput, one chunk ahead ~10%.
         ahead = math.ceil(generator.capacity(job.policy) / size) if chunks else 0
         for number in range(len(chunks)):
+            if should_stop():
+                generation_job_resume(job=job)
+                job.refresh_from_db()
+                return job
             while len(draws) <= ahead and number + len(draws) < len(chunks):
                 draws.append(
                     _draw_start(job=job, prompts=chunks[number + len(draws)], generator=generator, attempt=0)

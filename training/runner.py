@@ -78,6 +78,15 @@ def warm_start(*, cwd: Path, wait: bool = False) -> None:
                     break
 
 
+def warm_stop() -> None:
+    """End the waiting worker (its own session: nothing else would) when the Celery worker shuts down."""
+    global _warm
+    with _warm_lock:
+        process, _warm = _warm, None
+    if process is not None:
+        _kill(process)
+
+
 def _take_warm(spec_path: Path) -> subprocess.Popen | None:
     global _warm
     with _warm_lock:

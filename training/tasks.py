@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 
 from training import runner, services
@@ -26,6 +26,11 @@ def _warm_up_training_worker(sender, **kwargs) -> None:
     consumer = getattr(sender, "task_consumer", None)
     if consumer is not None and "training" in {queue.name for queue in consumer.queues}:
         _warm_up()
+
+
+@worker_shutdown.connect
+def _stop_warm_worker(**kwargs) -> None:
+    runner.warm_stop()
 
 
 @shared_task

@@ -217,6 +217,22 @@ def test_cancelled_job_stops_before_storing_its_next_chunk(
     assert run(job).status == JobStatus.CANCELLED  # a late message does not revive it
 
 
+def test_a_job_whose_worker_shuts_down_goes_back_on_the_queue_at_its_next_chunk(
+    vllm_backend, settings, django_capture_on_commit_callbacks, campaign, prompts, policy
+) -> None:
+    settings.GENERATION_CHUNK_SIZE = 2
+    job = services.generation_job_create(campaign=campaign, policy=policy, max_tokens=16)
+    stored = []
+    with django_capture_on_commit_callbacks() as callbacks:
+        job = run(job, on_progress=lambda current: stored.append(current.done), should_stop=lambda: bool(stored[1:]))
+    # The chunk in hand was stored; the rest is queued again (not "running" under a worker that is gone).
+    assert (job.status, job.done, job.total) == (JobStatus.QUEUED, 2, 5)
+    assert len(callbacks) == 1  # its message, for whichever generation worker takes the queue next
+    engine = vllm_backend.engine(policy.base_path).llm_engine
+    assert not engine.has_unfinished_requests() and not vllm_backend._finished  # queued chunks dropped
+    assert run(job).status == JobStatus.SUCCEEDED and Comparison.objects.count() == 5
+
+
 def test_failed_job_records_the_error_and_can_be_resumed(
     settings, campaign: Campaign, prompts: list[Prompt], policy: ModelVersion, tiny_model_path, tmp_path
 ) -> None:

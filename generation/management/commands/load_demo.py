@@ -41,6 +41,6 @@ class Command(BaseCommand):
         labeling_services.annotator_create(username="annotator", password=annotator_password)
 
         self.stdout.write(f"campaign {demo.name!r}: {result}; {heldout} held out; policy {policy.name}")
-        self.stdout.write(self.style.SUCCESS("Log in at http://127.0.0.1:8000/login/"))
+        self.stdout.write(self.style.SUCCESS("Log in with:"))
         self.stdout.write(f"  admin:     admin / {admin_password}")
         self.stdout.write(f"  annotator: annotator / {annotator_password}")
