@@ -22,4 +22,7 @@ def _make_broker_folders(sender: Celery, **_: object) -> None:
 
 @worker_shutdown.connect
 def _skip_final_collection(**_: object) -> None:
+    # The worker has stopped; Python's exit would still walk every live object in one
+    # last garbage collection (seconds with torch or a vLLM engine loaded, on a busy
+    # host), past the grace a supervisor gives before SIGKILL. Frozen objects are skipped.
     gc.freeze()
