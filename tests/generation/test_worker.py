@@ -118,3 +118,33 @@ def test_worker_killed_mid_job_resumes_it_when_restarted_without_duplicates(
     assert len(per_prompt) == 150 and {row["n"] for row in per_prompt} == {2}
     assert Comparison.objects.count() == 150 - finished.skipped_identical
     assert set(Completion.objects.values_list("backend", flat=True)) == {"vllm"}
+
+
+def test_worker_stopped_mid_job_exits_by_itself_and_hands_the_job_back(
+    transactional_db, redis_broker: str, campaign: Campaign, policy: ModelVersion, tmp_path: Path
+) -> None:
+    import_prompts(campaign, demo_lines(150))
+    job = services.generation_job_start(campaign=campaign, policy=policy, seed=3, max_tokens=64)
+
+    def stored() -> GenerationJob:
+        return GenerationJob.objects.get(pk=job.pk)
+
+    first = Worker(broker=redis_broker, log=tmp_path / "worker-1.log", chunk_size=1)
+    try:
+        first.wait_for(lambda: stored().done >= 2, "a stored chunk")
+        os.killpg(first.process.pid, signal.SIGTERM)  # what honcho (Ctrl-C) or systemd sends
+        assert first.process.wait(timeout=DEADLINE_S) == 0, first.log.read_text()[-3000:]
+    finally:
+        first.stop()
+    handed_back = stored()
+    # Stopped at a chunk's end, well before the job's: queued again for any worker, not left "running".
+    assert handed_back.status == JobStatus.QUEUED and 2 <= handed_back.done < 150
+
+    other = Worker(broker=redis_broker, log=tmp_path / "worker-2.log", chunk_size=64)
+    try:
+        other.wait_for(lambda: stored().status in services.FINISHED_STATES, "the job's end")
+    finally:
+        other.stop()
+    finished = stored()
+    assert (finished.status, finished.done) == (JobStatus.SUCCEEDED, 150), finished.error
+    assert Completion.objects.filter(job=job).count() == 300
