@@ -209,8 +209,8 @@ def main() -> int:
         returncode = server.interrupt()
         check_clean_stop(server, returncode)
         timings["stopped_s"] = round(time.monotonic() - started, 1)
-    except (StepFailed, urllib.error.URLError, KeyError, ValueError) as failure:
-        print(f"FIRST RUN FAILED: {failure}\n--- last lines of `make run` ---\n{server.tail()}", file=sys.stderr, flush=True)
+    except Exception as failure:  # whatever failed: say what, show the server's side, stop everything
+        print(f"FIRST RUN FAILED: {failure!r}\n--- last lines of `make run` ---\n{server.tail()}", file=sys.stderr, flush=True)
         if server.process.poll() is None:
             os.killpg(server.process.pid, signal.SIGINT)
             try:
