@@ -10,7 +10,7 @@ Why not axes as it comes: its backend reads the failure count, lets the password
 be checked, and records the failure afterwards (on the user_login_failed signal).
 Parallel guesses all read the count before any of them records, so 30 at once
 were all checked against a limit of 5. Here each try first adds itself to the
-count in one locked statement and reads the total after committing; only the
+count, under a row lock, and reads the total before letting go of it: only the
 first LIMIT tries of a (username, address) ever reach the password hasher, and
 a correct password clears the count again.
 """
@@ -38,10 +38,12 @@ class LoginGuardHandler(AxesDatabaseHandler):
         """Count this try as a failure now, before its password is checked; False when it is over the limit."""
         self.clean_expired_user_attempts(request, credentials)
         with transaction.atomic(using=router.db_for_write(AccessAttempt)):
+            # One row per (username, address), whatever the user agent, locked while we count: tries
+            # of one pair queue here, so the k-th sees exactly k and only the first LIMIT pass.
             attempt, created = AccessAttempt.objects.select_for_update().get_or_create(
                 username=get_client_username(request, credentials),
                 ip_address=request.axes_ip_address,
-                user_agent=request.axes_user_agent,
+                user_agent="",
                 defaults={
                     "http_accept": request.axes_http_accept,
                     "path_info": request.axes_path_info,
@@ -56,10 +58,9 @@ class LoginGuardHandler(AxesDatabaseHandler):
                     http_accept=request.axes_http_accept,
                     path_info=request.axes_path_info,
                 )
+            allowed = self.get_failures(request, credentials) <= get_failure_limit(request, credentials)
         request.login_guard_counted = True
-        # Read after our increment committed: the k-th try to commit sees at least k, so at most
-        # LIMIT tries pass, however many run at once (the sum also spans other user agents' rows).
-        return self.get_failures(request, credentials) <= get_failure_limit(request, credentials)
+        return allowed
 
     def user_login_failed(self, sender, credentials: dict, request=None, **kwargs) -> None:
         if getattr(request, "login_guard_counted", False):
