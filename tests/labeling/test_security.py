@@ -4,6 +4,7 @@ import json
 from html.parser import HTMLParser
 
 import pytest
+from django.core.management import call_command
 from django.test import RequestFactory
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
@@ -106,6 +107,14 @@ def test_a_successful_login_clears_the_failure_count(client, alice, settings):
     client.logout()
     for _ in range(2):
         client.post(reverse("login"), WRONG)
+    assert client.post(reverse("login"), ALICE).status_code == 302
+
+
+def test_axes_reset_username_lifts_a_pause_at_once(client, alice):
+    for _ in range(5):
+        client.post(reverse("login"), WRONG)
+    assert client.post(reverse("login"), ALICE).status_code == 429
+    call_command("axes_reset_username", "alice")
     assert client.post(reverse("login"), ALICE).status_code == 302
 
 
