@@ -86,6 +86,7 @@ def load_campaign(*, comparisons: int, annotators: int, per_pair: int) -> tuple[
     from rest_framework.authtoken.models import Token
 
     from generation.models import Completion, ModelVersion
+    from labeling.authentication import token_key
     from labeling.models import Campaign, Comparison, Prompt
 
     with transaction.atomic():
@@ -135,7 +136,7 @@ def load_campaign(*, comparisons: int, annotators: int, per_pair: int) -> tuple[
         users = User.objects.bulk_create(
             [User(username=f"bench{i:03d}", password=password) for i in range(annotators)]
         )
-        tokens = Token.objects.bulk_create([Token(user=u, key=secrets.token_hex(20)) for u in users])
+        tokens = Token.objects.bulk_create([Token(user=u, key=token_key(user=u)) for u in users])
     # Settle the bulk load before timing: statistics and the visibility map now (else
     # autovacuum does it mid-run), and its ~100 MB of WAL flushed by a checkpoint now
     # (else one lands mid-run and every commit waits on the disk behind it).

@@ -10,6 +10,7 @@ import re
 import secrets
 import shlex
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -154,6 +155,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's assets served locally: no CDN needed
     "django_celery_beat",
@@ -173,6 +175,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as axes asks: turns a lockout into labeling.login_guard's answer
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -210,14 +213,38 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
-# Failed logins (web form and API token) allowed per client address and username within the window.
-LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
-LOGIN_FAILURE_WINDOW_S = env_int("LOGIN_FAILURE_WINDOW_S", 300, minimum=1)
+# API tokens end this long after they were issued (and at once when the password changes).
+API_TOKEN_LIFETIME_S = env_int("API_TOKEN_LIFETIME_S", 7 * 24 * 3600, minimum=1)
+
+# --- Login guard (django-axes, see labeling/login_guard.py) --------------------
+# Every way in (login page, /admin/login/, POST /api/auth/token/) authenticates through one backend.
+AUTHENTICATION_BACKENDS = ["labeling.login_guard.LoginGuardBackend"]
+AXES_HANDLER = "labeling.login_guard.LoginGuardHandler"
+# Failed logins allowed per (username, client address); the pause after them, counted from the last try.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("LOGIN_FAILURE_WINDOW_S", 300, minimum=1))
+# Per pair, not per username (one client could lock everyone out of an account) nor per address.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_USERNAME_CALLABLE = "labeling.login_guard.username_key"
+AXES_CLIENT_IP_CALLABLE = "labeling.login_guard.client_ip"
+AXES_LOCKOUT_CALLABLE = "labeling.login_guard.lockout_response"
+# Behind a reverse proxy: the header it puts the client's address in (e.g. X-Forwarded-For), and how many
+# proxies in a row append to it. Unset, the socket's peer address is the client and no header is believed.
+TRUSTED_PROXY_HEADER = os.environ.get("TRUSTED_PROXY_HEADER", "").strip()
+if TRUSTED_PROXY_HEADER and not re.fullmatch(r"[A-Za-z0-9-]+", TRUSTED_PROXY_HEADER):
+    raise ImproperlyConfigured(f"TRUSTED_PROXY_HEADER={TRUSTED_PROXY_HEADER!r} is not an HTTP header name")
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 1, minimum=1)
 # Judgments per day the annotator's "today" progress bar counts toward.
 LABELING_DAILY_GOAL = env_int("LABELING_DAILY_GOAL", 200, minimum=1)
 
@@ -242,8 +269,10 @@ if os.environ.get("CACHE_URL"):
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
+        # Token first: its "WWW-Authenticate: Token" makes a missing or bad token a 401 challenge (DRF
+        # takes the header from the first class); the labeling page's JS still signs in by session + CSRF.
         "labeling.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -5,8 +5,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import path, reverse
+from rest_framework.authtoken.admin import TokenAdmin
+from rest_framework.authtoken.models import TokenProxy
 
-from labeling import services
+from labeling import authentication, services
 from labeling.forms import HeldoutSplitForm, PromptUploadForm
 from labeling.importers import PromptFileError
 from labeling.models import Assignment, Campaign, Comparison, Judgment, Prompt, Tag
@@ -195,3 +197,16 @@ class JudgmentAdmin(admin.ModelAdmin):
     list_display = ["id", "comparison", "annotator", "choice", "strength", "time_ms", "created_at"]
     list_filter = ["choice", "comparison__prompt__campaign"]
     raw_id_fields = ["assignment", "comparison", "annotator"]
+
+
+admin.site.unregister(TokenProxy)
+
+
+@admin.register(TokenProxy)
+class ApiTokenAdmin(TokenAdmin):
+    """DRF's token admin, issuing keys tied to the user's password like the token endpoint does."""
+
+    def save_model(self, request: HttpRequest, obj: TokenProxy, form, change: bool) -> None:
+        if not change:
+            obj.key = authentication.token_key(user=obj.user)
+        super().save_model(request, obj, form, change)

@@ -10,14 +10,13 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling import quality, selectors, services, throttle
+from labeling import login_guard, quality, selectors, services
 from labeling.models import Assignment, Campaign, StrengthScale
 from labeling.rendering import markdown_to_safe_html
 
@@ -348,20 +347,22 @@ class CampaignProgressView(APIView):
 
 
 class TokenView(ObtainAuthToken):
-    """DRF's obtain_auth_token with the same failed-login throttle as the login page."""
+    """DRF's obtain_auth_token, through the login guard, handing out tokens that end (labeling.authentication)."""
+
+    # A client may come back with its expired token still in its headers: logging in must not need it.
+    authentication_classes = ()
 
     @extend_schema(
         summary="Exchange username and password for an API token",
+        description="The token you hold while it lasts, else a new one (tokens end after API_TOKEN_LIFETIME_S, "
+        "when the password changes, or when the account is deactivated).",
         responses={200: OpenApiResponse(description='{"token": "..."}'), 400: None, 429: ErrorSerializer},
     )
     def post(self, request: Request, *args, **kwargs) -> Response:
-        username = str(request.data.get("username", ""))
-        if throttle.login_blocked(request, username):
-            return Response({"code": "throttled", "detail": throttle.RETRY_MESSAGE}, status=429)
         credentials = self.get_serializer(data=request.data)
         if not credentials.is_valid():
-            throttle.login_failed(request, username)
+            if getattr(request, "axes_locked_out", False):  # set by the login guard on this very request
+                return Response({"code": "locked_out", "detail": login_guard.lockout_message()}, status=429)
             return Response(credentials.errors, status=status.HTTP_400_BAD_REQUEST)
-        throttle.login_succeeded(request, username)
-        token, _ = Token.objects.get_or_create(user=credentials.validated_data["user"])
+        token = services.api_token_issue(user=credentials.validated_data["user"])
         return Response({"token": token.key})

@@ -6,13 +6,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.contrib.auth import password_validation
 from django.contrib.auth.models import Group, User
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 from tqdm import tqdm
 
-from labeling import importers, selectors
+from labeling import authentication, importers, selectors
 from labeling.models import (
     Assignment,
     AssignmentState,
@@ -144,15 +146,39 @@ def campaign_get_or_create(*, name: str, **defaults: object) -> tuple[Campaign, 
     return Campaign.objects.get_or_create(name=name, defaults=defaults)
 
 
-@transaction.atomic
-def annotator_create(*, username: str, password: str, email: str = "") -> User:
-    """Create (or update the password of) an annotator: a non-staff user in the annotators group."""
-    user, _ = User.objects.get_or_create(username=username, defaults={"email": email})
+def user_set_password(*, user: User, password: str) -> None:
+    """Set and save the user's password if Django's validators (AUTH_PASSWORD_VALIDATORS) accept it, else
+    raise their ValidationError. The change also ends the user's API token (see labeling.authentication)."""
+    password_validation.validate_password(password, user)
     user.set_password(password)
     user.save()
+
+
+@transaction.atomic
+def annotator_create(*, username: str, password: str, email: str = "") -> User:
+    """Create (or update the password of) an annotator: a non-staff user in the annotators group.
+    A password the validators refuse raises their ValidationError and stores nothing."""
+    user, _ = User.objects.get_or_create(username=username, defaults={"email": email})
+    user_set_password(user=user, password=password)
     group, _ = Group.objects.get_or_create(name=ANNOTATOR_GROUP)
     user.groups.add(group)
     return user
+
+
+@transaction.atomic
+def api_token_issue(*, user: User) -> Token:
+    """The user's API token: the one they hold while it lasts, else a new one in its place."""
+    # One token per user: the user's row lock keeps two logins at once from both replacing it.
+    User.objects.select_for_update().get(pk=user.pk)
+    token = Token.objects.filter(user=user).first()
+    if (
+        token is not None
+        and token.created > authentication.token_issued_after()
+        and authentication.token_is_current(key=token.key, user=user)
+    ):
+        return token
+    Token.objects.filter(user=user).delete()
+    return Token.objects.create(user=user, key=authentication.token_key(user=user))
 
 
 

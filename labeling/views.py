@@ -1,11 +1,10 @@
 from django.contrib.admin.views.decorators import staff_member_required
-from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import never_cache
 
-from labeling import quality, selectors, services, throttle
+from labeling import quality, selectors, services
 from labeling.api import pair_data, progress_data
 from labeling.models import Campaign
 from labeling.rendering import markdown_to_safe_html
@@ -54,22 +53,3 @@ def dashboard_plot(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=pk)
     png = quality.report_plot_png(quality.campaign_report(campaign=campaign))
     return HttpResponse(png, content_type="image/png")
-
-
-class LoginView(auth_views.LoginView):
-    """Django's login view, refusing a client after too many failed tries for one username."""
-
-    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        username = request.POST.get("username", "")
-        if throttle.login_blocked(request, username):
-            context = self.get_context_data(form=self.get_form_class()(request), throttled=throttle.RETRY_MESSAGE)
-            return self.render_to_response(context, status=429)
-        return super().post(request, *args, **kwargs)
-
-    def form_invalid(self, form) -> HttpResponse:
-        throttle.login_failed(self.request, self.request.POST.get("username", ""))
-        return super().form_invalid(form)
-
-    def form_valid(self, form) -> HttpResponse:
-        throttle.login_succeeded(self.request, self.request.POST.get("username", ""))
-        return super().form_valid(form)

@@ -3,22 +3,15 @@
 from datetime import timedelta
 
 import pytest
-from django.core.cache import cache
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from labeling import services
 from labeling.models import Assignment, Choice, Judgment
 from tests.labeling.factories import make_pairs
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def fresh_cache():
-    """Login failure counts live in the cache; start and end each throttling test with none."""
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def token_client(username: str, password: str) -> APIClient:
@@ -30,12 +23,12 @@ def token_client(username: str, password: str) -> APIClient:
 
 
 @pytest.fixture
-def alice_api(alice, fresh_cache) -> APIClient:
+def alice_api(alice) -> APIClient:
     return token_client("alice", "alice-password-1")
 
 
 @pytest.fixture
-def bob_api(bob, fresh_cache) -> APIClient:
+def bob_api(bob) -> APIClient:
     return token_client("bob", "bob-password-1")
 
 
@@ -171,8 +164,14 @@ def test_campaign_progress_is_for_staff_only(campaign, alice_api, admin_user):
     assert [a["username"] for a in body["annotators"]] == ["alice"]
 
 
-def test_anonymous_requests_are_refused(campaign):
-    assert next_pair(APIClient(), campaign).status_code in (401, 403)
+@pytest.mark.parametrize("authorization", [None, "Token " + "0" * 40, "Token", "Bearer abc"])
+def test_a_missing_or_invalid_token_is_a_401_challenge(campaign, authorization):
+    client = APIClient()
+    if authorization:
+        client.credentials(HTTP_AUTHORIZATION=authorization)
+    response = next_pair(client, campaign)
+    assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"
+    assert not Assignment.objects.exists()
 
 
 def test_a_wrong_token_or_a_deactivated_annotator_is_refused(campaign, alice, alice_api):
@@ -180,13 +179,66 @@ def test_a_wrong_token_or_a_deactivated_annotator_is_refused(campaign, alice, al
     stranger = APIClient()
     stranger.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
     response = next_pair(stranger, campaign)
-    # 403, not 401: session auth comes first, and it sends no WWW-Authenticate challenge (DRF's rule).
-    assert response.status_code == 403 and response.json()["detail"] == "Invalid token."
+    assert response.status_code == 401 and response.json()["detail"] == "Invalid token."
     alice.is_active = False
     alice.save()
     response = next_pair(alice_api, campaign)
-    assert response.status_code == 403 and response.json()["detail"] == "User inactive or deleted."
+    assert response.status_code == 401 and response.json()["detail"] == "User inactive or deleted."
     assert not Assignment.objects.exists()
+
+
+def test_a_token_ends_when_the_password_changes_and_logging_in_again_gives_a_new_one(campaign, alice, alice_api):
+    make_pairs(campaign)
+    old_key = Token.objects.get(user=alice).key
+    alice.set_password("alice-password-2")  # Django's own path (admin form, changepassword) does just this
+    alice.save()
+    response = next_pair(alice_api, campaign)
+    assert response.status_code == 401 and "password changed" in response.json()["detail"]
+    fresh = token_client("alice", "alice-password-2")
+    assert Token.objects.get(user=alice).key != old_key
+    assert next_pair(fresh, campaign).status_code == 200
+
+
+def test_a_token_ends_after_its_lifetime_and_logging_in_replaces_it(campaign, alice, alice_api, settings):
+    make_pairs(campaign)
+    settings.API_TOKEN_LIFETIME_S = 3600
+    Token.objects.filter(user=alice).update(created=timezone.now() - timedelta(seconds=3599))
+    assert next_pair(alice_api, campaign).status_code == 200
+    old_key = Token.objects.get(user=alice).key
+    Token.objects.filter(user=alice).update(created=timezone.now() - timedelta(seconds=3601))
+    response = next_pair(alice_api, campaign)
+    assert response.status_code == 401 and "expired" in response.json()["detail"]
+    # The client logs in again with its stale token still in its headers, as a script would.
+    response = alice_api.post("/api/auth/token/", {"username": "alice", "password": "alice-password-1"})
+    assert response.status_code == 200 and response.json()["token"] != old_key
+    alice_api.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
+    assert next_pair(alice_api, campaign).status_code == 200
+
+
+def test_logging_in_again_returns_the_token_still_in_use(alice):
+    right = {"username": "alice", "password": "alice-password-1"}
+    first = APIClient().post("/api/auth/token/", right).json()["token"]
+    assert APIClient().post("/api/auth/token/", right).json()["token"] == first
+
+
+def test_a_token_issued_outside_the_token_endpoint_is_not_accepted(campaign, alice):
+    Token.objects.create(user=alice, key="f" * 40)  # e.g. DRF's drf_create_token: not tied to the password
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token " + "f" * 40)
+    assert next_pair(client, campaign).status_code == 401
+    assert services.api_token_issue(user=alice).key != "f" * 40  # and logging in replaces it
+
+
+def test_the_labeling_page_session_with_its_csrf_token_still_works(campaign, alice):
+    make_pairs(campaign)
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(alice)
+    client.get("/")  # the page sets the CSRF cookie its JS sends back
+    response = client.post(
+        f"/api/labeling/campaigns/{campaign.pk}/next/", {}, format="json",
+        HTTP_X_CSRFTOKEN=client.cookies["csrftoken"].value,
+    )  # fmt: skip
+    assert response.status_code == 200 and Assignment.objects.filter(annotator=alice).count() == 1
 
 
 def test_a_closed_campaign_is_not_found(campaign, alice_api):
@@ -201,19 +253,21 @@ def test_a_closed_campaign_is_not_found(campaign, alice_api):
 def test_session_clients_need_the_csrf_token(campaign, alice):
     make_pairs(campaign)
     client = APIClient(enforce_csrf_checks=True)
-    client.login(username="alice", password="alice-password-1")
+    client.force_login(alice)
     assert next_pair(client, campaign).status_code == 403
     assert not Assignment.objects.exists()
 
 
-def test_token_login_is_throttled_after_repeated_failures(alice, fresh_cache, settings):
-    settings.LOGIN_FAILURE_LIMIT = 3
+def test_token_login_is_locked_after_repeated_failures_with_a_json_code(alice, settings):
+    settings.AXES_FAILURE_LIMIT = 3
     client = APIClient()
     wrong = {"username": "alice", "password": "guess"}
     assert [client.post("/api/auth/token/", wrong).status_code for _ in range(3)] == [400, 400, 400]
     right = {"username": "alice", "password": "alice-password-1"}
     response = client.post("/api/auth/token/", right)
-    assert response.status_code == 429 and response.json()["code"] == "throttled"
+    assert response.status_code == 429 and response.json()["code"] == "locked_out"
+    assert "Too many failed logins" in response.json()["detail"]
+    assert not Token.objects.exists()
 
 
 def test_the_schema_documents_the_labeling_api(client):

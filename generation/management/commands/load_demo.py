@@ -2,7 +2,9 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from generation import services as generation_services
 from labeling import services as labeling_services
@@ -26,6 +28,14 @@ class Command(BaseCommand):
         parser.add_argument("--annotator-password", default="annotator-demo-pass")
 
     def handle(self, *args, campaign: str, admin_password: str, annotator_password: str, **options) -> None:
+        try:
+            with transaction.atomic():
+                admin, _ = User.objects.get_or_create(username="admin", defaults={"is_staff": True, "is_superuser": True})
+                admin.is_staff = admin.is_superuser = True
+                labeling_services.user_set_password(user=admin, password=admin_password)
+                labeling_services.annotator_create(username="annotator", password=annotator_password)
+        except ValidationError as exc:
+            raise CommandError(f"demo password refused: {' '.join(exc.messages)}") from None
         demo, _ = labeling_services.campaign_get_or_create(
             name=campaign, guidelines=GUIDELINES, annotations_per_pair=1, gold_rate=0.0
         )
@@ -33,12 +43,6 @@ class Command(BaseCommand):
             result = labeling_services.prompts_import(campaign=demo, stream=stream, source=str(DEMO_PROMPTS))
         heldout = labeling_services.prompts_assign_heldout(prompts=demo.prompts.all(), fraction=0.2, seed=0)
         policy = generation_services.campaign_ensure_policy(campaign=demo, base_path=settings.POLICY_MODEL)
-
-        admin, _ = User.objects.get_or_create(username="admin", defaults={"is_staff": True, "is_superuser": True})
-        admin.is_staff = admin.is_superuser = True
-        admin.set_password(admin_password)
-        admin.save()
-        labeling_services.annotator_create(username="annotator", password=annotator_password)
 
         self.stdout.write(f"campaign {demo.name!r}: {result}; {heldout} held out; policy {policy.name}")
         self.stdout.write(self.style.SUCCESS("Log in with:"))

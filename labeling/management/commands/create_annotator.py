@@ -1,6 +1,7 @@
 import secrets
 
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 
 from labeling import services
 
@@ -15,5 +16,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, username: str, password: str | None, email: str, **options) -> None:
         password = password or secrets.token_urlsafe(12)
-        services.annotator_create(username=username, password=password, email=email)
+        try:
+            services.annotator_create(username=username, password=password, email=email)
+        except ValidationError as exc:
+            raise CommandError(f"password for {username} refused: {' '.join(exc.messages)}") from None
         self.stdout.write(self.style.SUCCESS(f"annotator {username} / {password}"))
