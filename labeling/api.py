@@ -105,8 +105,12 @@ class ProgressSerializer(serializers.Serializer):
     mine_total = serializers.IntegerField()
     daily_goal = serializers.IntegerField()
     today_fraction = serializers.FloatField()
-    campaign_done = serializers.IntegerField(help_text="Judgments stored toward the campaign's regular pairs.")
-    campaign_needed = serializers.IntegerField(help_text="Regular pairs times N.")
+    campaign_done = serializers.IntegerField(
+        help_text="Your judgments in this campaign (a gold pair counts like any other, so none is told apart)."
+    )
+    campaign_needed = serializers.IntegerField(
+        help_text="campaign_done plus the pairs you hold leases on and those the queue may still give you."
+    )
     campaign_fraction = serializers.FloatField()
 
 
