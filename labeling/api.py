@@ -15,6 +15,7 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from labeling import quality, selectors, services, throttle
@@ -88,7 +89,11 @@ class ErrorSerializer(serializers.Serializer):
 
 
 class ExpiredSerializer(ErrorSerializer):
-    next = PairSerializer(allow_null=True, help_text="The pair to judge instead, or null when none is left.")
+    next = PairSerializer(
+        required=False,
+        allow_null=True,
+        help_text="With lease_expired only: the pair to judge instead, or null when none is left.",
+    )
 
 
 class JudgmentOutSerializer(serializers.Serializer):
@@ -278,8 +283,6 @@ class SubmitView(APIView):
         responses={
             201: JudgmentOutSerializer,
             200: OpenApiResponse(JudgmentOutSerializer, description="A repeat of an accepted submit: nothing new stored."),
-            400: ErrorSerializer,
-            404: OpenApiResponse(description="No such assignment of yours."),
             409: OpenApiResponse(
                 ExpiredSerializer,
                 description="lease_expired (with the next pair), assignment_closed (you skipped it) or "
@@ -323,7 +326,7 @@ class SkipOutSerializer(serializers.Serializer):
 class SkipView(APIView):
     @extend_schema(
         request=None,
-        responses={200: SkipOutSerializer, 404: OpenApiResponse(description="No such assignment of yours."), 409: ErrorSerializer},
+        responses={200: SkipOutSerializer, 409: ErrorSerializer},
         summary="Skip a leased pair (it goes back to the pool; you will not see it again)",
     )
     def post(self, request: Request, pk: int) -> Response:
@@ -351,12 +354,19 @@ class CampaignProgressView(APIView):
         return Response(report_data(quality.campaign_report(campaign=campaign)))
 
 
+class TokenOutSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text='Send it as "Authorization: Token <token>".')
+
+
 class TokenView(ObtainAuthToken):
     """DRF's obtain_auth_token with the same failed-login throttle as the login page."""
 
+    parser_classes = api_settings.DEFAULT_PARSER_CLASSES  # ObtainAuthToken names DRF's own, lax JSON parser
+    authentication_classes = ()  # credentials go in the body: a stale token header must not refuse the login
+
     @extend_schema(
         summary="Exchange username and password for an API token",
-        responses={200: OpenApiResponse(description='{"token": "..."}'), 400: None, 429: ErrorSerializer},
+        responses={200: TokenOutSerializer, 429: ErrorSerializer},
     )
     def post(self, request: Request, *args, **kwargs) -> Response:
         username = str(request.data.get("username", ""))

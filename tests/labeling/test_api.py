@@ -266,7 +266,8 @@ def test_token_login_is_throttled_after_repeated_failures(alice, fresh_cache, se
     assert response.status_code == 429 and response.json()["code"] == "throttled"
 
 
-def test_the_schema_documents_the_labeling_api(client):
+def test_the_schema_documents_the_labeling_api(client, alice):
+    client.force_login(alice)
     schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
     paths = schema["paths"]
     for path in ("/api/auth/token/", "/api/labeling/campaigns/{id}/next/", "/api/labeling/assignments/{id}/submit/"):
