@@ -77,3 +77,11 @@ def test_unknown_api_paths_answer_json_not_found(clients):
     for url in ("/api/nothing/", "/api/labeling/campaigns/1/nothing/", "/api/labeling/campaigns"):
         response = clients["alice"].get(url)
         assert response.status_code == 404 and response.json() == {"detail": "Not found."}, url
+
+
+def test_numbers_past_a_columns_range_are_refused_by_the_serializer(campaign, clients):
+    # Within 64 bits, so the parser lets them through; the job's columns are 32-bit.
+    for field in ("limit", "max_tokens"):
+        response = clients["ada"].post("/api/generation/jobs/", {"campaign": campaign.pk, field: 2**31}, format="json")
+        assert response.status_code == 400 and field in response.json(), response.content
+    assert not GenerationJob.objects.exists()
