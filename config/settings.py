@@ -275,17 +275,28 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # JSON bodies must be objects holding only storable values: anything else is a 400 naming the field.
+    "DEFAULT_PARSER_CLASSES": [
+        "config.parsers.JSONObjectParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "config.api.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Preference loop API",
     "VERSION": "1.0.0",
+    # Any logged-in user: annotators script the labeling endpoints from it, and the staff-only ones it lists
+    # answer them 403 anyway; anonymous visitors learn nothing of the API's surface.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # One schema name per choice set that several serializers share.
     "ENUM_NAME_OVERRIDES": {
         "ShownChoiceEnum": "labeling.api.SHOWN_CHOICES",
         "StrengthScaleEnum": "labeling.models.StrengthScale",
+        "JobStatusEnum": "generation.models.JobStatus",
+        "RoundStatusEnum": "training.models.RoundStatus",
     },
 }
 

@@ -1,8 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from config.api import not_found
 from labeling.views import home
 
 urlpatterns = [
@@ -17,4 +18,5 @@ urlpatterns = [
     path("api/training/", include("training.api_urls")),
     path("generation/", include("generation.urls")),
     path("api/generation/", include("generation.api_urls")),
+    re_path(r"^api/(?P<path>.*)$", not_found),  # last: only paths no API view took
 ]

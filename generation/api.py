@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.backends.base.operations import BaseDatabaseOperations
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
@@ -14,6 +15,10 @@ from rest_framework.views import APIView
 from generation import services
 from generation.models import GenerationJob, ModelVersion, ModelVersionStatus
 from labeling.models import Campaign
+
+
+_POSITIVE_INT_MAX = BaseDatabaseOperations.integer_field_ranges["PositiveIntegerField"][1]
+_BIG_INT_MAX = BaseDatabaseOperations.integer_field_ranges["BigIntegerField"][1]
 
 
 class JobStartInput(serializers.Serializer):
@@ -30,11 +35,12 @@ class JobStartInput(serializers.Serializer):
         allow_null=True,
         help_text="For an A/B job: side b is sampled from this policy.",
     )
-    limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    seed = serializers.IntegerField(min_value=0, default=0)
+    # The columns' ranges (PositiveIntegerField, BigIntegerField): a larger number would fail in the database.
+    limit = serializers.IntegerField(min_value=1, max_value=_POSITIVE_INT_MAX, required=False, allow_null=True)
+    seed = serializers.IntegerField(min_value=0, max_value=_BIG_INT_MAX, default=0)
     temperature = serializers.FloatField(min_value=0.0, default=1.0)
     top_p = serializers.FloatField(min_value=0.0, max_value=1.0, default=1.0)
-    max_tokens = serializers.IntegerField(min_value=1, default=128)
+    max_tokens = serializers.IntegerField(min_value=1, max_value=_POSITIVE_INT_MAX, default=128)
 
     def validate_top_p(self, value: float) -> float:
         if value == 0:
@@ -45,7 +51,7 @@ class JobStartInput(serializers.Serializer):
 class JobOutput(serializers.ModelSerializer):
     campaign = serializers.CharField(source="campaign.name")
     policy = serializers.CharField(source="policy.name")
-    policy_b = serializers.CharField(source="policy_b.name", default=None)
+    policy_b = serializers.CharField(source="policy_b.name", default=None, allow_null=True)
     status_label = serializers.CharField(source="get_status_display")
     progress = serializers.FloatField()
     finished = serializers.SerializerMethodField()

@@ -150,7 +150,8 @@ class PromptAdmin(admin.ModelAdmin):
         form = PromptUploadForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]
-            stream = io.TextIOWrapper(upload.file, encoding="utf-8", newline="")
+            # surrogateescape: a byte that is not UTF-8 is reported by line and field (importers.parse).
+            stream = io.TextIOWrapper(upload.file, encoding="utf-8", errors="surrogateescape", newline="")
             try:
                 result = services.prompts_import(
                     campaign=form.cleaned_data["campaign"],
@@ -160,8 +161,6 @@ class PromptAdmin(admin.ModelAdmin):
                 )
             except PromptFileError as exc:
                 form.add_error("file", f"Nothing was imported. {exc}")
-            except UnicodeDecodeError as exc:
-                form.add_error("file", f"Nothing was imported. {upload.name} is not UTF-8 text ({exc.reason}).")
             else:
                 self.message_user(request, f"{upload.name}: {result}.", messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:labeling_prompt_changelist"))

@@ -14,6 +14,7 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from labeling import login_guard, quality, selectors, services
@@ -87,7 +88,11 @@ class ErrorSerializer(serializers.Serializer):
 
 
 class ExpiredSerializer(ErrorSerializer):
-    next = PairSerializer(allow_null=True, help_text="The pair to judge instead, or null when none is left.")
+    next = PairSerializer(
+        required=False,
+        allow_null=True,
+        help_text="With lease_expired only: the pair to judge instead, or null when none is left.",
+    )
 
 
 class JudgmentOutSerializer(serializers.Serializer):
@@ -104,8 +109,12 @@ class ProgressSerializer(serializers.Serializer):
     mine_total = serializers.IntegerField()
     daily_goal = serializers.IntegerField()
     today_fraction = serializers.FloatField()
-    campaign_done = serializers.IntegerField(help_text="Judgments stored toward the campaign's regular pairs.")
-    campaign_needed = serializers.IntegerField(help_text="Regular pairs times N.")
+    campaign_done = serializers.IntegerField(
+        help_text="Your judgments in this campaign (a gold pair counts like any other, so none is told apart)."
+    )
+    campaign_needed = serializers.IntegerField(
+        help_text="campaign_done plus the pairs you hold leases on and those the queue may still give you."
+    )
     campaign_fraction = serializers.FloatField()
 
 
@@ -273,8 +282,6 @@ class SubmitView(APIView):
         responses={
             201: JudgmentOutSerializer,
             200: OpenApiResponse(JudgmentOutSerializer, description="A repeat of an accepted submit: nothing new stored."),
-            400: ErrorSerializer,
-            404: OpenApiResponse(description="No such assignment of yours."),
             409: OpenApiResponse(
                 ExpiredSerializer,
                 description="lease_expired (with the next pair), assignment_closed (you skipped it) or "
@@ -318,7 +325,7 @@ class SkipOutSerializer(serializers.Serializer):
 class SkipView(APIView):
     @extend_schema(
         request=None,
-        responses={200: SkipOutSerializer, 404: OpenApiResponse(description="No such assignment of yours."), 409: ErrorSerializer},
+        responses={200: SkipOutSerializer, 409: ErrorSerializer},
         summary="Skip a leased pair (it goes back to the pool; you will not see it again)",
     )
     def post(self, request: Request, pk: int) -> Response:
@@ -346,9 +353,14 @@ class CampaignProgressView(APIView):
         return Response(report_data(quality.campaign_report(campaign=campaign)))
 
 
+class TokenOutSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text='Send it as "Authorization: Token <token>".')
+
+
 class TokenView(ObtainAuthToken):
     """DRF's obtain_auth_token, through the login guard, handing out tokens that end (labeling.authentication)."""
 
+    parser_classes = api_settings.DEFAULT_PARSER_CLASSES  # ObtainAuthToken names DRF's own, lax JSON parser
     # A client may come back with its expired token still in its headers: logging in must not need it.
     authentication_classes = ()
 
@@ -356,7 +368,7 @@ class TokenView(ObtainAuthToken):
         summary="Exchange username and password for an API token",
         description="The token you hold while it lasts, else a new one (tokens end after API_TOKEN_LIFETIME_S, "
         "when the password changes, or when the account is deactivated).",
-        responses={200: OpenApiResponse(description='{"token": "..."}'), 400: None, 429: ErrorSerializer},
+        responses={200: TokenOutSerializer, 429: ErrorSerializer},
     )
     def post(self, request: Request, *args, **kwargs) -> Response:
         credentials = self.get_serializer(data=request.data)

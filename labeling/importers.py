@@ -6,19 +6,26 @@ file, the line and the problem. Storing them is labeling.services.prompts_import
 
 import csv
 import hashlib
-
+import itertools
 import json
 import re
+import reprlib
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from django.db.backends.base.operations import BaseDatabaseOperations
+
+from config.untrusted import json_problem
 from labeling.models import Split
 
 ROLES = ("system", "user", "assistant")
 FORMATS = ("jsonl", "csv", "hh")
 _WS = re.compile(r"\s+")
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+# Prompt.priority (and Comparison.priority, its copy) is an IntegerField: 32 bits on PostgreSQL.
+PRIORITY_RANGE = BaseDatabaseOperations.integer_field_ranges["IntegerField"]
+_BOM = "\ufeff"
 
 
 class PromptFileError(ValueError):
@@ -58,9 +65,21 @@ def detect_format(name: str) -> str:
     return "csv" if name.lower().endswith(".csv") else "jsonl"
 
 
+def _without_bom(stream: Iterable[str]) -> Iterator[str]:
+    """The lines, the first without the UTF-8 byte order mark that spreadsheet programs write."""
+    lines = iter(stream)
+    first = next(lines, None)
+    if first is None:
+        return iter(())
+    return itertools.chain([first.removeprefix(_BOM)], lines)
+
+
 def parse(stream: Iterable[str], *, source: str, fmt: str) -> Iterator[PromptRow]:
+    """The file's rows, validated. `stream` should be decoded with errors="surrogateescape":
+    a byte that is not UTF-8 is then reported with its line and field, like any other bad value."""
     if fmt not in FORMATS:
         raise PromptFileError(source, 0, f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    stream = _without_bom(stream)
     if fmt == "csv":
         yield from _parse_csv(stream, source)
     else:
@@ -75,16 +94,35 @@ def _parse_jsonl(stream: Iterable[str], source: str) -> Iterator[PromptRow]:
             record = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise PromptFileError(source, number, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+        except ValueError as exc:  # an integer longer than Python converts (4300 digits)
+            raise PromptFileError(source, number, f"invalid JSON ({exc})") from None
+        except RecursionError:
+            raise PromptFileError(source, number, "invalid JSON (nested too deeply)") from None
         if not isinstance(record, dict):
             raise PromptFileError(source, number, "each line must be a JSON object")
         yield _row_from_record(record, source, number)
 
 
+def _csv_records(reader: csv.DictReader, source: str) -> Iterator[dict]:
+    """The reader's records, a malformed one (csv.Error) raised as a PromptFileError naming its line."""
+    try:
+        yield from reader
+    except csv.Error as exc:
+        # Chiefly a field over csv.field_size_limit() (131,072 characters): the limit is
+        # process-wide, so it is reported rather than raised; JSONL has no such limit.
+        # The underlying reader's count: DictReader's own moves only once a record is complete.
+        raise PromptFileError(source, reader.reader.line_num, f"CSV: {exc} (for longer prompts use JSONL)") from None
+
+
 def _parse_csv(stream: Iterable[str], source: str) -> Iterator[PromptRow]:
     reader = csv.DictReader(stream)
-    if not reader.fieldnames or "prompt" not in reader.fieldnames:
+    try:
+        header = reader.fieldnames
+    except csv.Error as exc:
+        raise PromptFileError(source, reader.line_num, f"the header: {exc}") from None
+    if not header or "prompt" not in header:
         raise PromptFileError(source, 1, "the header has no 'prompt' column")
-    for record in reader:
+    for record in _csv_records(reader, source):
         # line_num is the reader's physical line: right even when a quoted field spans lines.
         number = reader.line_num
         if None in record:
@@ -99,6 +137,9 @@ def _row_from_record(record: dict, source: str, number: int) -> PromptRow:
     def fail(reason: str) -> PromptFileError:
         return PromptFileError(source, number, reason)
 
+    problem = json_problem(record)
+    if problem:
+        raise fail(f"field '{problem[0]}' {problem[1]}")
     row = PromptRow(line=number)
     if "prompt" in record:
         if not isinstance(record["prompt"], str) or not record["prompt"].strip():
@@ -122,12 +163,15 @@ def _row_from_record(record: dict, source: str, number: int) -> PromptRow:
     row.split = split
 
     priority = record.get("priority", 0)
+    low, high = PRIORITY_RANGE
     try:
         if isinstance(priority, bool) or (isinstance(priority, float) and not priority.is_integer()):
             raise ValueError
         row.priority = int(priority)
+        if not low <= row.priority <= high:
+            raise ValueError
     except (TypeError, ValueError):
-        raise fail(f"field 'priority' must be an integer, not {priority!r}") from None
+        raise fail(f"field 'priority' must be an integer from {low} to {high}, not {reprlib.repr(priority)}") from None
 
     external_id = record.get("id", "")
     if not isinstance(external_id, (str, int)) or isinstance(external_id, bool):

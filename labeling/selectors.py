@@ -130,25 +130,16 @@ def pair_texts(*, assignment_id: int) -> PairTexts:
     return PairTexts(prompt=text, messages=json.loads(messages) if messages is not None else None, a=a, b=b)
 
 
-def comparison_claim_sql(
-    *, campaign: Campaign, annotator: User, gold: bool, now: datetime, exclude: list[int], lock: bool
-) -> tuple[str, list]:
-    """SQL for the first open pair of the campaign this annotator may be given, in serving order.
+def _claimable(*, campaign: Campaign, annotator: User, gold: bool, now: datetime) -> tuple[list[str], list]:
+    """FROM and WHERE of the campaign's open pairs (gold or regular) this annotator may be given.
 
     A regular pair is claimable while its judgments plus its live leases are
     fewer than the campaign's N. Gold pairs have a known answer and exist to
     measure annotators, so each annotator may get each once: they have no cap.
-    With `lock`, the row is locked FOR UPDATE SKIP LOCKED, and the lease's
-    insert re-checks the cap (services._lease_if_room), because this
-    statement's snapshot may predate a lease committed a moment ago.
-
-    For regular pairs it walks the comparison_queue index (open, non-gold, by
-    priority then age) and stops at the first free row.
     """
     comparison, prompt, assignment = tables(Comparison, Prompt, Assignment)
-    leased_until = db_timestamp(now)
     sql = [
-        f"SELECT c.id FROM {comparison} c JOIN {prompt} p ON p.id = c.prompt_id",
+        f"FROM {comparison} c JOIN {prompt} p ON p.id = c.prompt_id",
         f"WHERE p.campaign_id = %s AND p.enabled AND c.status = '{ComparisonStatus.OPEN}'",
         f"AND {'c.is_gold' if gold else 'NOT c.is_gold'}",
         f"AND NOT EXISTS (SELECT 1 FROM {assignment} s WHERE s.comparison_id = c.id AND s.annotator_id = %s)",
@@ -159,7 +150,24 @@ def comparison_claim_sql(
             f"AND c.judgments_count + (SELECT count(*) FROM {assignment} l WHERE l.comparison_id = c.id"
             f" AND l.state = '{AssignmentState.LEASED}' AND l.leased_until > %s) < %s"
         )
-        params += [leased_until, campaign.annotations_per_pair]
+        params += [db_timestamp(now), campaign.annotations_per_pair]
+    return sql, params
+
+
+def comparison_claim_sql(
+    *, campaign: Campaign, annotator: User, gold: bool, now: datetime, exclude: list[int], lock: bool
+) -> tuple[str, list]:
+    """SQL for the first open pair of the campaign this annotator may be given, in serving order.
+
+    With `lock`, the row is locked FOR UPDATE SKIP LOCKED, and the lease's
+    insert re-checks the cap (services._lease_if_room), because this
+    statement's snapshot may predate a lease committed a moment ago.
+
+    For regular pairs it walks the comparison_queue index (open, non-gold, by
+    priority then age) and stops at the first free row.
+    """
+    where, params = _claimable(campaign=campaign, annotator=annotator, gold=gold, now=now)
+    sql = ["SELECT c.id", *where]
     if exclude:
         sql.append(f"AND c.id NOT IN ({', '.join(['%s'] * len(exclude))})")
         params += exclude
@@ -167,6 +175,26 @@ def comparison_claim_sql(
     if lock and connection.features.has_select_for_update_skip_locked:
         sql.append("FOR UPDATE OF c SKIP LOCKED")
     return "\n".join(sql), params
+
+
+def pairs_left_for(*, campaign: Campaign, annotator: User, now: datetime) -> int:
+    """The pairs this annotator holds unexpired leases on in the campaign, plus those the queue may still give them.
+
+    Gold pairs count like regular ones, but only where assignment_next serves
+    them: when the campaign mixes gold in, and while regular work is left.
+    """
+    held = Assignment.objects.filter(
+        annotator=annotator, comparison__prompt__campaign=campaign, state=AssignmentState.LEASED, leased_until__gt=now
+    ).count()
+
+    def count(gold: bool) -> int:
+        where, params = _claimable(campaign=campaign, annotator=annotator, gold=gold, now=now)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) " + "\n".join(where), params)
+            return cursor.fetchone()[0]
+
+    regular = count(gold=False)
+    return held + regular + (count(gold=True) if regular and campaign.gold_rate else 0)
 
 
 @dataclass(frozen=True)
@@ -205,11 +233,15 @@ def campaign_progress(*, campaign: Campaign) -> tuple[int, int]:
 
 
 def annotator_progress(*, campaign: Campaign, annotator: User, daily_goal: int) -> Progress:
-    done, needed = campaign_progress(campaign=campaign)
+    """The annotator's own progress. The campaign counter is theirs too (their judgments out of those plus
+    the pairs still open to them), so a gold pair moves it exactly as a regular one does: a campaign-wide
+    count of regular work would stand still after a gold pair and give it away. Staff see the campaign's
+    real progress on the dashboard (campaign_progress)."""
+    mine = Judgment.objects.filter(annotator=annotator, comparison__prompt__campaign=campaign).count()
     return Progress(
         mine_today=judgments_mine_today(annotator=annotator, campaign=campaign),
-        mine_total=Judgment.objects.filter(annotator=annotator, comparison__prompt__campaign=campaign).count(),
+        mine_total=mine,
         daily_goal=daily_goal,
-        campaign_done=done,
-        campaign_needed=needed,
+        campaign_done=mine,
+        campaign_needed=mine + pairs_left_for(campaign=campaign, annotator=annotator, now=timezone.now()),
     )

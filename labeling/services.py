@@ -45,7 +45,7 @@ class ImportResult:
 def _counting(stream: Iterable[str], bar: tqdm) -> Iterator[str]:
     """Yields the stream's lines, advancing a byte-sized progress bar."""
     for line in stream:
-        bar.update(len(line.encode("utf-8")))
+        bar.update(len(line.encode("utf-8", "surrogateescape")))  # undecodable bytes are counted, reported later
         yield line
 
 

@@ -1,6 +1,7 @@
 """Staff-only API: preference snapshots (create, download) and DPO rounds (start, watch, cancel)."""
 
 from pathlib import Path
+from typing import Any
 
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
@@ -13,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.api import DetailSerializer
 from labeling.models import Campaign
 from training import selectors, services
 from training.config import RoundConfig
@@ -130,7 +132,7 @@ class RoundStartApi(APIView):
 
     @extend_schema(
         request=RoundStartInput,
-        responses={201: RoundOutput, 409: OpenApiResponse(description="A round is already queued or running.")},
+        responses={201: RoundOutput, 409: OpenApiResponse(DetailSerializer, description="A round is already queued or running.")},
         summary="Staff: start a DPO round",
     )
     def post(self, request: Request) -> Response:
@@ -145,18 +147,25 @@ class RoundStartApi(APIView):
         return Response(RoundOutput(training_round).data, status=status.HTTP_201_CREATED)
 
 
-class RoundDetailApi(APIView):
-    permission_classes = [IsAdminUser]
+class RoundDetailOutput(RoundOutput):
+    metrics = serializers.SerializerMethodField(help_text="The training curve: {step, epoch, <metric>: value} per step.")
 
-    @extend_schema(responses=RoundOutput, summary="Staff: a round's state, evaluation and training curve")
-    def get(self, request: Request, pk: int) -> Response:
-        training_round = get_object_or_404(TrainingRound, pk=pk)
-        data = RoundOutput(training_round).data
-        data["metrics"] = [
+    class Meta(RoundOutput.Meta):
+        fields = [*RoundOutput.Meta.fields, "metrics"]
+
+    def get_metrics(self, training_round: TrainingRound) -> list[dict[str, Any]]:
+        return [
             {"step": m.step, "epoch": m.epoch, **m.values}
             for m in selectors.round_metrics(training_round=training_round)
         ]
-        return Response(data)
+
+
+class RoundDetailApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses=RoundDetailOutput, summary="Staff: a round's state, evaluation and training curve")
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(RoundDetailOutput(get_object_or_404(TrainingRound, pk=pk)).data)
 
 
 class RoundCancelApi(APIView):
@@ -164,7 +173,7 @@ class RoundCancelApi(APIView):
 
     @extend_schema(
         request=None,
-        responses={200: RoundOutput, 409: OpenApiResponse(description="The round is not active.")},
+        responses={200: RoundOutput, 409: OpenApiResponse(DetailSerializer, description="The round is not active.")},
         summary="Staff: cancel a round",
     )
     def post(self, request: Request, pk: int) -> Response:

@@ -4,12 +4,79 @@ Django-free on purpose: the worker (`python -m training.dpo_worker`) may run und
 `accelerate launch` on a GPU host that has no database credentials.
 """
 
+import math
+import re
+import reprlib
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "sigmoid_norm")
 REFERENCES = ("previous", "initial")
 PRECISIONS = ("auto", "fp32", "bf16")
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+
+# What each field's declared type accepts from JSON or a form, and how a refusal names it.
+# bool is an int in Python, and JSON gives 8 for 8.0: both are told apart here.
+_TYPES = {
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)),
+    float | None: ("a number or null", lambda v: v is None or _TYPES[float][1](v)),
+    str: ("a string", lambda v: isinstance(v, str)),
+    tuple[str, ...]: ("a list of strings", lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)),
+    dict: ("an object", lambda v: isinstance(v, dict)),
+}
+
+
+def _parse(cls, data: dict[str, Any] | None, *, what: str) -> dict[str, Any]:
+    """`data` checked against the dataclass's fields: no unknown keys, every value of its field's type.
+
+    Configs arrive as JSON (API) or form input; a wrong type would otherwise pass the
+    range checks (8.5 >= 1) and fail only inside the training worker.
+    """
+    data = dict(data or {})
+    unknown = sorted(set(data) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {what} keys: {', '.join(unknown)}")
+    problems = []
+    for f in fields(cls):
+        name, accepts = _TYPES[f.type]
+        if f.name in data and not accepts(data[f.name]):
+            problems.append(f"{f.name} must be {name}, not {reprlib.repr(data[f.name])}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return data
+
+
+@dataclass(frozen=True)
+class AggregationPolicy:
+    """How a comparison's judgments become one (chosen, rejected) row, or none.
+
+    Every judgment votes a, b, tie or both_bad. The winner must be a or b, hold a
+    strict plurality and at least `min_agreement` of the counted votes, over at
+    least `min_judgments` counted votes. With `drop_ties` (the default) a tie vote
+    counts, so a pair whose judges mostly call it a tie gives no row; without it,
+    tie votes abstain. `drop_both_bad` works the same way for both_bad votes.
+    """
+
+    min_judgments: int = 1
+    min_agreement: float = 0.5
+    drop_ties: bool = True
+    drop_both_bad: bool = True
+    include_gold: bool = False
+
+    def __post_init__(self) -> None:
+        if self.min_judgments < 1:
+            raise ValueError("min_judgments must be at least 1")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise ValueError("min_agreement must be between 0 and 1")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "AggregationPolicy":
+        return cls(**_parse(cls, data, what="aggregation"))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -75,19 +142,23 @@ class RoundConfig:
             problems.append("gate_min_accuracy must be between 0 and 1")
         if not 0 <= self.gate_tolerance <= 1:
             problems.append("gate_tolerance must be between 0 and 1")
+        if not all(_MODULE_NAME.fullmatch(name) for name in self.lora_target_modules):
+            problems.append("lora_target_modules must be module names (letters, digits, _ and .)")
+        try:
+            AggregationPolicy.from_dict(self.aggregation)
+        except ValueError as exc:
+            problems.append(f"aggregation: {exc}")
         if problems:
             raise ValueError("; ".join(problems))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "RoundConfig":
         data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown round config keys: {', '.join(unknown)}")
+        if isinstance(data.get("lora_target_modules"), str):
+            data["lora_target_modules"] = data["lora_target_modules"].split(",")
+        data = _parse(cls, data, what="round config")
         if "lora_target_modules" in data:
-            modules = data["lora_target_modules"]
-            data["lora_target_modules"] = tuple(modules.split(",") if isinstance(modules, str) else modules)
+            data["lora_target_modules"] = tuple(data["lora_target_modules"])
         return cls(**data)
 
     def as_dict(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,6 +22,7 @@ from django.db.models.functions import Greatest
 
 from generation.selectors import prompt_model_input
 from labeling.models import Campaign, Choice, Comparison, Split
+from training.config import AggregationPolicy
 
 FORMATS = ("jsonl", "parquet")
 # "chat": every prompt as the message list the generator conditioned on (a plain prompt is one user
@@ -30,41 +31,6 @@ FORMATS = ("jsonl", "parquet")
 PROMPT_FORMATS = ("chat", "auto")
 SPLITS = (Split.TRAIN.value, Split.HELDOUT.value)
 _CHUNK = 1000  # rows per database fetch and per Parquet row group
-
-
-@dataclass(frozen=True)
-class AggregationPolicy:
-    """How a comparison's judgments become one (chosen, rejected) row, or none.
-
-    Every judgment votes a, b, tie or both_bad. The winner must be a or b, hold a
-    strict plurality and at least `min_agreement` of the counted votes, over at
-    least `min_judgments` counted votes. With `drop_ties` (the default) a tie vote
-    counts, so a pair whose judges mostly call it a tie gives no row; without it,
-    tie votes abstain. `drop_both_bad` works the same way for both_bad votes.
-    """
-
-    min_judgments: int = 1
-    min_agreement: float = 0.5
-    drop_ties: bool = True
-    drop_both_bad: bool = True
-    include_gold: bool = False
-
-    def __post_init__(self) -> None:
-        if self.min_judgments < 1:
-            raise ValueError("min_judgments must be at least 1")
-        if not 0.0 <= self.min_agreement <= 1.0:
-            raise ValueError("min_agreement must be between 0 and 1")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "AggregationPolicy":
-        data = dict(data or {})
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown aggregation keys: {', '.join(unknown)}")
-        return cls(**data)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _heldout_q() -> Q:

@@ -9,10 +9,11 @@ from labeling.models import Prompt, Split
 pytestmark = pytest.mark.django_db
 
 
-def _upload(client, campaign, name: str, content: str):
+def _upload(client, campaign, name: str, content: str | bytes):
+    data = content if isinstance(content, bytes) else content.encode()
     return client.post(
         reverse("admin:labeling_prompt_upload"),
-        {"campaign": campaign.pk, "file": SimpleUploadedFile(name, content.encode()), "format": ""},
+        {"campaign": campaign.pk, "file": SimpleUploadedFile(name, data), "format": ""},
         follow=True,
     )
 
@@ -30,6 +31,22 @@ def test_admin_upload_of_a_bad_file_shows_the_line_and_stores_nothing(client, ad
     assert response.status_code == 200
     assert "Nothing was imported. p.jsonl line 2: invalid JSON" in response.content.decode()
     assert Prompt.objects.count() == 0
+
+
+def test_admin_upload_names_a_nul_or_a_byte_that_is_not_utf8_and_stores_nothing(client, admin_user, campaign):
+    client.force_login(admin_user)
+    response = _upload(client, campaign, "p.csv", b"prompt,tags\nfine,t\nbad\x00,t\n")
+    assert "Nothing was imported. p.csv line 3: field &#x27;prompt&#x27; contains a NUL" in response.content.decode()
+    response = _upload(client, campaign, "latin1.csv", "prompt\nfine\ncaf\u00e9\n".encode("latin-1"))
+    assert "latin1.csv line 3: field &#x27;prompt&#x27; contains U+DCE9" in response.content.decode()
+    assert Prompt.objects.count() == 0
+
+
+def test_admin_upload_accepts_a_utf8_byte_order_mark(client, admin_user, campaign):
+    client.force_login(admin_user)
+    response = _upload(client, campaign, "excel.csv", b"\xef\xbb\xbfprompt\nWhat is a tide?\n")
+    assert "imported 1 prompts" in response.content.decode()
+    assert Prompt.objects.get().text == "What is a tide?"
 
 
 def test_annotator_cannot_reach_the_upload(client, alice, campaign):

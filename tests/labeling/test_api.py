@@ -79,6 +79,55 @@ def test_gold_pairs_look_exactly_like_regular_ones(campaign, alice_api, bob_api)
     assert shape(gold) == shape(regular) and "gold" not in str(gold)
 
 
+def _shape(value):
+    """The value's structure: dict keys and value types, recursively (a list by its first item)."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(value[0])] if value else []
+    return type(value).__name__
+
+
+def test_nothing_an_annotator_gets_back_tells_a_gold_pair_from_a_regular_one(campaign, alice_api):
+    campaign.gold_rate = 1.0  # gold first while regular work is left: alice gets the gold pair, then a regular one
+    campaign.save()
+    for gold_choice in ("", "", "a"):
+        make_pairs(campaign, gold_choice=gold_choice)
+    me = lambda: alice_api.get(f"/api/labeling/campaigns/{campaign.pk}/me/")  # noqa: E731
+    seen = {}
+    for kind in ("gold", "regular"):
+        before = me().json()
+        leased = next_pair(alice_api, campaign)
+        after_lease = me().json()
+        submitted = submit(alice_api, leased.json()["assignment_id"], choice="left", strength=2, time_ms=900)
+        after_submit = me().json()
+        seen[kind] = {
+            "next": (leased.status_code, leased.json()),
+            "submit": (submitted.status_code, submitted.json()),
+            "lease moves me by": {k: after_lease[k] - before[k] for k in before},
+            "submit moves me by": {k: after_submit[k] - after_lease[k] for k in before},
+        }
+    gold, regular = seen["gold"], seen["regular"]
+    assert Assignment.objects.get(pk=gold["next"][1]["assignment_id"]).comparison.is_gold
+    assert not Assignment.objects.get(pk=regular["next"][1]["assignment_id"]).comparison.is_gold
+    for response in ("next", "submit"):
+        (gold_status, gold_body), (regular_status, regular_body) = gold[response], regular[response]
+        assert gold_status == regular_status and _shape(gold_body) == _shape(regular_body)
+        # Every field but the ids, the lease's end and the side a was shown on (random per lease) is the same.
+        varying = {"assignment_id", "judgment_id", "expires_at", "stored_choice", "left", "right"}
+        assert {k: v for k, v in gold_body.items() if k not in varying} == {
+            k: v for k, v in regular_body.items() if k not in varying
+        }
+        assert "gold" not in str(gold_body)
+    assert sorted((gold["next"][1]["left"]["text"], gold["next"][1]["right"]["text"])) == sorted(
+        (regular["next"][1]["left"]["text"], regular["next"][1]["right"]["text"])
+    )
+    # The stats move the same way after a gold pair as after a regular one: on lease and on submit.
+    assert gold["lease moves me by"] == regular["lease moves me by"]
+    assert gold["submit moves me by"] == regular["submit moves me by"]
+    assert gold["submit moves me by"]["campaign_done"] == 1
+
+
 def test_next_answers_204_when_nothing_is_left(campaign, alice_api):
     assert next_pair(alice_api, campaign).status_code == 204
 
@@ -142,13 +191,14 @@ def test_my_stats_count_today_and_the_campaign(campaign, alice_api):
     campaign.annotations_per_pair = 2
     campaign.save()
     make_pairs(campaign, 3)
-    make_pairs(campaign, gold_choice="b")  # gold pairs are not campaign work
+    make_pairs(campaign, gold_choice="b")  # never served: the campaign mixes in no gold
     pair = next_pair(alice_api, campaign).json()
     submit(alice_api, pair["assignment_id"], choice="tie")
     stats = alice_api.get(f"/api/labeling/campaigns/{campaign.pk}/me/").json()
     assert (stats["mine_today"], stats["mine_total"]) == (1, 1)
-    assert (stats["campaign_done"], stats["campaign_needed"]) == (1, 6)
-    assert stats["campaign_fraction"] == pytest.approx(1 / 6)
+    # Alice's share: her one judgment, and the two pairs she has not seen yet.
+    assert (stats["campaign_done"], stats["campaign_needed"]) == (1, 3)
+    assert stats["campaign_fraction"] == pytest.approx(1 / 3)
 
 
 def test_campaign_progress_is_for_staff_only(campaign, alice_api, admin_user):
@@ -270,7 +320,8 @@ def test_token_login_is_locked_after_repeated_failures_with_a_json_code(alice, s
     assert not Token.objects.exists()
 
 
-def test_the_schema_documents_the_labeling_api(client):
+def test_the_schema_documents_the_labeling_api(client, alice):
+    client.force_login(alice)
     schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
     paths = schema["paths"]
     for path in ("/api/auth/token/", "/api/labeling/campaigns/{id}/next/", "/api/labeling/assignments/{id}/submit/"):

@@ -163,3 +163,60 @@ def test_heldout_split_is_reproducible_by_seed_and_near_the_fraction(campaign):
     assert set(prompts.filter(split=Split.HELDOUT).values_list("pk", flat=True)) != first
     services.prompts_assign_heldout(prompts=prompts, fraction=0.2, seed=3)
     assert set(prompts.filter(split=Split.HELDOUT).values_list("pk", flat=True)) == first
+
+
+# --- Input no column can store: a named error, nothing stored -------------------------------------
+
+_GOOD = b'{"prompt": "fine"}\n'
+
+
+@pytest.mark.parametrize(
+    "name, line, reason",
+    [
+        ("nul.jsonl", b'{"prompt": "a\\u0000b"}', "line 2: field 'prompt' contains a NUL character"),
+        ("tag.jsonl", b'{"prompt": "x", "tags": ["ok", "t\\u0000"]}', "line 2: field 'tags[1]' contains a NUL"),
+        ("id.jsonl", b'{"prompt": "x", "id": "7\\u0000"}', "line 2: field 'id' contains a NUL"),
+        (
+            "chat.jsonl",
+            b'{"messages": [{"role": "user", "content": "hi\\u0000"}]}',
+            "line 2: field 'messages[0].content' contains a NUL",
+        ),
+        ("escape.jsonl", b'{"prompt": "\\ud800 alone"}', "line 2: field 'prompt' contains U+D800, a lone surrogate"),
+        ("bytes.jsonl", b'{"prompt": "\xed\xa0\x80 cesu"}', "line 2: field 'prompt' contains U+DCED, a lone surrogate"),
+        ("key.jsonl", b'{"prompt": "x", "\\ud800": 1}', "line 2: field '\\ud800' (the key) contains U+D800"),
+        ("big.jsonl", b'{"prompt": "x", "priority": 2147483648}', "line 2: field 'priority' must be an integer from"),
+        ("huge.jsonl", b'{"prompt": "x", "priority": 1' + b"0" * 30 + b"}", "line 2: field 'priority' is an integer beyond 64 bits"),
+        ("inf.jsonl", b'{"prompt": "x", "priority": 1e400}', "line 2: field 'priority' is not a finite number"),
+        ("digits.jsonl", b'{"prompt": "x", "id": 1' + b"0" * 5000 + b"}", "line 2: invalid JSON (Exceeds the limit"),
+        ("deep.jsonl", b'{"prompt": "x", "e": ' + b"[" * 5000 + b"]" * 5000 + b"}", "line 2: invalid JSON (nested too deeply)"),
+        ("deepish.jsonl", b'{"prompt": "x", "e": ' + b"[" * 100 + b"]" * 100 + b"}", "line 2: field 'e[0][0]"),
+        ("nul.csv", b"prompt,tags\nfine,t\na\x00b,t", "line 3: field 'prompt' contains a NUL"),
+        ("tags.csv", b"prompt,tags\nfine,t\nx,ok;t\x00", "line 3: field 'tags[1]' contains a NUL"),
+        ("bytes.csv", b"prompt,tags\nfine,t\n\xff,t", "line 3: field 'prompt' contains U+DCFF"),
+        ("long.csv", b"prompt\nfine\n" + b"x" * 200_000, "line 3: CSV: field larger than field limit (131072)"),
+    ],
+)
+def test_input_no_column_can_store_is_refused_naming_file_line_and_field(campaign, tmp_path: Path, name, line, reason):
+    path = tmp_path / name
+    path.write_bytes((b"" if name.endswith(".csv") else _GOOD) + line + b"\n")
+    with pytest.raises(CommandError) as err:
+        call_command("import_prompts", str(path), campaign=campaign.name, quiet=True)
+    assert str(err.value).startswith(f"nothing was imported: {name} line")
+    assert reason in str(err.value)
+    assert Prompt.objects.count() == 0 and Tag.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("excel.csv", "prompt,tags\nWhat is a tide?,sea;moon\n"),
+        ("excel.jsonl", '{"prompt": "What is a tide?", "tags": ["moon", "sea"]}\n'),
+    ],
+)
+def test_a_utf8_byte_order_mark_is_accepted(campaign, tmp_path: Path, name, content):
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + content.encode())
+    call_command("import_prompts", str(path), campaign=campaign.name, quiet=True)
+    prompt = Prompt.objects.get()
+    assert prompt.text == "What is a tide?"
+    assert sorted(prompt.tags.values_list("name", flat=True)) == ["moon", "sea"]

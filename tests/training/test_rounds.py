@@ -10,6 +10,7 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 from django_celery_beat.models import PeriodicTask
+from rest_framework.test import APIClient
 
 from config.celery import app as celery_app
 from generation.models import Completion, GenerationJob, ModelVersion
@@ -414,3 +415,39 @@ def test_round_config_rejects_unknown_keys_and_bad_values():
         RoundConfig.from_dict({"beta": 0})
     assert RoundConfig.from_dict({"lora_target_modules": "q_proj,v_proj"}).lora_target_modules == ("q_proj", "v_proj")
     assert RoundConfig.from_dict(json.loads(json.dumps(RoundConfig().as_dict()))) == RoundConfig()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "config, problem",
+    [
+        ({"aggregation": {"min_votes": 2}}, "unknown aggregation keys: min_votes"),
+        ({"aggregation": {"min_agreement": 1.5}}, "min_agreement must be between 0 and 1"),
+        ({"aggregation": {"min_judgments": "2"}}, "min_judgments must be an integer"),
+        ({"aggregation": []}, "aggregation must be an object"),
+        ({"batch_size": 8.5}, "batch_size must be an integer, not 8.5"),
+        ({"batch_size": True}, "batch_size must be an integer, not True"),
+        ({"lora_target_modules": [1, 2]}, "lora_target_modules must be a list of strings"),
+        ({"lora_target_modules": ["q_proj", "v proj"]}, "lora_target_modules must be module names"),
+        ({"beta": "0.1"}, "beta must be a number"),
+        ({"regenerate": "yes"}, "regenerate must be true or false"),
+        ({"epochs": 0}, "epochs must be positive"),
+        ({"lr": 1}, "unknown round config keys: lr"),
+    ],
+)
+def test_a_config_that_cannot_run_is_refused_with_400_before_anything_is_queued(
+    campaign, admin_user, config, problem, django_capture_on_commit_callbacks
+):
+    policy = ModelVersion.objects.create(name="base", base_path="unused: nothing runs")
+    campaign.active_policy = policy
+    campaign.save()
+    client = APIClient()
+    client.force_authenticate(admin_user)
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client.post("/api/training/rounds/", {"campaign": campaign.pk, "config": config}, format="json")
+    assert response.status_code == 400
+    assert problem in str(response.json()["config"])
+    assert not callbacks and not TrainingRound.objects.exists()
+    # The check is RoundConfig's own parsing, which the admin's form goes through too.
+    with pytest.raises(ValueError, match=problem.split(",")[0]):
+        RoundConfig.from_dict(config)

@@ -24,7 +24,8 @@ class Command(BaseCommand):
             raise CommandError(f"{file}: no such file")
         try:
             # One transaction: a rejected file doesn't even leave a new, empty campaign behind.
-            with transaction.atomic(), file.open(encoding="utf-8", newline="") as stream:
+            # surrogateescape: a byte that is not UTF-8 is reported by line and field (importers.parse).
+            with transaction.atomic(), file.open(encoding="utf-8", errors="surrogateescape", newline="") as stream:
                 target, created = services.campaign_get_or_create(name=campaign)
                 result = services.prompts_import(
                     campaign=target,
@@ -36,8 +37,6 @@ class Command(BaseCommand):
                 )
         except PromptFileError as exc:
             raise CommandError(f"nothing was imported: {exc}") from None
-        except UnicodeDecodeError as exc:
-            raise CommandError(f"nothing was imported: {file} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
         if created:
             self.stdout.write(f"created campaign {campaign!r}")
         self.stdout.write(self.style.SUCCESS(f"{file.name}: {result}"))
