@@ -40,6 +40,8 @@ def _load_settings(*, show: str = "settings.DEBUG", **env: str) -> subprocess.Co
         ({"GENERATION_BACKEND": "onnx"}, "GENERATION_BACKEND='onnx' must be one of auto, vllm, transformers"),
         ({"VLLM_TENSOR_PARALLEL_SIZE": "two"}, "VLLM_TENSOR_PARALLEL_SIZE='two' is not an integer"),
         ({"VLLM_GPU_MEMORY_UTILIZATION": "1.5"}, "VLLM_GPU_MEMORY_UTILIZATION=1.5 must be between"),
+        ({"TRUSTED_PROXY_HEADER": "X-Forwarded-For: 10.0.0.1"}, "TRUSTED_PROXY_HEADER='X-Forwarded-For: 10.0.0.1' is not an HTTP header name"),
+        ({"API_TOKEN_LIFETIME_S": "7d"}, "API_TOKEN_LIFETIME_S='7d' is not an integer"),
     ],
 )
 def test_malformed_setting_stops_start_up_naming_the_variable(env, message):
