@@ -175,7 +175,7 @@ def check_clean_stop(server: Server, returncode: int) -> None:
     log = server.log.read_text(errors="replace")
     if "SIGKILL" in log:
         raise StepFailed("honcho had to SIGKILL a process that did not stop within its grace time")
-    stopped = dict(re.findall(r"(\w+) stopped \(rc=(-?\d+)\)", log))
+    stopped = dict(re.findall(r"(\w+)\.\d+ stopped \(rc=(-?\d+)\)", log))  # honcho's "web.1 stopped (rc=0)"
     unclean = {name: stopped.get(name) for name in PROCESSES if stopped.get(name) != "0"}
     if unclean:
         raise StepFailed(f"processes that did not stop with exit code 0 (rc per process): {unclean}")

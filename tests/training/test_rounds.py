@@ -148,6 +148,14 @@ def test_a_waiting_warm_worker_runs_the_next_round(campaign, pairs, tiny_policy,
     assert runner._warm is None and warm.poll() == 0
 
 
+def test_a_waiting_warm_worker_ends_when_its_celery_worker_shuts_down(settings):
+    # It runs in a session of its own, so a supervisor's SIGTERM to the worker's group misses it.
+    runner.warm_start(cwd=Path(settings.BASE_DIR))
+    warm = runner._warm
+    tasks._stop_warm_worker(sender=None)  # the worker_shutdown signal's receiver
+    assert runner._warm is None and warm.poll() is not None
+
+
 @pytest.mark.slow
 @pytest.mark.django_db
 def test_gated_out_round_changes_nothing_that_serves(campaign, pairs, tiny_policy, artifacts):
