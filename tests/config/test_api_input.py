@@ -2,10 +2,10 @@
 
 import pytest
 from django.core.cache import cache
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from generation.models import GenerationJob
+from labeling import services as labeling_services
 from labeling.models import Assignment, Judgment
 from tests.labeling.factories import make_pairs
 from training.models import PreferenceSnapshot, TrainingRound
@@ -45,7 +45,7 @@ def clients(alice, admin_user) -> dict[str, APIClient]:
     made = {}
     for user in (alice, admin_user):
         client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {labeling_services.api_token_issue(user=user).key}")
         made[user.username] = client
     return made
 
