@@ -35,7 +35,7 @@ _BATCH = 2000
 class ImportResult:
     created: int
     duplicates: int
-    rows: tuple[importers.PromptRow, ...] = field(default=(), repr=False)  # the created prompts' rows
+    rows: tuple[importers.PromptRow, ...] = field(default=(), repr=False, compare=False)  # the created prompts' rows
 
     def __str__(self) -> str:
         return f"imported {self.created} prompts, skipped {self.duplicates} duplicates"
