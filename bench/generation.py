@@ -1,15 +1,20 @@
 """Generation throughput: raw vLLM, our job end to end, and the transformers backend, on the same prompts.
 
-    .venv/bin/python bench/generation.py [--prompts 256] [--max-tokens 128] [--rounds 3] [--chunk-size N]
+    .venv/bin/python bench/generation.py [--prompts 256] [--over-long 0.05] [--max-tokens 128] [--rounds 3] [--chunk-size N]
 
 All three sample two completions for each of the same prompts with the same
 sampling parameters (temperature 1, top-p 1, max_tokens 128) and the same
 per-prompt seeds, after warming every engine up:
 
-- raw: one `LLM.generate` call over all prompts, on the engine our generator holds;
-- ours: a GenerationJob run end to end: prompts read from the database, one
-  batched generate per chunk, completions and comparisons written per chunk;
+- raw: one `LLM.generate` call over the prompts that fit the policy's context,
+  on the engine our generator holds;
+- ours: a GenerationJob run end to end over the whole set, over-long prompts
+  included (--over-long of it, 5% by default: each is skipped and named, and
+  `skipped` reports how many): prompts read from the database, one batched
+  generate per chunk, completions and comparisons written per chunk;
 - transformers: the same job with GENERATION_BACKEND=transformers.
+
+Rates count the completions of the prompts that fit, for all three.
 
 The machine's cores are shared, so raw and ours are run --rounds times,
 interleaved, and each reports its best round (the least disturbed one).
@@ -57,15 +62,19 @@ def setup_database() -> str:
     return os.environ["DATABASE_URL"]
 
 
-def make_campaign(count: int):
+def make_campaign(count: int, over_long: int):
     import io
 
     from labeling import services as labeling_services
 
     demo = [json.loads(line)["prompt"] for line in (ROOT / "generation" / "demo" / "prompts.jsonl").open()]
-    texts = [text + suffix for suffix in SUFFIXES for text in demo][:count]
-    if len(texts) < count:
+    texts = [text + suffix for suffix in SUFFIXES for text in demo][: count - over_long]
+    if len(texts) < count - over_long:
         raise SystemExit(f"only {len(texts)} distinct bench prompts; ask for fewer")
+    # Spread through the set, as they would be in an imported file; ~1,500 tokens each (the tiny context is 512).
+    long_text = " ".join(demo) * 3
+    for i in range(over_long):
+        texts.insert((i * len(texts)) // over_long, f"{i}: {long_text}")
     campaign, _ = labeling_services.campaign_get_or_create(name=f"bench-generation-{time.time_ns()}")
     stream = io.StringIO("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
     labeling_services.prompts_import(campaign=campaign, stream=stream, source="bench.jsonl")
@@ -75,6 +84,7 @@ def make_campaign(count: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=256)
+    parser.add_argument("--over-long", type=float, default=0.05, help="share of prompts longer than the context")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--chunk-size", type=int, help="GENERATION_CHUNK_SIZE for our job (default: the setting)")
@@ -92,21 +102,24 @@ def main() -> None:
     if args.chunk_size:
         settings.GENERATION_CHUNK_SIZE = args.chunk_size
     tiny_model.build(settings.TINY_MODEL_DIR)
-    campaign = make_campaign(args.prompts)
+    over_long = round(args.prompts * args.over_long)
+    campaign = make_campaign(args.prompts, over_long)
     policy = services.campaign_ensure_policy(campaign=campaign, base_path=settings.POLICY_MODEL)
-    prompts = list(Prompt.objects.filter(campaign=campaign).order_by("-priority", "id"))
-    completions = 2 * len(prompts)
+    every = list(Prompt.objects.filter(campaign=campaign).order_by("-priority", "id"))
+    skipped = []
 
     def job_run(backend: str) -> float:
         settings.GENERATION_BACKEND = backend
+        # Every round samples the whole set again (same seed: its pairs are counted as duplicates, not stored).
         job = services.generation_job_create(
-            campaign=campaign, policy=policy, seed=args.seed, max_tokens=args.max_tokens
+            campaign=campaign, policy=policy, seed=args.seed, max_tokens=args.max_tokens, only_missing=False
         )
         start, cpu = time.perf_counter(), time.process_time()
         job = services.generation_job_run(job=job)
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-        assert job.status == JobStatus.SUCCEEDED and job.done == len(prompts), job.error
+        assert job.status == JobStatus.SUCCEEDED and job.done == len(every), job.error
         assert Completion.objects.filter(job=job).count() == completions
+        skipped.append(job.skipped)
         return completions / elapsed, completions / cpu
 
     # Raw vLLM: the very engine, token ids and seeds our job uses, minus everything else.
@@ -116,10 +129,11 @@ def main() -> None:
     log("starting the vLLM engine")
     generator = get_generator("vllm")
     llm = generator.engine(policy.base_path)
-    inputs = [
-        TokensPrompt(prompt_token_ids=encode(selectors.prompt_model_input(p), base_path=policy.base_path))
-        for p in prompts
-    ]
+    context = llm.llm_engine.model_config.max_model_len
+    encoded = {p.pk: encode(selectors.prompt_model_input(p), base_path=policy.base_path) for p in every}
+    prompts = [p for p in every if len(encoded[p.pk]) < context]  # what raw vLLM can take
+    completions = 2 * len(prompts)
+    inputs = [TokensPrompt(prompt_token_ids=encoded[p.pk]) for p in prompts]
     sampling = [
         SamplingParams(
             n=2,
@@ -165,6 +179,8 @@ def main() -> None:
         "bench": "generation",
         "prompts": len(prompts),
         "completions": completions,
+        "over_long_prompts": len(every) - len(prompts),
+        "skipped": min(skipped) if len(set(skipped)) == 1 else skipped,
         "max_tokens": args.max_tokens,
         "chunk_size": settings.GENERATION_CHUNK_SIZE,
         "rounds": args.rounds,

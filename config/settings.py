@@ -319,6 +319,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True  # a worker killed mid-job leaves the message for the next one
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Stray prints (progress bars of libraries) go to the terminal as they are, not re-logged as WARNING.
+CELERY_WORKER_REDIRECT_STDOUTS = False
 CELERY_TASK_ROUTES = {
     "generation.tasks.*": {"queue": "generation"},
     "training.tasks.*": {"queue": "training"},
@@ -335,6 +337,7 @@ VLLM_GPU_MEMORY_UTILIZATION = env_float("VLLM_GPU_MEMORY_UTILIZATION", 0.85, low
 VLLM_MAX_LORA_RANK = env_int("VLLM_MAX_LORA_RANK", 16, minimum=1)
 VLLM_MAX_MODEL_LEN = env_int("VLLM_MAX_MODEL_LEN", 0, minimum=0)  # 0: the checkpoint's own limit
 GENERATION_CHUNK_SIZE = env_int("GENERATION_CHUNK_SIZE", 64, minimum=1)
+GENERATION_SHARD_SIZE = env_int("GENERATION_SHARD_SIZE", 1000, minimum=1)
 ARTIFACTS_DIR = Path(os.environ.get("ARTIFACTS_DIR", VAR_DIR / "artifacts"))
 
 # --- Training ---------------------------------------------------------------

@@ -1,23 +1,65 @@
-from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from generation import services
+from generation import selectors, services
 from generation.models import Completion, GenerationJob, ModelVersion
-from labeling.admin import campaign_admin_add_actions
+from generation.options import JobOptionsInput, job_arguments
+from labeling.admin import action_form_page, campaign_admin_add_actions
 from labeling.models import Campaign
 
 
 @admin.action(description="Generate pairs")
 def generate_pairs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Campaign]):
-    """Queue a job per selected campaign, sampling from its active policy (the base model if it has none)."""
-    jobs = []
-    for campaign in queryset:
-        policy = services.campaign_ensure_policy(campaign=campaign, base_path=settings.POLICY_MODEL)
-        jobs.append(services.generation_job_start(campaign=campaign, policy=policy, created_by=request.user))
+    """Open the options form, showing how many prompts each selected campaign's job will sample; queue the jobs
+    when the admin confirms that count."""
+    bound = "apply" in request.POST or "recount" in request.POST
+    form = JobOptionsInput(data=request.POST) if bound else JobOptionsInput()
+    options = form.validated_data if bound and form.is_valid() else ({} if not bound else None)
+    plans, total = [], 0
+    if options is not None:
+        for campaign in queryset:
+            arguments = job_arguments(campaign=campaign, options=dict(options))
+            count = selectors.prompts_to_sample(
+                campaign=campaign,
+                policy=arguments["policy"],
+                policy_b=arguments.get("policy_b"),
+                only_missing=arguments.get("only_missing", True),
+                limit=arguments.get("limit"),
+            ).count()
+            plans.append({**arguments, "count": count})
+            total += count
+    confirmed = request.POST.get("confirm_total") == str(total)
+    if "apply" in request.POST and options is not None and confirmed:
+        try:
+            with transaction.atomic():  # all the selected campaigns' jobs, or none
+                jobs = [
+                    services.generation_job_start(**{k: v for k, v in plan.items() if k != "count"}, created_by=request.user)
+                    for plan in plans
+                ]
+        except ValidationError as exc:
+            modeladmin.message_user(request, "; ".join(exc.messages), messages.ERROR)
+        else:
+            return _jobs_queued(modeladmin, request, jobs)
+    return action_form_page(
+        modeladmin,
+        request,
+        form=form,
+        title="Generate pairs",
+        intro="Two completions per prompt, from each campaign's policy unless you pick one.",
+        submit=f"Generate pairs for {total} prompt{'s' if total != 1 else ''}",
+        template="admin/generation/generate_pairs.html",
+        plans=plans,
+        total=total,
+        changed="apply" in request.POST and not confirmed,
+    )
+
+
+def _jobs_queued(modeladmin: admin.ModelAdmin, request: HttpRequest, jobs: list[GenerationJob]):
     if len(jobs) == 1:
         return HttpResponseRedirect(reverse("generation:job", args=[jobs[0].pk]))
     links = format_html_join(
@@ -40,7 +82,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 @admin.register(GenerationJob)
 class GenerationJobAdmin(admin.ModelAdmin):
-    list_display = ["id", "campaign", "policy", "policy_b", "status", "progress_bar", "skipped_identical", "created_at"]
+    list_display = ["id", "campaign", "policy", "policy_b", "status", "phase", "progress_bar", "skipped", "created_at"]
     list_filter = ["status", "campaign"]
     list_select_related = ["campaign", "policy", "policy_b"]
     actions = ["resume", "cancel"]
@@ -49,15 +91,19 @@ class GenerationJobAdmin(admin.ModelAdmin):
         "policy",
         "policy_b",
         "status",
+        "phase",
         "progress_bar",
         "done",
         "total",
+        "skipped",
         "skipped_identical",
+        "duplicates",
         "temperature",
         "top_p",
         "max_tokens",
         "seed",
         "limit",
+        "only_missing",
         "error",
         "created_by",
         "created_at",

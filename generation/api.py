@@ -1,51 +1,31 @@
 """Staff-only API: start a generation job, read its status (the job page polls the latter)."""
 
-from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.backends.base.operations import BaseDatabaseOperations
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from generation import services
-from generation.models import GenerationJob, ModelVersion, ModelVersionStatus
+from generation import selectors, services
+from generation.models import GenerationJob, GenerationSkip
+from generation.options import JobOptionsInput, job_arguments
 from labeling.models import Campaign
 
-
-_POSITIVE_INT_MAX = BaseDatabaseOperations.integer_field_ranges["PositiveIntegerField"][1]
-_BIG_INT_MAX = BaseDatabaseOperations.integer_field_ranges["BigIntegerField"][1]
+SKIPS_SHOWN = 200  # the job page lists this many skipped prompts; the count covers them all
 
 
-class JobStartInput(serializers.Serializer):
+class JobStartInput(JobOptionsInput):
     campaign = serializers.PrimaryKeyRelatedField(queryset=Campaign.objects.all())
-    policy = serializers.PrimaryKeyRelatedField(
-        queryset=ModelVersion.objects.filter(status=ModelVersionStatus.READY),
-        required=False,
-        allow_null=True,
-        help_text="Default: the campaign's active policy (the base model if it has none).",
-    )
-    policy_b = serializers.PrimaryKeyRelatedField(
-        queryset=ModelVersion.objects.filter(status=ModelVersionStatus.READY),
-        required=False,
-        allow_null=True,
-        help_text="For an A/B job: side b is sampled from this policy.",
-    )
-    # The columns' ranges (PositiveIntegerField, BigIntegerField): a larger number would fail in the database.
-    limit = serializers.IntegerField(min_value=1, max_value=_POSITIVE_INT_MAX, required=False, allow_null=True)
-    seed = serializers.IntegerField(min_value=0, max_value=_BIG_INT_MAX, default=0)
-    temperature = serializers.FloatField(min_value=0.0, default=1.0)
-    top_p = serializers.FloatField(min_value=0.0, max_value=1.0, default=1.0)
-    max_tokens = serializers.IntegerField(min_value=1, max_value=_POSITIVE_INT_MAX, default=128)
 
-    def validate_top_p(self, value: float) -> float:
-        if value == 0:
-            raise serializers.ValidationError("top_p must be above 0.")
-        return value
+
+class SkipOutput(serializers.ModelSerializer):
+    class Meta:
+        model = GenerationSkip
+        fields = ["prompt", "reason"]
 
 
 class JobOutput(serializers.ModelSerializer):
@@ -53,7 +33,11 @@ class JobOutput(serializers.ModelSerializer):
     policy = serializers.CharField(source="policy.name")
     policy_b = serializers.CharField(source="policy_b.name", default=None, allow_null=True)
     status_label = serializers.CharField(source="get_status_display")
+    phase_label = serializers.CharField(source="get_phase_display")
     progress = serializers.FloatField()
+    sampled = serializers.SerializerMethodField()
+    error_summary = serializers.CharField()
+    skips = serializers.SerializerMethodField()
     finished = serializers.SerializerMethodField()
     page_url = serializers.SerializerMethodField()
 
@@ -67,21 +51,36 @@ class JobOutput(serializers.ModelSerializer):
             "status",
             "status_label",
             "finished",
+            "phase",
+            "phase_label",
+            "sampled",
             "done",
             "total",
             "progress",
             "skipped_identical",
+            "skipped",
+            "skips",
+            "duplicates",
             "error",
+            "error_summary",
             "temperature",
             "top_p",
             "max_tokens",
             "seed",
             "limit",
+            "only_missing",
             "created_at",
             "started_at",
             "finished_at",
             "page_url",
         ]
+
+    def get_sampled(self, job: GenerationJob) -> int:
+        return selectors.job_sampled(job=job)
+
+    @extend_schema_field(SkipOutput(many=True))
+    def get_skips(self, job: GenerationJob) -> list[dict]:
+        return SkipOutput(job.skips.all()[:SKIPS_SHOWN], many=True).data
 
     def get_finished(self, job: GenerationJob) -> bool:
         return job.status in services.FINISHED_STATES
@@ -97,13 +96,12 @@ class JobStartApi(APIView):
     def post(self, request: Request) -> Response:
         data = JobStartInput(data=request.data)
         data.is_valid(raise_exception=True)
-        fields = data.validated_data
+        fields = dict(data.validated_data)
         campaign = fields.pop("campaign")
-        policy = fields.pop("policy", None) or services.campaign_ensure_policy(
-            campaign=campaign, base_path=settings.POLICY_MODEL
-        )
         try:
-            job = services.generation_job_start(campaign=campaign, policy=policy, created_by=request.user, **fields)
+            job = services.generation_job_start(
+                **job_arguments(campaign=campaign, options=fields), created_by=request.user
+            )
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from None
         return Response(JobOutput(job).data, status=status.HTTP_201_CREATED)

@@ -14,6 +14,7 @@ import functools
 import importlib
 import itertools
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -40,6 +41,23 @@ class Sample:
     finish_reason: str
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """Why a prompt was not sampled: one readable line, and the engine's own message if it gave one."""
+
+    reason: str
+    detail: str = ""
+
+
+class PromptRejected(ValueError):
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.rejection = Rejection(reason=reason, detail=detail)
+
+
+OnFinished = Callable[[int], None]
+
+
 class Generator(Protocol):
     """Samples n completions per prompt; sample j of a prompt with seed s is drawn with seed s + j.
 
@@ -48,6 +66,12 @@ class Generator(Protocol):
     stores the current one: vLLM's continuous batching then never runs dry
     between batches. `capacity` is how many sequences the engine samples at once
     for a policy (0: it runs one batch at a time, inside `collect`).
+
+    A prompt the engine cannot sample (longer than the policy's context, or
+    refused by the engine) does not fail its batch: `collect` gives a Rejection
+    in its place. `truncate` lets a chat prompt lose its earliest turns to fit.
+    `collect` calls `on_finished(k)` as k more requests finish (any queued batch's:
+    each request once), so a caller can count samples as they finish.
     """
 
     name: str
@@ -63,8 +87,12 @@ class Generator(Protocol):
         n: int,
         seeds: list[int],
     ) -> list[list[Sample]]:
-        """Submit one batch and wait for it (the backends below inherit this)."""
-        return self.collect(self.submit(prompts, policy=policy, params=params, n=n, seeds=seeds))
+        """Submit one batch and wait for it (the backends below inherit this); a rejected prompt raises PromptRejected."""
+        results = self.collect(self.submit(prompts, policy=policy, params=params, n=n, seeds=seeds))
+        for result in results:
+            if isinstance(result, Rejection):
+                raise PromptRejected(result.reason, result.detail)
+        return results
 
     def submit(
         self,
@@ -74,9 +102,10 @@ class Generator(Protocol):
         params: SamplingConfig,
         n: int,
         seeds: list[int],
+        truncate: bool = False,
     ) -> object: ...
 
-    def collect(self, batch: object) -> list[list[Sample]]: ...
+    def collect(self, batch: object, *, on_finished: OnFinished | None = None) -> list[list[Sample] | Rejection]: ...
 
     def discard(self, batch: object) -> None:
         """Drop a batch that will not be collected (a stopped or failed job); harmless once collected."""
@@ -103,6 +132,63 @@ def encode(prompt: PromptInput, *, base_path: str) -> list[int]:
     ]
 
 
+@functools.lru_cache(maxsize=4)
+def context_length(base_path: str) -> int:
+    """Tokens one sequence (prompt and completion) may hold: VLLM_MAX_MODEL_LEN if set, else the checkpoint's."""
+    if settings.VLLM_MAX_MODEL_LEN:
+        return settings.VLLM_MAX_MODEL_LEN
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(base_path).max_position_embeddings
+
+
+def _earliest_turns_dropped(messages: list[dict]) -> Iterator[list[dict]]:
+    """Ever shorter versions of a chat: leading system messages kept, then the conversation from a later user turn.
+
+    The last one is the system messages and the final user turn alone: that turn is never dropped.
+    """
+    head = 0
+    while head < len(messages) and messages[head]["role"] == "system":
+        head += 1
+    for start in range(head + 1, len(messages)):
+        if messages[start]["role"] == "user":
+            yield messages[:head] + messages[start:]
+
+
+def prompt_lengths(prompts: list[PromptInput], *, base_path: str) -> list[int]:
+    """How many tokens each prompt takes (as `encode` counts them), in batches: fast enough for a 50k-line import."""
+    tokenizer = _tokenizer(base_path)
+    chats = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+    lengths = [0] * len(prompts)
+    if chats:
+        # apply_chat_template(tokenize=True) is this: the rendered text, no special tokens added.
+        rendered = tokenizer.apply_chat_template([prompts[i] for i in chats], add_generation_prompt=True, tokenize=False)
+        for i, ids in zip(chats, tokenizer(rendered, add_special_tokens=False)["input_ids"]):
+            lengths[i] = len(ids)
+    plain = [i for i, p in enumerate(prompts) if isinstance(p, str)]
+    if plain:
+        for i, ids in zip(plain, tokenizer([prompts[i] for i in plain])["input_ids"]):
+            lengths[i] = len(ids)
+    return lengths
+
+
+def encode_within(prompt: PromptInput, *, base_path: str, context: int, truncate: bool = False) -> list[int]:
+    """A prompt's token ids, leaving room in `context` for at least one sampled token (what vLLM requires).
+
+    With `truncate`, a chat prompt that is too long loses its earliest turns until
+    it fits. Raises PromptRejected when it cannot fit.
+    """
+    ids = encode(prompt, base_path=base_path)
+    if len(ids) < context:
+        return ids
+    if truncate and not isinstance(prompt, str):
+        for shorter in _earliest_turns_dropped(prompt):
+            shorter_ids = encode(shorter, base_path=base_path)
+            if len(shorter_ids) < context:
+                return shorter_ids
+    raise PromptRejected(f"too long: {len(ids):,} tokens, and the policy's context holds {context:,}")
+
+
 def _check(prompts: list[PromptInput], seeds: list[int], n: int) -> None:
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
@@ -118,13 +204,19 @@ def _vllm_environment() -> None:
     # ~500k tokens of the tiny model. Both remain overridable from the environment.
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    # vLLM's own handler writes to the sys.stdout it finds at import: inside a
+    # Celery worker that is Celery's redirect, which re-logs every line as
+    # WARNING. Unconfigured, vLLM's loggers propagate to the process's logging
+    # (Celery's worker format, Django's LOGGING elsewhere) with their own levels.
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
 
 
 @dataclass
 class _VllmBatch:
     llm: object
-    request_ids: list[str]
+    request_ids: list[str | None]  # None where the prompt was rejected
     copies: int
+    rejections: dict[int, Rejection]
 
 
 class VllmGenerator(Generator):
@@ -185,13 +277,16 @@ class VllmGenerator(Generator):
         params: SamplingConfig,
         n: int,
         seeds: list[int],
+        truncate: bool = False,
     ) -> _VllmBatch:
         _check(prompts, seeds, n)
         from vllm import SamplingParams
+        from vllm.exceptions import VLLMClientError
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
         llm = self.engine(policy.base_path)
+        context = llm.llm_engine.model_config.max_model_len
         # vLLM refuses n > 1 for greedy requests: greedy is deterministic, so one sample stands for all n.
         copies = n if params.temperature == 0 else 1
         sampling = [
@@ -209,46 +304,60 @@ class VllmGenerator(Generator):
         lora_request = self.lora_request(policy)
         # Requests go to the engine under our own ids, which its outputs and
         # abort_request use (LLM.enqueue hands back internal ids that they don't).
-        request_ids = []
-        for prompt, params_one in zip(prompts, sampling):
+        request_ids: list[str | None] = []
+        rejections: dict[int, Rejection] = {}
+        for index, (prompt, params_one) in enumerate(zip(prompts, sampling)):
             request_id = f"generation-{next(self._request_ids)}"
-            llm.llm_engine.add_request(
-                request_id,
-                TokensPrompt(prompt_token_ids=encode(prompt, base_path=policy.base_path)),
-                params_one,
-                lora_request=lora_request,
-            )
+            try:
+                ids = encode_within(prompt, base_path=policy.base_path, context=context, truncate=truncate)
+                llm.llm_engine.add_request(
+                    request_id, TokensPrompt(prompt_token_ids=ids), params_one, lora_request=lora_request
+                )
+            except PromptRejected as exc:
+                rejections[index], request_id = exc.rejection, None
+            except VLLMClientError as exc:  # the request's fault (vLLM's 4xx): this prompt only
+                message = str(exc).strip()
+                first_line = message.splitlines()[0] if message else type(exc).__name__
+                rejections[index] = Rejection(reason=f"refused by the engine: {first_line}"[:500], detail=message)
+                request_id = None
             request_ids.append(request_id)
-        return _VllmBatch(llm=llm, request_ids=request_ids, copies=copies)
+        return _VllmBatch(llm=llm, request_ids=request_ids, copies=copies, rejections=rejections)
 
-    def collect(self, batch: _VllmBatch) -> list[list[Sample]]:
+    def collect(self, batch: _VllmBatch, *, on_finished: OnFinished | None = None) -> list[list[Sample] | Rejection]:
         # Step the engine (as LLM.generate does) until this batch is done; other
         # queued batches advance in the same steps and wait in _finished.
         engine = batch.llm.llm_engine
-        waiting = {i for i in batch.request_ids if i not in self._finished}
+        waiting = {i for i in batch.request_ids if i is not None and i not in self._finished}
         while waiting:
             if not engine.has_unfinished_requests():
                 raise RuntimeError(f"vLLM dropped requests {sorted(waiting)} (discarded, or the engine was reset)")
+            finished = 0
             for output in engine.step():
                 if output.finished:
                     self._finished[output.request_id] = output
                     waiting.discard(output.request_id)
-        outputs = [self._finished.pop(i) for i in batch.request_ids]
+                    finished += 1
+            if finished and on_finished:
+                on_finished(finished)
         return [
-            [
-                Sample(
-                    text=c.text,
-                    token_ids=list(c.token_ids),
-                    cumulative_logprob=c.cumulative_logprob,
-                    finish_reason=c.finish_reason or "",
-                )
-                for c in sorted(out.outputs, key=lambda c: c.index) * batch.copies
-            ]
-            for out in outputs
+            batch.rejections[index] if request_id is None else self._samples(self._finished.pop(request_id), batch)
+            for index, request_id in enumerate(batch.request_ids)
+        ]
+
+    @staticmethod
+    def _samples(output, batch: _VllmBatch) -> list[Sample]:
+        return [
+            Sample(
+                text=c.text,
+                token_ids=list(c.token_ids),
+                cumulative_logprob=c.cumulative_logprob,
+                finish_reason=c.finish_reason or "",
+            )
+            for c in sorted(output.outputs, key=lambda c: c.index) * batch.copies
         ]
 
     def discard(self, batch: _VllmBatch) -> None:
-        running = [i for i in batch.request_ids if self._finished.pop(i, None) is None]
+        running = [i for i in batch.request_ids if i is not None and self._finished.pop(i, None) is None]
         if running:
             batch.llm.llm_engine.abort_request(running)
 
@@ -316,7 +425,7 @@ def _hf_model(base_path: str, adapter_path: str):
 
 @dataclass
 class _DeferredBatch:
-    prompts: list[PromptInput]
+    encoded: list[list[int] | Rejection]
     policy: ModelVersion
     params: SamplingConfig
     n: int
@@ -337,23 +446,41 @@ class TransformersGenerator(Generator):
         params: SamplingConfig,
         n: int,
         seeds: list[int],
+        truncate: bool = False,
     ) -> _DeferredBatch:
         _check(prompts, seeds, n)
-        return _DeferredBatch(prompts=prompts, policy=policy, params=params, n=n, seeds=seeds)
+        context = context_length(policy.base_path)
+        encoded: list[list[int] | Rejection] = []
+        for prompt in prompts:
+            try:
+                encoded.append(encode_within(prompt, base_path=policy.base_path, context=context, truncate=truncate))
+            except PromptRejected as exc:
+                encoded.append(exc.rejection)
+        return _DeferredBatch(encoded=encoded, policy=policy, params=params, n=n, seeds=seeds)
 
     def discard(self, batch: _DeferredBatch) -> None:
         pass  # nothing was started
 
-    def collect(self, batch: _DeferredBatch) -> list[list[Sample]]:
-        prompts, policy, params, n, seeds = batch.prompts, batch.policy, batch.params, batch.n, batch.seeds
-        if not prompts:
-            return []
+    def collect(
+        self, batch: _DeferredBatch, *, on_finished: OnFinished | None = None
+    ) -> list[list[Sample] | Rejection]:
+        results: list[list[Sample] | Rejection] = list(batch.encoded)
+        sampled = [i for i, ids in enumerate(batch.encoded) if not isinstance(ids, Rejection)]
+        if sampled:
+            groups = self._sample([batch.encoded[i] for i in sampled], batch, [batch.seeds[i] for i in sampled])
+            for index, group in zip(sampled, groups):
+                results[index] = group
+            if on_finished:
+                on_finished(len(sampled))
+        return results
+
+    def _sample(self, encoded: list[list[int]], batch: _DeferredBatch, seeds: list[int]) -> list[list[Sample]]:
+        policy, params, n = batch.policy, batch.params, batch.n
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
         tokenizer = _tokenizer(policy.base_path)
         model = _hf_model(policy.base_path, policy.adapter_path)
-        encoded = [encode(p, base_path=policy.base_path) for p in prompts]
         rows = [ids for ids in encoded for _ in range(n)]
         width = max(len(ids) for ids in rows)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -392,7 +519,7 @@ class TransformersGenerator(Generator):
             )
             for row, tokens in enumerate(sampler.tokens)
         ]
-        return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]
+        return [samples[i * n : (i + 1) * n] for i in range(len(encoded))]
 
 
 @functools.cache

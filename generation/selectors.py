@@ -1,7 +1,10 @@
-from django.db.models import QuerySet
+from collections.abc import Iterator
 
-from generation.models import GenerationJob
-from labeling.models import Prompt
+from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
+
+from generation.models import GenerationJob, GenerationShard, ModelVersion
+from labeling.models import Campaign, Comparison, ComparisonStatus, Prompt
 
 
 def prompt_model_input(prompt: Prompt) -> list[dict]:
@@ -14,18 +17,53 @@ def prompt_model_input(prompt: Prompt) -> list[dict]:
     return prompt.messages or [{"role": "user", "content": prompt.text}]
 
 
-def job_prompts_todo(*, job: GenerationJob) -> QuerySet[Prompt]:
-    """The campaign's enabled prompts this job has not sampled yet, in serving order, within its limit.
+def prompts_to_sample(
+    *,
+    campaign: Campaign,
+    policy: ModelVersion,
+    policy_b: ModelVersion | None = None,
+    only_missing: bool = True,
+    limit: int | None = None,
+) -> QuerySet[Prompt]:
+    """The campaign's enabled prompts a new job would sample, in serving order, within `limit`.
 
-    A prompt counts as done once it has this job's completions (paired or skipped
-    as identical), so a retried or resumed job picks up exactly where it stopped.
+    With `only_missing`, a prompt that already has an open or settled comparison
+    from the same policy (or the same A/B pair of policies, either side) is left
+    out: running "Generate pairs" again samples only what is new.
     """
-    todo = (
-        Prompt.objects.filter(campaign_id=job.campaign_id, enabled=True)
-        .exclude(completions__job=job)
+    prompts = Prompt.objects.filter(campaign=campaign, enabled=True).order_by("-priority", "id")
+    if only_missing:
+        other = policy_b or policy
+        paired = Comparison.objects.filter(status__in=[ComparisonStatus.OPEN, ComparisonStatus.COMPLETE]).filter(
+            Q(completion_a__model_version=policy, completion_b__model_version=other)
+            | Q(completion_a__model_version=other, completion_b__model_version=policy)
+        )
+        prompts = prompts.exclude(pk__in=paired.values("prompt_id"))
+    return prompts[:limit] if limit is not None else prompts
+
+
+def shard_prompts_todo(*, shard: GenerationShard) -> QuerySet[Prompt]:
+    """The shard's prompts its job has not finished yet, in serving order.
+
+    A prompt counts as done once it has the job's completions (paired, or kept
+    as identical or duplicate) or a skip, so a resumed shard picks up exactly where it stopped.
+    """
+    return (
+        Prompt.objects.filter(pk__in=shard.prompt_ids)
+        .exclude(completions__job_id=shard.job_id)
+        .exclude(generation_skips__job_id=shard.job_id)
         .order_by("-priority", "id")
         .only("id", "text", "messages", "split", "content_hash")
     )
-    if job.limit is not None:
-        todo = todo[: max(job.limit - job.done, 0)]
-    return todo
+
+
+def comparison_texts(*, prompt_ids: list[int]) -> Iterator[tuple[int, str, str]]:
+    """(prompt id, text a, text b) of every comparison of these prompts: what a new pair must not repeat."""
+    return Comparison.objects.filter(prompt_id__in=prompt_ids).values_list(
+        "prompt_id", "completion_a__text", "completion_b__text"
+    ).iterator()
+
+
+def job_sampled(*, job: GenerationJob) -> int:
+    """Prompts of the job whose samples have finished, stored or still to be stored."""
+    return job.shards.aggregate(n=Coalesce(Sum("sampled"), 0))["n"]

@@ -1,5 +1,7 @@
 import hashlib
 import math
+import secrets
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -10,12 +12,22 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
 from generation import selectors, tasks
-from generation.backends import Generator, Sample, SamplingConfig, get_generator
-from generation.models import Completion, GenerationJob, JobStatus, ModelVersion
+from generation.backends import Generator, OnFinished, Rejection, Sample, SamplingConfig, get_generator
+from generation.models import (
+    Completion,
+    GenerationJob,
+    GenerationShard,
+    GenerationSkip,
+    JobPhase,
+    JobStatus,
+    ModelVersion,
+    ShardStatus,
+)
 from labeling import services as labeling_services
 from labeling.models import Campaign, Prompt, Split
 
@@ -42,19 +54,27 @@ def campaign_ensure_policy(*, campaign: Campaign, base_path: str) -> ModelVersio
     return version
 
 
+@transaction.atomic
 def generation_job_create(
     *,
     campaign: Campaign,
     policy: ModelVersion,
     policy_b: ModelVersion | None = None,
     limit: int | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     temperature: float = 1.0,
     top_p: float = 1.0,
     max_tokens: int = 128,
+    only_missing: bool = True,
     created_by: User | None = None,
 ) -> GenerationJob:
-    """A queued job that nothing runs yet (generation_job_start enqueues; `generate_pairs --wait` runs it here)."""
+    """A queued job that nothing runs yet (generation_job_start enqueues; `generate_pairs --wait` runs it here).
+
+    Its prompts are chosen now (selectors.prompts_to_sample) and split into
+    shards of GENERATION_SHARD_SIZE that any generation worker may take. With no
+    seed, the job draws a fresh one (recorded), so a forced resample never
+    repeats an earlier job's texts. A job with nothing to sample has succeeded at once.
+    """
     if policy_b is not None and policy_b.pk == policy.pk:
         raise ValidationError({"policy_b": "An A/B job needs two different policies."})
     if policy_b is None and temperature == 0:
@@ -66,28 +86,43 @@ def generation_job_create(
         policy=policy,
         policy_b=policy_b,
         limit=limit,
-        seed=seed,
+        seed=secrets.randbelow(2**31) if seed is None else seed,
         temperature=temperature,
         top_p=top_p,
         max_tokens=max_tokens,
+        only_missing=only_missing,
         created_by=created_by,
     )
     job.full_clean()
+    prompt_ids = list(
+        selectors.prompts_to_sample(
+            campaign=campaign, policy=policy, policy_b=policy_b, only_missing=only_missing, limit=limit
+        ).values_list("id", flat=True)
+    )
+    job.total = len(prompt_ids)
+    if not prompt_ids:
+        job.status, job.started_at, job.finished_at = JobStatus.SUCCEEDED, timezone.now(), timezone.now()
     job.save()
+    size = settings.GENERATION_SHARD_SIZE
+    GenerationShard.objects.bulk_create(
+        GenerationShard(job=job, number=number, prompt_ids=prompt_ids[start : start + size])
+        for number, start in enumerate(range(0, len(prompt_ids), size))
+    )
     return job
 
 
-def _enqueue(job: GenerationJob) -> None:
-    # After commit: a worker that picks the message up at once must find the job row.
-    transaction.on_commit(lambda: tasks.generation_job_run_task.delay(job.pk))
+def _enqueue(shard_ids: list[int]) -> None:
+    # After commit: a worker that picks a message up at once must find the shard row.
+    # One message per shard, so N workers on the queue share the job.
+    transaction.on_commit(lambda: [tasks.generation_shard_run_task.delay(pk) for pk in shard_ids])
 
 
 @transaction.atomic
 def generation_job_start(**options: Any) -> GenerationJob:
-    """generation_job_create (the same keyword arguments), then the job goes on the `generation` queue
+    """generation_job_create (the same keyword arguments), then its shards go on the `generation` queue
     once the transaction commits."""
     job = generation_job_create(**options)
-    _enqueue(job)
+    _enqueue(list(job.shards.values_list("pk", flat=True)))
     return job
 
 
@@ -95,31 +130,46 @@ def generation_job_start(**options: Any) -> GenerationJob:
 def generation_job_resume(*, job: GenerationJob) -> bool:
     """Queue a failed job, or one whose worker died while running it, again.
 
-    The new run samples only the prompts the job still lacks. Returns False when
-    the job had already finished (succeeded or cancelled).
+    Its unfinished shards are queued again; each samples only the prompts it
+    still lacks. A shard still running on a live worker is taken from it: that
+    worker stores nothing more. Returns False when the job had already finished
+    (succeeded or cancelled).
     """
+    # Shards before the job: the order in which workers lock them (no deadlock).
+    shards = list(
+        GenerationShard.objects.select_for_update().filter(job=job).exclude(status=ShardStatus.DONE).order_by("number")
+    )
     resumed = GenerationJob.objects.filter(
         pk=job.pk, status__in=[JobStatus.FAILED, JobStatus.RUNNING, JobStatus.QUEUED]
-    ).update(status=JobStatus.QUEUED, error="", finished_at=None)
-    if resumed:
-        _enqueue(job)
-    return bool(resumed)
+    ).update(status=JobStatus.QUEUED, phase=JobPhase.QUEUED, error="", finished_at=None)
+    if not resumed:
+        return False
+    GenerationShard.objects.filter(pk__in=[s.pk for s in shards]).update(status=ShardStatus.QUEUED, worker="")
+    _enqueue([s.pk for s in shards])
+    return True
 
 
+@transaction.atomic
 def generation_jobs_recover(*, worker: str) -> int:
-    """Requeue the jobs a worker of this name was running when it died; call it when that worker starts again.
+    """Requeue the shards a worker of this name was running when it died; call it when that worker starts again.
 
-    A worker name (`-n generation@host`) runs one job at a time, so a job still
-    "running" under the name of a worker that is only now starting was orphaned
-    by its crash. (The broker would redeliver the unacknowledged message too, but
-    only after its visibility timeout: an hour on Redis.) Returns how many were requeued.
+    A worker name (`-n generation@host`) runs one shard at a time, so a shard
+    still "running" under the name of a worker that is only now starting was
+    orphaned by its crash. (The broker would redeliver the unacknowledged message
+    too, but only after its visibility timeout: an hour on Redis.) Returns how many were requeued.
     """
-    orphans = GenerationJob.objects.filter(status=JobStatus.RUNNING, worker=worker)
-    return sum(generation_job_resume(job=job) for job in orphans)
+    orphans = list(
+        GenerationShard.objects.select_for_update()
+        .filter(status=ShardStatus.RUNNING, worker=worker, job__status=JobStatus.RUNNING)
+        .values_list("pk", flat=True)
+    )
+    GenerationShard.objects.filter(pk__in=orphans).update(status=ShardStatus.QUEUED, worker="")
+    _enqueue(orphans)
+    return len(orphans)
 
 
 def generation_job_cancel(*, job: GenerationJob) -> bool:
-    """Stop a queued or running job; a running one stops before it stores its next chunk."""
+    """Stop a queued or running job; a running shard stops before it stores its next chunk."""
     return bool(
         GenerationJob.objects.filter(pk=job.pk, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).update(
             status=JobStatus.CANCELLED, finished_at=timezone.now()
@@ -160,6 +210,12 @@ class _Pair:
 
 
 @dataclass
+class _Skip:
+    prompt: Prompt
+    rejection: Rejection
+
+
+@dataclass
 class _Draw:
     """One chunk's samples, queued in the engine: one batch per policy."""
 
@@ -172,29 +228,34 @@ def _draw_start(*, job: GenerationJob, prompts: list[Prompt], generator: Generat
     params = SamplingConfig(temperature=job.temperature, top_p=job.top_p, max_tokens=job.max_tokens)
     inputs = [selectors.prompt_model_input(p) for p in prompts]
     seeds = [prompt_seed(job_seed=job.seed, prompt=p, attempt=attempt) for p in prompts]
+    truncate = job.campaign.truncate_long_prompts
     if job.policy_b is None:
-        batches = [generator.submit(inputs, policy=job.policy, params=params, n=2, seeds=seeds)]
+        batches = [generator.submit(inputs, policy=job.policy, params=params, n=2, seeds=seeds, truncate=truncate)]
     else:
         # Side b's seed is side a's plus one, as for the second of two samples from one policy.
         seeds_b = [seed + 1 for seed in seeds]
         batches = [
-            generator.submit(inputs, policy=job.policy, params=params, n=1, seeds=seeds),
-            generator.submit(inputs, policy=job.policy_b, params=params, n=1, seeds=seeds_b),
+            generator.submit(inputs, policy=job.policy, params=params, n=1, seeds=seeds, truncate=truncate),
+            generator.submit(inputs, policy=job.policy_b, params=params, n=1, seeds=seeds_b, truncate=truncate),
         ]
     return _Draw(prompts=prompts, seeds=seeds, batches=batches)
 
 
-def _draw_finish(*, job: GenerationJob, draw: _Draw, generator: Generator) -> list[_Pair]:
-    if job.policy_b is None:
-        samples = generator.collect(draw.batches[0])
-        sides_a, sides_b = [s[0] for s in samples], [s[1] for s in samples]
-    else:
-        sides_a, sides_b = ([s[0] for s in generator.collect(b)] for b in draw.batches)
+def _draw_finish(
+    *, job: GenerationJob, draw: _Draw, generator: Generator, on_finished: OnFinished
+) -> list[_Pair | _Skip]:
+    results = [generator.collect(batch, on_finished=on_finished) for batch in draw.batches]
     policy_b = job.policy_b or job.policy
-    return [
-        _Pair(prompt=prompt, a=_Side(a, job.policy, seed), b=_Side(b, policy_b, seed + 1))
-        for prompt, a, b, seed in zip(draw.prompts, sides_a, sides_b, draw.seeds)
-    ]
+    drawn: list[_Pair | _Skip] = []
+    for index, (prompt, seed) in enumerate(zip(draw.prompts, draw.seeds)):
+        sides = [result[index] for result in results]
+        rejected = next((side for side in sides if isinstance(side, Rejection)), None)
+        if rejected is not None:
+            drawn.append(_Skip(prompt=prompt, rejection=rejected))
+            continue
+        a, b = (sides[0][0], sides[0][1]) if job.policy_b is None else (sides[0][0], sides[1][0])
+        drawn.append(_Pair(prompt=prompt, a=_Side(a, job.policy, seed), b=_Side(b, policy_b, seed + 1)))
+    return drawn
 
 
 def _draw_discard(*, draw: _Draw, generator: Generator) -> None:
@@ -202,15 +263,24 @@ def _draw_discard(*, draw: _Draw, generator: Generator) -> None:
         generator.discard(batch)
 
 
-def _sample_pairs(*, job: GenerationJob, draw: _Draw, generator: Generator) -> list[_Pair]:
-    """The chunk's pairs; a pair whose two texts match is drawn once more with fresh seeds."""
-    pairs = _draw_finish(job=job, draw=draw, generator=generator)
-    again = [i for i, pair in enumerate(pairs) if pair.identical]
+def _sample_pairs(
+    *, job: GenerationJob, draw: _Draw, generator: Generator, progress: "_Progress"
+) -> list[_Pair | _Skip]:
+    """The chunk's pairs and skips; a pair whose two texts match is drawn once more with fresh seeds."""
+    drawn = _draw_finish(job=job, draw=draw, generator=generator, on_finished=progress.finished)
+    again = [i for i, pair in enumerate(drawn) if isinstance(pair, _Pair) and pair.identical]
     if again:
-        redraw = _draw_start(job=job, prompts=[pairs[i].prompt for i in again], generator=generator, attempt=1)
-        for i, pair in zip(again, _draw_finish(job=job, draw=redraw, generator=generator)):
-            pairs[i] = pair
-    return pairs
+        redraw = _draw_start(job=job, prompts=[drawn[i].prompt for i in again], generator=generator, attempt=1)
+        for i, pair in zip(again, _draw_finish(job=job, draw=redraw, generator=generator, on_finished=progress.finished)):
+            drawn[i] = pair
+    progress.consumed(sum(isinstance(d, _Pair) for d in drawn) + len(again))
+    return drawn
+
+
+def _stored_text(sample: Sample) -> str:
+    # Byte-level tokenizers can emit a NUL byte, which PostgreSQL text refuses;
+    # token_ids keep the exact output.
+    return sample.text.replace("\x00", "\ufffd")
 
 
 def _completion(*, job: GenerationJob, prompt: Prompt, side: _Side, backend: str) -> Completion:
@@ -218,9 +288,7 @@ def _completion(*, job: GenerationJob, prompt: Prompt, side: _Side, backend: str
         prompt=prompt,
         model_version=side.policy,
         job=job,
-        # Byte-level tokenizers can emit a NUL byte, which PostgreSQL text refuses;
-        # token_ids keep the exact output.
-        text=side.sample.text.replace("\x00", "\ufffd"),
+        text=_stored_text(side.sample),
         token_ids=side.sample.token_ids,
         cumulative_logprob=side.sample.cumulative_logprob,
         finish_reason=side.sample.finish_reason,
@@ -231,70 +299,183 @@ def _completion(*, job: GenerationJob, prompt: Prompt, side: _Side, backend: str
     )
 
 
-def _store_chunk(*, job: GenerationJob, pairs: list[_Pair], backend: str) -> bool:
-    """Write a chunk's completions, comparisons and progress in one transaction; False if the job was stopped."""
+def _pair_key(prompt_id: int, text_a: str, text_b: str) -> tuple[int, frozenset[str]]:
+    return prompt_id, frozenset({_normalized(text_a), _normalized(text_b)})
+
+
+def _store_chunk(*, job: GenerationJob, shard: GenerationShard, drawn: list[_Pair | _Skip], backend: str) -> bool:
+    """Write a chunk's completions, comparisons, skips and progress in one transaction.
+
+    False, storing nothing, if the job was stopped or the shard was taken from this run.
+    """
     with transaction.atomic():
+        # Shard, then job: every writer locks them in this order.
+        locked_shard = GenerationShard.objects.select_for_update().get(pk=shard.pk)
+        if locked_shard.status != ShardStatus.RUNNING or locked_shard.attempt != shard.attempt:
+            return False
         locked = GenerationJob.objects.select_for_update().get(pk=job.pk)
         if locked.status != JobStatus.RUNNING:
             return False
-        # A second run of this job (a message redelivered while the first still
+        prompt_ids = [d.prompt.pk for d in drawn]
+        # A second run of this shard (a message redelivered while the first still
         # runs, or an admin's resume) may have stored some of these prompts already.
         stored = set(
-            Completion.objects.filter(job=job, prompt__in=[pair.prompt for pair in pairs]).values_list(
-                "prompt_id", flat=True
-            )
-        )
-        fresh = [pair for pair in pairs if pair.prompt.pk not in stored]
-        # Identical pairs keep their completions (so the job knows the prompt is
-        # done) but get no comparison.
+            Completion.objects.filter(job=job, prompt_id__in=prompt_ids).values_list("prompt_id", flat=True)
+        ) | set(GenerationSkip.objects.filter(job=job, prompt_id__in=prompt_ids).values_list("prompt_id", flat=True))
+        fresh = [d for d in drawn if d.prompt.pk not in stored]
+        pairs = [d for d in fresh if isinstance(d, _Pair)]
+        skips = [d for d in fresh if isinstance(d, _Skip)]
+        existing = {_pair_key(*row) for row in selectors.comparison_texts(prompt_ids=[p.prompt.pk for p in pairs])}
+        # Identical and duplicate pairs keep their completions (so the job knows
+        # the prompt is done) but get no comparison.
         completions = Completion.objects.bulk_create(
             _completion(job=job, prompt=pair.prompt, side=side, backend=backend)
-            for pair in fresh
+            for pair in pairs
             for side in (pair.a, pair.b)
         )
-        labeling_services.comparisons_create(
-            rows=[
-                (pair.prompt.pk, completions[2 * i].pk, completions[2 * i + 1].pk)
-                for i, pair in enumerate(fresh)
-                if not pair.identical
-            ]
+        rows, duplicates = [], 0
+        for i, pair in enumerate(pairs):
+            if pair.identical:
+                continue
+            key = _pair_key(pair.prompt.pk, _stored_text(pair.a.sample), _stored_text(pair.b.sample))
+            if key in existing:
+                duplicates += 1
+                continue
+            existing.add(key)
+            rows.append((pair.prompt.pk, completions[2 * i].pk, completions[2 * i + 1].pk))
+        labeling_services.comparisons_create(rows=rows)
+        GenerationSkip.objects.bulk_create(
+            GenerationSkip(job=job, prompt=skip.prompt, reason=skip.rejection.reason[:500], detail=skip.rejection.detail)
+            for skip in skips
         )
         locked.done += len(fresh)
-        locked.skipped_identical += sum(pair.identical for pair in fresh)
-        locked.save(update_fields=["done", "skipped_identical"])
-    job.done, job.skipped_identical = locked.done, locked.skipped_identical
+        locked.skipped_identical += sum(pair.identical for pair in pairs)
+        locked.skipped += len(skips)
+        locked.duplicates += duplicates
+        locked.save(update_fields=["done", "skipped_identical", "skipped", "duplicates"])
+    for name in ("done", "skipped_identical", "skipped", "duplicates"):
+        setattr(job, name, getattr(locked, name))
     return True
 
 
-def generation_job_run(
-    *,
-    job: GenerationJob,
-    on_progress: Callable[[GenerationJob], None] | None = None,
-    worker: str = "",
-    should_stop: Callable[[], bool] = lambda: False,
-) -> GenerationJob:
-    """Sample pairs for every prompt the job still lacks, chunk by chunk; the Celery task calls this.
+# How often a running shard writes its count of finished samples (a write per
+# engine step would cost more than the samples).
+SAMPLED_WRITE_INTERVAL_S = 1.0
 
-    Idempotent and resumable: a finished job is left alone, and a job left
-    running by a dead worker goes on with the prompts that have no completions
-    from it yet. Slow work (the engine) runs outside any transaction; each
-    chunk's rows are written in one. `on_progress` is called with the job after
-    each stored chunk. When `should_stop()` (its worker is shutting down), the
-    job goes back on the queue before its next chunk, for any worker to finish.
+
+class _Progress:
+    """Counts a shard's prompts as their samples finish in the engine, ahead of the chunk's store."""
+
+    def __init__(self, *, job: GenerationJob, shard: GenerationShard, stored: int, on_progress) -> None:
+        self.job, self.shard, self.on_progress = job, shard, on_progress
+        self.requests_per_prompt = 1 if job.policy_b is None else 2
+        self.stored, self.pending = stored, 0
+        self.written, self.written_at = -1, 0.0
+
+    @property
+    def sampled(self) -> int:
+        return min(len(self.shard.prompt_ids), self.stored + max(self.pending, 0) // self.requests_per_prompt)
+
+    def finished(self, requests: int) -> None:
+        self.pending += requests
+        if time.monotonic() - self.written_at >= SAMPLED_WRITE_INTERVAL_S:
+            self.write()
+
+    def consumed(self, prompts: int) -> None:
+        """A collected chunk's sampled prompts (and redraws) leave the count of samples waiting to be stored."""
+        self.pending -= prompts * self.requests_per_prompt
+
+    def chunk_stored(self, prompts: int) -> None:
+        self.stored += prompts
+        self.write()
+
+    def write(self) -> None:
+        self.written_at = time.monotonic()
+        if self.sampled == self.written:
+            return
+        self.written = self.sampled
+        GenerationShard.objects.filter(pk=self.shard.pk, attempt=self.shard.attempt).update(sampled=self.written)
+        if self.on_progress:
+            self.on_progress(self.job)
+
+
+class _Phase:
+    """The job's phase as this run last wrote it: written only when it changes."""
+
+    def __init__(self, job: GenerationJob) -> None:
+        self.job, self.current = job, None
+
+    def __call__(self, phase: JobPhase) -> None:
+        if phase != self.current:
+            self.current = phase
+            GenerationJob.objects.filter(pk=self.job.pk, status=JobStatus.RUNNING).update(phase=phase)
+
+
+@transaction.atomic
+def _shard_claim(*, worker: str, job: GenerationJob | None = None, shard_id: int | None = None) -> GenerationShard | None:
+    """Take a shard to run: a queued one, or one this worker name was running when it died.
+
+    SKIP LOCKED and the attempt counter: two workers racing for one shard never
+    both get it, and a worker never waits on another's claim.
     """
-    claimed = GenerationJob.objects.filter(pk=job.pk, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).update(
-        status=JobStatus.RUNNING, started_at=Coalesce("started_at", Now()), finished_at=None, error="", worker=worker
+    claimable = GenerationShard.objects.filter(
+        Q(status=ShardStatus.QUEUED) | Q(status=ShardStatus.RUNNING, worker=worker),
+        job__status__in=[JobStatus.QUEUED, JobStatus.RUNNING],
     )
-    job = GenerationJob.objects.select_related("campaign", "policy", "policy_b").get(pk=job.pk)
-    if not claimed:
-        return job
+    claimable = claimable.filter(pk=shard_id) if shard_id is not None else claimable.filter(job=job)
+    shard = claimable.order_by("number").select_for_update(skip_locked=True, of=("self",)).first()
+    if shard is None:
+        return None
+    shard.status, shard.worker, shard.attempt = ShardStatus.RUNNING, worker, shard.attempt + 1
+    shard.started_at, shard.finished_at = timezone.now(), None
+    shard.save(update_fields=["status", "worker", "attempt", "started_at", "finished_at"])
+    GenerationJob.objects.filter(pk=shard.job_id, status=JobStatus.QUEUED).update(
+        status=JobStatus.RUNNING, started_at=Coalesce("started_at", Now())
+    )
+    GenerationJob.objects.filter(pk=shard.job_id).update(worker=worker)
+    return shard
+
+
+def _shard_done(*, shard: GenerationShard) -> None:
+    """Mark the shard done, and its job succeeded if it was the last one."""
+    with transaction.atomic():
+        if not GenerationShard.objects.filter(pk=shard.pk, status=ShardStatus.RUNNING, attempt=shard.attempt).update(
+            status=ShardStatus.DONE, finished_at=timezone.now()
+        ):
+            return
+        job = GenerationJob.objects.select_for_update().get(pk=shard.job_id)
+        if job.status == JobStatus.RUNNING and not job.shards.exclude(status=ShardStatus.DONE).exists():
+            job.status, job.finished_at = JobStatus.SUCCEEDED, timezone.now()
+            job.save(update_fields=["status", "finished_at"])
+
+
+def _shard_release(*, shard: GenerationShard) -> None:
+    """Put an interrupted shard back on the queue (its worker is stopping); another worker resumes it."""
+    with transaction.atomic():
+        if GenerationShard.objects.filter(pk=shard.pk, status=ShardStatus.RUNNING, attempt=shard.attempt).update(
+            status=ShardStatus.QUEUED, worker=""
+        ):
+            _enqueue([shard.pk])
+
+
+def _shard_run(
+    *,
+    shard: GenerationShard,
+    on_progress: Callable[[GenerationJob], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> bool:
+    """Sample the shard's prompts that still lack this job's pairs, chunk by chunk; False if it was stopped.
+
+    Slow work (the engine) runs outside any transaction; each chunk's rows are written in one.
+    """
+    job = GenerationJob.objects.select_related("campaign", "policy", "policy_b").get(pk=shard.job_id)
+    phase = _Phase(job)
     draws: deque[_Draw] = deque()
+    generator = None
     try:
-        todo = list(selectors.job_prompts_todo(job=job))
-        job.total = job.done + len(todo)
-        job.save(update_fields=["total"])
-        if on_progress:
-            on_progress(job)
+        todo = list(selectors.shard_prompts_todo(shard=shard))
+        progress = _Progress(job=job, shard=shard, stored=len(shard.prompt_ids) - len(todo), on_progress=on_progress)
+        phase(JobPhase.LOADING)
         generator = get_generator()
         size = settings.GENERATION_CHUNK_SIZE
         chunks = [todo[start : start + size] for start in range(0, len(todo), size)]
@@ -302,34 +483,68 @@ def generation_job_run(
         # as the engine runs at once: it keeps sampling them while the oldest
         # chunk waits for its longest sample. On the tiny model, sampling chunk
         # by chunk cost ~20% of raw vLLM throughput, one chunk ahead ~10%.
-        ahead = math.ceil(generator.capacity(job.policy) / size) if chunks else 0
+        ahead = math.ceil(generator.capacity(job.policy) / size) if chunks else 0  # loads the engine
         for number in range(len(chunks)):
-            if should_stop():
-                generation_job_resume(job=job)
-                job.refresh_from_db()
-                return job
+            phase(JobPhase.SAMPLING)
             while len(draws) <= ahead and number + len(draws) < len(chunks):
                 draws.append(
                     _draw_start(job=job, prompts=chunks[number + len(draws)], generator=generator, attempt=0)
                 )
-            pairs = _sample_pairs(job=job, draw=draws[0], generator=generator)
+            drawn = _sample_pairs(job=job, draw=draws[0], generator=generator, progress=progress)
             draws.popleft()
-            if not _store_chunk(job=job, pairs=pairs, backend=generator.name):
-                job.refresh_from_db()
-                return job
+            phase(JobPhase.STORING)
+            if not _store_chunk(job=job, shard=shard, drawn=drawn, backend=generator.name):
+                return False
+            progress.chunk_stored(len(drawn))
             if on_progress:
                 on_progress(job)
+            if should_stop and should_stop() and number + 1 < len(chunks):
+                _shard_release(shard=shard)
+                return False
     except Exception:
-        GenerationJob.objects.filter(pk=job.pk).update(
-            status=JobStatus.FAILED, error=traceback.format_exc(limit=-8), finished_at=timezone.now()
-        )
+        with transaction.atomic():
+            GenerationShard.objects.filter(pk=shard.pk, attempt=shard.attempt).update(
+                status=ShardStatus.FAILED, finished_at=timezone.now()
+            )
+            GenerationJob.objects.filter(pk=job.pk, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).update(
+                status=JobStatus.FAILED, error=traceback.format_exc(limit=-8), finished_at=timezone.now()
+            )
         raise
     finally:
-        # A stopped or failed job leaves queued chunks behind: the engine serves the next job.
+        # A stopped or failed shard leaves queued chunks behind: the engine serves the next one.
         for draw in draws:
             _draw_discard(draw=draw, generator=generator)
-    GenerationJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
-        status=JobStatus.SUCCEEDED, finished_at=timezone.now()
-    )
+    _shard_done(shard=shard)
+    return True
+
+
+def generation_shard_run(
+    *, shard_id: int, worker: str, should_stop: Callable[[], bool] | None = None
+) -> GenerationShard | None:
+    """Run one shard if this worker can take it (the Celery task calls this); None when it could not.
+
+    Idempotent: a shard that is done, or running on another worker, or whose job
+    is finished, is left alone. `should_stop` is asked after each stored chunk: when
+    it says yes (the worker is shutting down), the shard goes back on the queue.
+    """
+    shard = _shard_claim(worker=worker, shard_id=shard_id)
+    if shard is not None:
+        _shard_run(shard=shard, on_progress=None, should_stop=should_stop)
+    return shard
+
+
+def generation_job_run(
+    *, job: GenerationJob, on_progress: Callable[[GenerationJob], None] | None = None, worker: str = ""
+) -> GenerationJob:
+    """Run the job's shards here, one after another, until none is left to take (`generate_pairs --wait`, the loop).
+
+    Idempotent and resumable: a finished job is left alone, and shards left
+    running by a dead run go on with the prompts that have no completions from
+    the job yet. `on_progress` is called with the job after each stored chunk,
+    and as samples finish.
+    """
+    while (shard := _shard_claim(worker=worker, job=job)) is not None:
+        if not _shard_run(shard=shard, on_progress=on_progress, should_stop=None):
+            break  # stopped (cancelled, or the shard taken by another run): leave the rest to whoever took it
     job.refresh_from_db()
     return job

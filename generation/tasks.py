@@ -8,31 +8,30 @@ from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from django.conf import settings
 
 from generation import services
-from generation.models import GenerationJob
 
-# Set when this process's worker starts a warm shutdown (SIGTERM, Ctrl-C): a running
-# job then hands its remaining prompts back to the queue at its next chunk instead of
-# finishing them all while a supervisor (honcho: 5 s) waits to SIGKILL the worker.
+# Set when this worker starts a warm shutdown (SIGTERM, e.g. stopping `make run`):
+# the running shard stops after its current chunk and goes back on the queue, so
+# the worker exits within its grace time instead of finishing a long shard.
 _shutting_down = threading.Event()
 
 
 @shared_task(bind=True)
-def generation_job_run_task(self, job_id: int) -> None:
-    # Thin on purpose: generation_job_run re-checks the job's state, so a
-    # redelivered message (acks_late after a crash) resumes or does nothing.
-    job = GenerationJob.objects.filter(pk=job_id).first()
-    if job is not None:
-        services.generation_job_run(job=job, worker=self.request.hostname or "", should_stop=_shutting_down.is_set)
+def generation_shard_run_task(self, shard_id: int) -> None:
+    # Thin on purpose: generation_shard_run claims the shard first, so a
+    # redelivered message (acks_late after a crash) resumes it or does nothing.
+    services.generation_shard_run(
+        shard_id=shard_id, worker=self.request.hostname or "", should_stop=_shutting_down.is_set
+    )
 
 
 @worker_ready.connect
-def _recover_orphaned_jobs(sender, **kwargs) -> None:
-    # A worker restarted after a crash picks its unfinished job up again at once.
+def _recover_orphaned_shards(sender, **kwargs) -> None:
+    # A worker restarted after a crash puts the shards it was running back on the queue at once.
     services.generation_jobs_recover(worker=sender.hostname)
 
 
 @worker_shutting_down.connect
-def _stop_between_chunks(**kwargs) -> None:
+def _stop_after_this_chunk(**kwargs) -> None:
     _shutting_down.set()
 
 

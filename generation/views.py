@@ -2,13 +2,18 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from generation import services
+from generation import selectors, services
+from generation.api import SKIPS_SHOWN
 from generation.models import GenerationJob
 
 
 @staff_member_required
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(GenerationJob.objects.select_related("campaign", "policy", "policy_b"), pk=pk)
-    return render(
-        request, "generation/job_detail.html", {"job": job, "finished": job.status in services.FINISHED_STATES}
-    )
+    context = {
+        "job": job,
+        "finished": job.status in services.FINISHED_STATES,
+        "sampled": selectors.job_sampled(job=job),
+        "skips": job.skips.all()[:SKIPS_SHOWN],
+    }
+    return render(request, "generation/job_detail.html", context)

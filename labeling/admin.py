@@ -21,7 +21,7 @@ class CampaignAdmin(admin.ModelAdmin):
     search_fields = ["name"]
     raw_id_fields = ["active_policy"]
     fieldsets = [
-        (None, {"fields": ["name", "is_active", "guidelines", "active_policy"]}),
+        (None, {"fields": ["name", "is_active", "guidelines", "active_policy", "truncate_long_prompts"]}),
         (
             "Judgments",
             {
@@ -51,10 +51,22 @@ def campaign_admin_add_actions(*actions) -> None:
 
 
 def action_form_page(
-    modeladmin: admin.ModelAdmin, request: HttpRequest, *, form, title: str, intro: str, submit: str
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    *,
+    form,
+    title: str,
+    intro: str,
+    submit: str,
+    template: str = "admin/action_form.html",
+    **extra: object,
 ) -> HttpResponse:
-    """The intermediate page of an admin action that needs a form: it posts the selection back with `apply`."""
+    """The intermediate page of an admin action that needs a form: it posts the selection back with `apply`.
+
+    A `template` extending admin/action_form.html may fill its `form` block; `extra` goes into its context.
+    """
     context = {
+        **extra,
         **modeladmin.admin_site.each_context(request),
         "title": title,
         "intro": intro,
@@ -66,7 +78,7 @@ def action_form_page(
         "select_across": request.POST.get("select_across", "0"),
         "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
     }
-    return render(request, "admin/action_form.html", context)
+    return render(request, template, context)
 
 
 @admin.register(Tag)

@@ -42,6 +42,11 @@ class Campaign(models.Model):
         related_name="+",
         help_text="The policy new generation jobs sample from.",
     )
+    truncate_long_prompts = models.BooleanField(
+        default=False,
+        help_text="A chat prompt longer than the policy's context loses its earliest turns (never the last user "
+        "turn) instead of being skipped.",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

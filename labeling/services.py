@@ -3,7 +3,7 @@ import io
 import os
 import secrets
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.contrib.auth import password_validation
@@ -37,6 +37,7 @@ _BATCH = 2000
 class ImportResult:
     created: int
     duplicates: int
+    rows: tuple[importers.PromptRow, ...] = field(default=(), repr=False, compare=False)  # the created prompts' rows
 
     def __str__(self) -> str:
         return f"imported {self.created} prompts, skipped {self.duplicates} duplicates"
@@ -96,7 +97,7 @@ def prompts_import(
         for start in tqdm(range(0, len(prompts), _BATCH), desc="storing", unit="batch", disable=not progress):
             Prompt.objects.bulk_create(prompts[start : start + _BATCH])
         _attach_tags(prompts, [row.tags for row in fresh.values()])
-    return ImportResult(created=len(prompts), duplicates=len(rows) - len(prompts))
+    return ImportResult(created=len(prompts), duplicates=len(rows) - len(prompts), rows=tuple(fresh.values()))
 
 
 def _attach_tags(prompts: list[Prompt], tag_lists: list[list[str]]) -> None:

@@ -3,7 +3,8 @@
 import pytest
 from django.urls import reverse
 
-from generation.models import GenerationJob, JobStatus, ModelVersion
+from generation.models import GenerationJob, GenerationSkip, JobPhase, JobStatus, ModelVersion
+from labeling.models import Prompt
 from tests.e2e.conftest import CHROMIUM, log_in
 from training.models import RoundStatus, TrainingRound
 
@@ -31,14 +32,43 @@ def test_the_job_page_follows_a_running_job_until_it_fails(page, live_server, ad
     page.goto(live_server.url + reverse("generation:job", args=[job.pk]))
     assert page.inner_text("#job-done") == "2"
 
-    GenerationJob.objects.filter(pk=job.pk).update(done=5, skipped_identical=1)
+    GenerationJob.objects.filter(pk=job.pk).update(done=5, skipped_identical=1, phase=JobPhase.STORING)
     wait_for_progress(page, "#job-progress", 50)
-    assert (page.inner_text("#job-done"), page.inner_text("#job-skipped")) == ("5", "1")
+    assert (page.inner_text("#job-done"), page.inner_text("#job-identical")) == ("5", "1")
+    assert page.inner_text("#job-phase") == "Storing"
 
-    GenerationJob.objects.filter(pk=job.pk).update(status=JobStatus.FAILED, error="<b>engine died</b>")
+    traceback = 'Traceback (most recent call last):\n  File "x.py", line 1\nRuntimeError: <b>engine died</b>'
+    GenerationJob.objects.filter(pk=job.pk).update(status=JobStatus.FAILED, error=traceback)
     page.wait_for_selector("#job-error:not([hidden])")
-    assert page.inner_text("#job-error") == "<b>engine died</b>"  # as text
+    assert page.inner_text("#job-error-summary") == "RuntimeError: <b>engine died</b>"  # as text, one line
+    assert not page.is_visible("#job-error-detail")  # the traceback is folded away
     assert page.inner_text("#job-status") == "Failed"
+    assert not page.is_visible("#job-phase")
+
+
+def test_the_job_page_lists_a_skipped_prompt_on_one_wrapped_line_without_widening_the_page(
+    page, live_server, admin_user, campaign, policy
+):
+    job = GenerationJob.objects.create(
+        campaign=campaign, policy=policy, status=JobStatus.RUNNING, total=7, done=6, skipped=0
+    )
+    prompt = Prompt.objects.create(campaign=campaign, text="long", content_hash="h" * 64)
+    unbroken = "x" * 3000  # an engine message with no place to break, as the 2,530 px wide page had
+    log_in(page, live_server, "ada", "ada-password-1")
+    page.goto(live_server.url + reverse("generation:job", args=[job.pk]))
+
+    GenerationSkip.objects.create(
+        job=job, prompt=prompt, reason="too long: 3,211 tokens, and the policy's context holds 512", detail=unbroken
+    )
+    GenerationJob.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, done=7, skipped=1)
+    page.wait_for_selector("#job-skips li")  # the page reloads once the job ends with new skips
+    line = page.inner_text("#job-skips li summary").strip()
+    assert page.inner_text("#job-skips li").startswith(f"Prompt {prompt.pk}: too long: 3,211 tokens")
+    assert line == "Engine's message" and not page.is_visible("#job-skips li pre")
+    page.click("#job-skips li summary")  # unfolded, the unbroken message still wraps
+    assert page.is_visible("#job-skips li pre")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert page.inner_text("#job-skipped") == "1"
 
 
 def test_the_round_page_follows_an_active_round_and_reloads_when_it_ends(page, live_server, admin_user, campaign, policy):

@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from generation import services
 from generation.models import GenerationJob, JobStatus, ModelVersion
-from labeling.models import Campaign
+from labeling.models import Campaign, Prompt
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +23,7 @@ def logged_in(user: User) -> Client:
 
 
 def test_staff_starts_a_job_with_the_campaigns_policy_enqueued_after_commit(
-    admin_user: User, campaign: Campaign, django_capture_on_commit_callbacks
+    admin_user: User, campaign: Campaign, prompts: list[Prompt], django_capture_on_commit_callbacks
 ) -> None:
     with django_capture_on_commit_callbacks() as callbacks:
         response = logged_in(admin_user).post(START, {"campaign": campaign.pk, "limit": 3, "seed": 9}, JSON)
@@ -33,7 +33,7 @@ def test_staff_starts_a_job_with_the_campaigns_policy_enqueued_after_commit(
     campaign.refresh_from_db()
     assert job.policy == campaign.active_policy
     assert job.policy.base_path == settings.POLICY_MODEL
-    assert (job.limit, job.seed, job.created_by, job.status) == (3, 9, admin_user, JobStatus.QUEUED)
+    assert (job.limit, job.seed, job.created_by, job.status, job.total) == (3, 9, admin_user, JobStatus.QUEUED, 3)
     assert len(callbacks) == 1
     body = response.json()
     assert body["id"] == job.pk and body["page_url"] == reverse("generation:job", args=[job.pk])
@@ -108,20 +108,47 @@ def test_job_page_shows_progress_and_escapes_worker_text(
     assert logged_in(alice).get(page).status_code == 302  # to the admin login
 
 
-def test_generate_pairs_admin_action_queues_a_job_and_opens_its_page(
-    admin_user: User, campaign: Campaign, django_capture_on_commit_callbacks
+def test_generate_pairs_admin_action_shows_the_count_then_queues_the_job_when_confirmed(
+    admin_user: User, campaign: Campaign, prompts: list[Prompt], django_capture_on_commit_callbacks
 ) -> None:
+    admin = logged_in(admin_user)
+    changelist = reverse("admin:labeling_campaign_changelist")
+    selection = {"action": "generate_pairs", "_selected_action": [campaign.pk]}
+
+    form = admin.post(changelist, selection)  # the action opens its options form
+    assert form.status_code == 200 and not GenerationJob.objects.exists()
+    html = form.content.decode()
+    assert 'name="temperature"' in html and 'name="only_missing"' in html and 'name="seed"' in html
+    assert 'name="confirm_total" value="5"' in html and "Generate pairs for 5 prompts" in html
+
+    counted = admin.post(changelist, {**selection, "recount": "1", "limit": "2", "only_missing": "on", "temperature": "0.7", "top_p": "1", "max_tokens": "64"})
+    assert 'name="confirm_total" value="2"' in counted.content.decode()
+
+    # A stale count (the options changed since it was shown) asks again instead of starting.
+    stale = admin.post(changelist, {**selection, "apply": "1", "confirm_total": "5", "limit": "2", "only_missing": "on", "temperature": "0.7", "top_p": "1", "max_tokens": "64"})
+    assert stale.status_code == 200 and "changed since the count" in stale.content.decode()
+    assert not GenerationJob.objects.exists()
+
     with django_capture_on_commit_callbacks() as callbacks:
-        response = logged_in(admin_user).post(
-            reverse("admin:labeling_campaign_changelist"),
-            {"action": "generate_pairs", "_selected_action": [campaign.pk]},
-        )
+        response = admin.post(changelist, {**selection, "apply": "1", "confirm_total": "2", "limit": "2", "only_missing": "on", "temperature": "0.7", "top_p": "1", "max_tokens": "64"})
 
     job = GenerationJob.objects.get()
     assert response.status_code == 302 and response["Location"] == reverse("generation:job", args=[job.pk])
     campaign.refresh_from_db()
     assert job.policy == campaign.active_policy and job.created_by == admin_user
+    assert (job.total, job.limit, job.temperature, job.max_tokens, job.only_missing) == (2, 2, 0.7, 64, True)
     assert len(callbacks) == 1
+
+
+def test_generate_pairs_admin_form_shows_option_errors_and_starts_nothing(
+    admin_user: User, campaign: Campaign, prompts: list[Prompt]
+) -> None:
+    response = logged_in(admin_user).post(
+        reverse("admin:labeling_campaign_changelist"),
+        {"action": "generate_pairs", "_selected_action": [campaign.pk], "apply": "1", "top_p": "1.5", "confirm_total": "0"},
+    )
+    assert response.status_code == 200 and "less than or equal to 1" in response.content.decode()
+    assert not GenerationJob.objects.exists()
 
 
 def test_admin_lists_jobs_with_progress_and_resumes_a_failed_one(

@@ -34,14 +34,14 @@ def test_wait_runs_the_job_here_and_each_prompt_gets_a_traceable_pair(
 
 @pytest.mark.django_db
 def test_without_wait_the_job_is_queued_for_a_worker(
-    campaign: Campaign, lora_policy: ModelVersion, django_capture_on_commit_callbacks
+    campaign: Campaign, prompts: list[Prompt], lora_policy: ModelVersion, django_capture_on_commit_callbacks
 ) -> None:
     with django_capture_on_commit_callbacks() as callbacks:
         out = generate_pairs("--campaign", campaign.name, "--policy", lora_policy.name, "--seed", "7")
 
     job = GenerationJob.objects.get()
     assert (job.status, job.policy, job.seed) == (JobStatus.QUEUED, lora_policy, 7)
-    assert f"queued generation job {job.pk}" in out
+    assert f"queued generation job {job.pk}" in out and "5 prompts in 1 shards" in out
     assert len(callbacks) == 1
 
 

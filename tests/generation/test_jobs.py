@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 from config.celery import app as celery_app
 from generation import services, tasks
 from generation.backends import SamplingConfig
-from generation.models import Completion, GenerationJob, JobStatus, ModelVersion
+from generation.models import Completion, GenerationJob, GenerationShard, JobStatus, ModelVersion, ShardStatus
 from labeling.models import Campaign, Comparison, Prompt, Split
 from tests.generation.conftest import demo_lines, import_prompts
 
@@ -82,9 +82,10 @@ def test_same_job_seed_reproduces_the_completions(
     def tokens(job: GenerationJob) -> list[list[int]]:
         return [c.token_ids for c in Completion.objects.filter(job=job).order_by("prompt_id", "seed")]
 
-    first = run(services.generation_job_create(campaign=campaign, policy=policy, seed=21, max_tokens=32))
-    second = run(services.generation_job_create(campaign=campaign, policy=policy, seed=21, max_tokens=32))
-    other = run(services.generation_job_create(campaign=campaign, policy=policy, seed=22, max_tokens=32))
+    def job(seed: int) -> GenerationJob:
+        return run(services.generation_job_create(campaign=campaign, policy=policy, seed=seed, max_tokens=32, only_missing=False))
+
+    first, second, other = job(21), job(21), job(22)
     assert tokens(first) == tokens(second)
     assert tokens(first) != tokens(other)
 
@@ -151,14 +152,16 @@ def test_crashed_job_resumes_the_remaining_prompts_without_duplicates(
     job.refresh_from_db()
     assert (job.status, job.done, job.total) == (JobStatus.RUNNING, 2, 5)
 
-    tasks.generation_job_run_task(job.pk)  # what the redelivered message does
+    tasks.generation_shard_run_task(job.shards.get().pk)  # what the redelivered message does
 
     job.refresh_from_db()
     assert (job.status, job.done, job.total) == (JobStatus.SUCCEEDED, 5, 5)
     per_prompt = Completion.objects.filter(job=job).values("prompt").annotate(n=Count("id"))
     assert sorted(row["n"] for row in per_prompt) == [2] * 5
     assert Comparison.objects.count() == 5
-    uninterrupted = run(services.generation_job_create(campaign=campaign, policy=policy, seed=5, max_tokens=32))
+    uninterrupted = run(
+        services.generation_job_create(campaign=campaign, policy=policy, seed=5, max_tokens=32, only_missing=False)
+    )
     assert [c.token_ids for c in Completion.objects.filter(job=job).order_by("prompt_id", "seed")] == [
         c.token_ids for c in Completion.objects.filter(job=uninterrupted).order_by("prompt_id", "seed")
     ]
@@ -217,22 +220,6 @@ def test_cancelled_job_stops_before_storing_its_next_chunk(
     assert run(job).status == JobStatus.CANCELLED  # a late message does not revive it
 
 
-def test_a_job_whose_worker_shuts_down_goes_back_on_the_queue_at_its_next_chunk(
-    vllm_backend, settings, django_capture_on_commit_callbacks, campaign, prompts, policy
-) -> None:
-    settings.GENERATION_CHUNK_SIZE = 2
-    job = services.generation_job_create(campaign=campaign, policy=policy, max_tokens=16)
-    stored = []
-    with django_capture_on_commit_callbacks() as callbacks:
-        job = run(job, on_progress=lambda current: stored.append(current.done), should_stop=lambda: bool(stored[1:]))
-    # The chunk in hand was stored; the rest is queued again (not "running" under a worker that is gone).
-    assert (job.status, job.done, job.total) == (JobStatus.QUEUED, 2, 5)
-    assert len(callbacks) == 1  # its message, for whichever generation worker takes the queue next
-    engine = vllm_backend.engine(policy.base_path).llm_engine
-    assert not engine.has_unfinished_requests() and not vllm_backend._finished  # queued chunks dropped
-    assert run(job).status == JobStatus.SUCCEEDED and Comparison.objects.count() == 5
-
-
 def test_failed_job_records_the_error_and_can_be_resumed(
     settings, campaign: Campaign, prompts: list[Prompt], policy: ModelVersion, tiny_model_path, tmp_path
 ) -> None:
@@ -283,24 +270,54 @@ def test_started_job_is_enqueued_on_the_generation_queue_after_commit(
         job.refresh_from_db()
         assert job.status == JobStatus.QUEUED  # nothing runs before the commit
     assert len(callbacks) == 1
-    route = celery_app.amqp.router.route({}, tasks.generation_job_run_task.name)
+    route = celery_app.amqp.router.route({}, tasks.generation_shard_run_task.name)
     assert route["queue"].name == "generation"
 
-    callbacks[0]()  # the commit: the (eager) task runs the job
+    callbacks[0]()  # the commit: the (eager) task runs the job's one shard
     job.refresh_from_db()
     assert (job.status, Comparison.objects.count()) == (JobStatus.SUCCEEDED, 5)
 
 
-def test_a_restarted_worker_requeues_only_the_job_it_was_running(
-    campaign: Campaign, policy: ModelVersion, django_capture_on_commit_callbacks
+def test_a_restarted_worker_requeues_only_the_shards_it_was_running(
+    settings, campaign: Campaign, prompts: list[Prompt], policy: ModelVersion, django_capture_on_commit_callbacks
 ):
-    mine, other = (
-        services.generation_job_create(campaign=campaign, policy=policy, seed=seed) for seed in (1, 2)
-    )
-    GenerationJob.objects.filter(pk=mine.pk).update(status=JobStatus.RUNNING, worker="generation@host-a")
-    GenerationJob.objects.filter(pk=other.pk).update(status=JobStatus.RUNNING, worker="generation@host-b")
+    settings.GENERATION_SHARD_SIZE = 2
+    job = services.generation_job_create(campaign=campaign, policy=policy, seed=1)
+    mine, other, queued = job.shards.order_by("number")
+    GenerationJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
+    GenerationShard.objects.filter(pk=mine.pk).update(status=ShardStatus.RUNNING, worker="generation@host-a")
+    GenerationShard.objects.filter(pk=other.pk).update(status=ShardStatus.RUNNING, worker="generation@host-b")
     with django_capture_on_commit_callbacks() as callbacks:
         assert services.generation_jobs_recover(worker="generation@host-a") == 1
     assert len(callbacks) == 1  # its task is enqueued once the requeue commits
-    assert GenerationJob.objects.get(pk=mine.pk).status == JobStatus.QUEUED
-    assert GenerationJob.objects.get(pk=other.pk).status == JobStatus.RUNNING
+    assert GenerationShard.objects.get(pk=mine.pk).status == ShardStatus.QUEUED
+    assert GenerationShard.objects.get(pk=other.pk).status == ShardStatus.RUNNING
+    assert GenerationJob.objects.get(pk=job.pk).status == JobStatus.RUNNING
+
+
+def test_the_job_reports_its_phase_and_counts_prompts_as_their_samples_finish(
+    vllm_backend, settings, monkeypatch, campaign: Campaign, policy: ModelVersion
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    import_prompts(campaign, demo_lines(12))
+    settings.GENERATION_CHUNK_SIZE = 12  # one chunk: a per-chunk count would jump from 0 to 12
+    monkeypatch.setattr(services, "SAMPLED_WRITE_INTERVAL_S", 0.0)
+    seen = []
+
+    def watch(current: GenerationJob) -> None:
+        stored = GenerationJob.objects.get(pk=current.pk)  # what the page reads
+        seen.append((stored.phase, services.selectors.job_sampled(job=stored), stored.done))
+
+    job = services.generation_job_create(campaign=campaign, policy=policy, seed=6, max_tokens=48)
+    with CaptureQueriesContext(connection) as queries:
+        job = run(job, on_progress=watch)
+
+    assert (job.status, job.done) == (JobStatus.SUCCEEDED, 12)
+    before_store = [sampled for phase, sampled, done in seen if done == 0]
+    assert all(phase == "sampling" for phase, _, done in seen if done == 0)
+    assert len(set(before_store)) >= 2 and 0 < min(before_store) < 12  # counted as samples finish
+    assert seen[-1] == ("storing", 12, 12)
+    phases = [p for q in queries.captured_queries for p in ("loading", "sampling", "storing") if f"\"phase\" = '{p}'" in q["sql"]]
+    assert phases[:3] == ["loading", "sampling", "storing"]
