@@ -59,7 +59,7 @@ async function fetchNext(after) {
 const visible = { since: performance.now(), spent: 0 };
 let current = JSON.parse($("first-pair").textContent);
 let prefetched = current ? fetchNext(current.assignment_id) : Promise.resolve(null);
-let step = "pick"; // pick -> strength -> rationale
+let step = "pick"; // pick -> strength (left/right on a strength scale) -> rationale (when the box is open and empty)
 let pending = null; // {choice, strength}
 let busy = false;
 
@@ -142,6 +142,14 @@ async function refreshProgress() {
 }
 
 // --- Answering --------------------------------------------------------------
+// A complete answer (a pick, and a strength where the campaign asks for one) is
+// sent at once, unless the rationale box is open and still empty: then the
+// cursor moves into it and Enter sends pick, strength and rationale together.
+// A rationale typed before the pick goes with it.
+
+function rationaleOpen() {
+  return !el.rationaleBox.hidden;
+}
 
 function resetAnswer() {
   step = "pick";
@@ -161,22 +169,24 @@ function choose(choice) {
     step = "strength";
     el.strengthQuestion.textContent = `How much better is the ${choice} answer?`;
     el.strength.hidden = false;
+    if (document.activeElement === el.rationale) el.rationale.blur();
     return;
   }
-  afterStrength();
+  answered();
 }
 
 function setStrength(strength) {
+  if (!pending) return;
   pending.strength = strength;
   el.strength.hidden = true;
-  afterStrength();
+  answered();
 }
 
-function afterStrength() {
-  if (current.rationale_required && !el.rationale.value.trim()) {
+function answered() {
+  if (rationaleOpen() && !el.rationale.value.trim()) {
     step = "rationale";
-    openRationale();
-    notice("Write a short rationale, then press Enter.");
+    el.rationale.focus();
+    notice(current.rationale_required ? "Write a short rationale, then press Enter." : "Enter sends your answer (the rationale is optional).");
     return;
   }
   submit();
@@ -187,6 +197,21 @@ function openRationale() {
   el.rationale.focus();
 }
 
+// Enter in the rationale box: send the answer if there is one, else leave the box for the pick keys.
+function rationaleEnter() {
+  if (!pending) {
+    el.rationale.blur();
+    notice("Now pick 1-4: your rationale goes with it.");
+  } else if (step === "strength") {
+    el.rationale.blur();
+    notice("How much better? 1-3, or Enter to leave it out.");
+  } else if (current.rationale_required && !el.rationale.value.trim()) {
+    notice("A rationale is required here.", "warn");
+  } else {
+    submit();
+  }
+}
+
 function back() {
   if (step === "pick") {
     el.guidelines.hidden = true;
@@ -194,9 +219,10 @@ function back() {
     syncToggles();
   }
   const typed = el.rationale.value;
+  const open = rationaleOpen();
   resetAnswer();
   el.rationale.value = typed;
-  if (typed) el.rationaleBox.hidden = false;
+  el.rationaleBox.hidden = !open;
 }
 
 // Show the prefetched pair at once, then send `request` for the pair just left
@@ -278,9 +304,7 @@ function onKey(event) {
       if (step === "rationale") back();
     } else if (event.key === "Enter" && !event.shiftKey) {
       event.preventDefault();
-      if (!pending) notice("Pick an answer first: Esc, then 1-4.");
-      else if (current.rationale_required && !el.rationale.value.trim()) notice("A rationale is required here.", "warn");
-      else submit();
+      rationaleEnter();
     }
     return;
   }
@@ -301,6 +325,7 @@ function shortcut(key) {
   if (step === "strength") {
     if (["1", "2", "3"].includes(key)) return () => setStrength(Number(key));
     if (key === "Enter") return () => setStrength(null);
+    if (key === "r") return openRationale;
     return null;
   }
   if (step !== "pick") return null;
