@@ -155,6 +155,8 @@ LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 LOGIN_FAILURE_WINDOW_S = env_int("LOGIN_FAILURE_WINDOW_S", 300, minimum=1)
 # Judgments per day the annotator's "today" progress bar counts toward.
 LABELING_DAILY_GOAL = env_int("LABELING_DAILY_GOAL", 200, minimum=1)
+# Seconds after an answer during which its annotator may undo it (u) and answer again.
+LABELING_UNDO_WINDOW_S = env_int("LABELING_UNDO_WINDOW_S", 10, minimum=0)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

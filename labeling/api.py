@@ -97,7 +97,17 @@ class JudgmentOutSerializer(serializers.Serializer):
     choice = serializers.ChoiceField(SHOWN_CHOICES, help_text="As shown (left/right/tie/both_bad).")
     stored_choice = serializers.ChoiceField(["a", "b", "tie", "both_bad"], help_text="As stored (completion a/b).")
     strength = serializers.IntegerField(allow_null=True)
-    created = serializers.BooleanField(help_text="False when this repeated an earlier, identical submit.")
+    created = serializers.BooleanField(help_text="False when this repeated an earlier submit or revised an undone one.")
+    revised = serializers.BooleanField(help_text="True when this answered an undone judgment again (the old answer is kept as a revision).")
+
+
+class UndoOutSerializer(serializers.Serializer):
+    judgment_id = serializers.IntegerField()
+    assignment_id = serializers.IntegerField()
+    choice = serializers.ChoiceField(SHOWN_CHOICES, help_text="The answer being undone, as shown.")
+    strength = serializers.IntegerField(allow_null=True)
+    rationale = serializers.CharField(allow_blank=True)
+    reopened_until = serializers.DateTimeField(help_text="A submit until then replaces the answer.")
 
 
 class ProgressSerializer(serializers.Serializer):
@@ -306,6 +316,7 @@ class SubmitView(APIView):
                 "stored_choice": judgment.choice,
                 "strength": judgment.strength,
                 "created": result.created,
+                "revised": result.revised,
             }
         ).data
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
@@ -330,6 +341,39 @@ class SkipView(APIView):
         except services.LabelingError as exc:
             return _error(exc, status.HTTP_409_CONFLICT)
         return Response({"assignment_id": assignment.pk, "state": assignment.state})
+
+
+class UndoView(APIView):
+    @extend_schema(
+        request=None,
+        responses={
+            200: UndoOutSerializer,
+            404: OpenApiResponse(description="No such assignment of yours."),
+            409: OpenApiResponse(ErrorSerializer, description="undo_closed: not judged, too late, or the pair is settled."),
+        },
+        summary="Undo a judgment: the next submit on this assignment revises it",
+        description="Allowed for LABELING_UNDO_WINDOW_S seconds after the answer, while the pair is not settled. "
+        "The judgment stays stored (and counted) until the new answer replaces it; the old answer is kept as a revision.",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        try:
+            judgment = services.judgment_reopen(assignment_id=pk, annotator=request.user)
+        except Assignment.DoesNotExist:
+            return Response({"code": "not_found", "detail": "No such assignment of yours."}, status=404)
+        except services.LabelingError as exc:
+            return _error(exc, status.HTTP_409_CONFLICT)
+        return Response(
+            UndoOutSerializer(
+                {
+                    "judgment_id": judgment.pk,
+                    "assignment_id": pk,
+                    "choice": services.choice_to_shown(choice=judgment.choice, left_is_a=judgment.left_is_a),
+                    "strength": judgment.strength,
+                    "rationale": judgment.rationale,
+                    "reopened_until": judgment.reopened_until,
+                }
+            ).data
+        )
 
 
 class MyStatsView(APIView):

@@ -191,6 +191,9 @@ class Judgment(models.Model):
     left_is_a = models.BooleanField(help_text="Order shown: completion a was on the left.")
     time_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time on task.")
     created_at = models.DateTimeField(auto_now_add=True)
+    reopened_until = models.DateTimeField(
+        null=True, blank=True, help_text="Undone by its annotator: a new answer until then revises it."
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -205,3 +208,21 @@ class Judgment(models.Model):
 
     def __str__(self) -> str:
         return f"Judgment {self.pk}: {self.choice}"
+
+
+class JudgmentRevision(models.Model):
+    """An answer a judgment had before its annotator undid it and answered again (the judgment keeps the new one)."""
+
+    judgment = models.ForeignKey(Judgment, on_delete=models.CASCADE, related_name="revisions")
+    choice = models.CharField(max_length=10, choices=Choice.choices)
+    strength = models.PositiveSmallIntegerField(null=True, blank=True)
+    rationale = models.TextField(blank=True)
+    time_ms = models.PositiveIntegerField(null=True, blank=True)
+    answered_at = models.DateTimeField(help_text="When this (old) answer was given.")
+    revised_at = models.DateTimeField(help_text="When it was replaced.")
+
+    class Meta:
+        ordering = ["judgment", "revised_at"]
+
+    def __str__(self) -> str:
+        return f"Revision of judgment {self.judgment_id}: was {self.choice}"

@@ -4,8 +4,9 @@ import os
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import connection, transaction
 from django.db.models import QuerySet
@@ -21,6 +22,7 @@ from labeling.models import (
     Comparison,
     ComparisonStatus,
     Judgment,
+    JudgmentRevision,
     Prompt,
     Split,
     StrengthScale,
@@ -201,6 +203,10 @@ class AlreadySubmitted(LabelingError):
     code = "already_submitted"
 
 
+class UndoClosed(LabelingError):
+    code = "undo_closed"
+
+
 _SHOWN_TO_STORED = {
     # (shown choice, left_is_a) -> stored choice
     ("left", True): Choice.A,
@@ -320,7 +326,9 @@ def assignment_next(*, campaign: Campaign, annotator: User, after_id: int | None
 
 
 # What submit needs of a campaign: read with the locked assignment, in the same statement.
-_CAMPAIGN_RULES = ("id", "annotations_per_pair", "allow_tie", "allow_both_bad", "strength_scale", "rationale_required")
+_CAMPAIGN_RULES = (
+    "id", "annotations_per_pair", "allow_tie", "allow_both_bad", "strength_scale", "rationale_required", "lease_seconds"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -409,6 +417,7 @@ def assignment_skip(*, assignment_id: int, annotator: User) -> Assignment:
 class SubmitResult:
     judgment: Judgment
     created: bool
+    revised: bool = False
 
 
 _EXPIRED_MESSAGE = "Your time on this pair ran out and it went back to the pool; this answer was not stored."
@@ -460,10 +469,9 @@ def judgment_submit(
         _validate_judgment(campaign=campaign, shown=choice, strength=strength, rationale=rationale, time_ms=time_ms)
         stored = choice_from_shown(shown=choice, left_is_a=assignment.left_is_a)
         if assignment.state == AssignmentState.SUBMITTED:
-            judgment = assignment.judgment
-            if (judgment.choice, judgment.strength, judgment.rationale) != (stored, strength, rationale):
-                raise AlreadySubmitted("This pair was already judged with a different answer; it was not changed.")
-            return SubmitResult(judgment=judgment, created=False)
+            return _resubmit(
+                judgment=assignment.judgment, choice=stored, strength=strength, rationale=rationale, time_ms=time_ms
+            )
         if assignment.state == AssignmentState.EXPIRED:
             raise LeaseExpired(_EXPIRED_MESSAGE)
         if assignment.state == AssignmentState.SKIPPED:
@@ -481,6 +489,65 @@ def judgment_submit(
         assignment.save(update_fields=["state"])
     # Raised after the commit, so the lease stays marked expired.
     raise LeaseExpired(_EXPIRED_MESSAGE)
+
+
+def _resubmit(*, judgment: Judgment, choice: str, strength: int | None, rationale: str, time_ms: int | None) -> SubmitResult:
+    """A submit on a judged pair: a repeat changes nothing; a new answer to an undone judgment
+    revises it (the old answer kept as a JudgmentRevision); any other change is refused."""
+    now = timezone.now()
+    reopened = judgment.reopened_until is not None and judgment.reopened_until > now
+    if (judgment.choice, judgment.strength, judgment.rationale) == (choice, strength, rationale):
+        if judgment.reopened_until is not None:
+            judgment.reopened_until = None
+            judgment.save(update_fields=["reopened_until"])
+        return SubmitResult(judgment=judgment, created=False)
+    if not reopened:
+        raise AlreadySubmitted("This pair was already judged with a different answer; it was not changed.")
+    JudgmentRevision.objects.create(
+        judgment=judgment,
+        choice=judgment.choice,
+        strength=judgment.strength,
+        rationale=judgment.rationale,
+        time_ms=judgment.time_ms,
+        answered_at=_answered_at(judgment),
+        revised_at=now,
+    )
+    judgment.choice, judgment.strength, judgment.rationale = choice, strength, rationale
+    judgment.time_ms, judgment.reopened_until = time_ms, None
+    judgment.save(update_fields=["choice", "strength", "rationale", "time_ms", "reopened_until"])
+    return SubmitResult(judgment=judgment, created=False, revised=True)
+
+
+def _answered_at(judgment: Judgment) -> datetime:
+    """When the judgment's current answer was given: its last revision, else its creation."""
+    last = judgment.revisions.order_by("-revised_at").values_list("revised_at", flat=True).first()
+    return last or judgment.created_at
+
+
+@transaction.atomic
+def judgment_reopen(*, assignment_id: int, annotator: User) -> Judgment:
+    """Undo: reopen the annotator's judgment on this assignment, so their next submit revises it.
+
+    Allowed for LABELING_UNDO_WINDOW_S after the answer was given, and only while
+    the pair is not settled. A pair settles when it has its N judgments and the
+    undo window of the last one has passed (or when it is retired), so within a
+    judgment's own window the pair can only be settled by retirement. The judgment
+    keeps counting toward its pair while reopened: the queue's counts and leases
+    never move, and a reopened judgment that is never answered again stays as it was.
+    The reopened judgment takes a new answer for as long as the campaign's lease.
+    """
+    lease = _owned_assignment(assignment_id=assignment_id, annotator=annotator)
+    if lease.assignment.state != AssignmentState.SUBMITTED:
+        raise UndoClosed("Nothing to undo: you have not judged this pair.")
+    if lease.status == ComparisonStatus.RETIRED:
+        raise UndoClosed("This pair is settled; your answer can no longer change.")
+    judgment = Judgment.objects.get(assignment_id=assignment_id)
+    now = timezone.now()
+    if now - _answered_at(judgment) > timedelta(seconds=settings.LABELING_UNDO_WINDOW_S):
+        raise UndoClosed(f"Too late to undo: answers can be undone for {settings.LABELING_UNDO_WINDOW_S} s.")
+    judgment.reopened_until = now + lease.campaign.lease
+    judgment.save(update_fields=["reopened_until"])
+    return judgment
 
 
 @transaction.atomic

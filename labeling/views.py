@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
@@ -35,6 +36,7 @@ def label(request: HttpRequest, pk: int) -> HttpResponse:
         "choices": selectors.campaign_allowed_choices(campaign=campaign),
         "first_pair": pair_data(assignment, campaign) if assignment else None,
         "progress": progress_data(campaign=campaign, annotator=request.user),
+        "undo_window_s": settings.LABELING_UNDO_WINDOW_S,
     }
     response = render(request, "labeling/label.html", context)
     response["Content-Security-Policy"] = _CSP

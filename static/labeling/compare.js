@@ -15,6 +15,7 @@ const el = {
   strength: $("strength"), strengthQuestion: $("strength-question"),
   rationaleBox: $("rationale-box"), rationale: $("rationale"),
   guidelines: $("guidelines"), keys: $("keys"),
+  last: $("last"), lastLabel: $("last-label"),
   todayCount: $("today-count"), todayBar: $("today-bar"),
   campaignCount: $("campaign-count"), campaignBar: $("campaign-bar"),
 };
@@ -257,6 +258,13 @@ async function advance(request, label) {
   }
 }
 
+const CHOICE_LABELS = { left: "Left", right: "Right", tie: "Tie", both_bad: "Both bad" };
+const STRENGTH_LABELS = { 1: "slightly better", 2: "clearly better", 3: "much better" };
+
+function answerLabel({ choice, strength }) {
+  return strength ? `${CHOICE_LABELS[choice]}, ${STRENGTH_LABELS[strength]}` : CHOICE_LABELS[choice];
+}
+
 function submit() {
   const body = {
     choice: pending.choice,
@@ -267,13 +275,68 @@ function submit() {
   notice("");
   advance(async (pair) => {
     const { status, data } = await api(`/api/labeling/assignments/${pair.assignment_id}/submit/`, body, { retries: RETRIES });
-    if (status === 200 || status === 201) return null;
+    if (status === 200 || status === 201) {
+      offerUndo(pair, answerLabel(body));
+      return null;
+    }
     return data?.detail || `Your answer was not stored (${status}).`;
   }, "Submit");
 }
 
+// --- Undo -------------------------------------------------------------------
+// The last stored answer can be reopened for the server's window (LABELING_UNDO_WINDOW_S):
+// the pair comes back, and the next answer revises the same judgment. The pair that
+// was on screen comes back after it.
+
+const undoWindowMs = Number(bench.dataset.undoWindowS) * 1000;
+let last = null; // {pair, label, timer}
+
+function offerUndo(pair, label) {
+  forgetUndo();
+  if (!undoWindowMs) return;
+  last = { pair, label, timer: setTimeout(forgetUndo, undoWindowMs) };
+  el.lastLabel.textContent = label;
+  el.last.hidden = false;
+}
+
+function forgetUndo() {
+  if (last) clearTimeout(last.timer);
+  last = null;
+  el.last.hidden = true;
+}
+
+async function undo() {
+  if (!last || busy) return;
+  const target = last;
+  forgetUndo();
+  busy = true;
+  try {
+    const { status, data } = await api(`/api/labeling/assignments/${target.pair.assignment_id}/undo/`, {});
+    if (status !== 200) {
+      notice(data?.detail || `Could not undo (${status}).`, "warn");
+      return;
+    }
+    prefetched = Promise.resolve(current);
+    show({ ...target.pair, reopened: true });
+    if (data.rationale) {
+      el.rationale.value = data.rationale;
+      el.rationaleBox.hidden = false;
+    }
+    notice(`Reopened: you answered ${target.label}. Answer again, or s to keep it.`);
+  } catch (error) {
+    notice(error.message, "error");
+  } finally {
+    busy = false;
+  }
+}
+
 function skip() {
   notice("");
+  if (current?.reopened) {
+    // An undone pair keeps its stored answer unless it is answered again.
+    advance(async () => null, "Keep");
+    return;
+  }
   advance(async (pair) => {
     const { status, data } = await api(`/api/labeling/assignments/${pair.assignment_id}/skip/`, {}, { retries: RETRIES });
     return status === 200 ? null : data?.detail || `Skip failed (${status}).`;
@@ -332,6 +395,7 @@ function shortcut(key) {
   if (key in PICK_KEYS) return () => choose(PICK_KEYS[key]);
   if (key === "s") return skip;
   if (key === "r") return openRationale;
+  if (key === "u") return last ? undo : null;
   return null;
 }
 
@@ -341,6 +405,7 @@ for (const b of document.querySelectorAll("[data-strength]")) {
   b.addEventListener("click", () => setStrength(b.dataset.strength ? Number(b.dataset.strength) : null));
 }
 $("skip").addEventListener("click", skip);
+$("undo").addEventListener("click", undo);
 $("toggle-guidelines").addEventListener("click", () => toggle(el.guidelines));
 $("toggle-keys").addEventListener("click", () => toggle(el.keys));
 

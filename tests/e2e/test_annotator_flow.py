@@ -3,7 +3,7 @@
 import pytest
 from django.urls import reverse
 
-from labeling.models import Choice, Judgment
+from labeling.models import Choice, Judgment, JudgmentRevision
 from tests.e2e.conftest import CHROMIUM, log_in
 from tests.e2e.test_labeling_browser import press_and_wait_for_next, wait_for_today
 from tests.labeling.factories import make_pairs
@@ -90,3 +90,44 @@ def test_rationale_written_after_the_pick_waits_for_enter(page, live_server, cam
     wait_for_today(page, 1)
     judgment = Judgment.objects.get(assignment_id=first)
     assert (shown_side(judgment), judgment.strength, judgment.rationale) == ("left", 2, "Left cites the moon.")
+
+
+def test_undo_within_the_window_reopens_the_pair_and_the_new_answer_revises_it(page, live_server, campaign, alice):
+    make_pairs(campaign, 3)
+    open_label_page(page, live_server, campaign)
+    first = on_screen(page)
+    press_and_wait_for_next(page, "3")
+    second = on_screen(page)
+    page.wait_for_selector("#last:not([hidden])")
+    assert page.inner_text("#last") == "Last: Tie · u undo"
+
+    press_and_wait_for_next(page, "u")
+    assert on_screen(page) == first
+    assert "you answered Tie" in page.inner_text("#notice")
+    press_and_wait_for_next(page, "1", "1")  # left, slightly: then the pair that was on screen comes back
+    assert on_screen(page) == second
+    page.wait_for_selector("#last:not([hidden])")
+    assert page.inner_text("#last-label") == "Left, slightly better"
+
+    judgment = Judgment.objects.get(annotator=alice)
+    assert judgment.assignment_id == first
+    assert (shown_side(judgment), judgment.strength) == ("left", 1)
+    assert list(judgment.revisions.values_list("choice", flat=True)) == [Choice.TIE]
+    press_and_wait_for_next(page, "4")
+    wait_for_today(page, 2)
+    assert Judgment.objects.filter(annotator=alice).count() == 2
+
+
+def test_undo_after_the_window_does_nothing(page, live_server, campaign, alice, settings):
+    settings.LABELING_UNDO_WINDOW_S = 1
+    make_pairs(campaign, 3)
+    open_label_page(page, live_server, campaign)
+    press_and_wait_for_next(page, "4")
+    second = on_screen(page)
+    page.wait_for_selector("#last:not([hidden])")
+    page.wait_for_selector("#last", state="hidden")  # the window closed
+    page.keyboard.press("u")
+    page.keyboard.press("3")  # u did nothing: this answers the pair on screen
+    wait_for_today(page, 2)
+    assert Judgment.objects.get(assignment_id=second).choice == Choice.TIE
+    assert not JudgmentRevision.objects.exists()
