@@ -118,6 +118,9 @@ class ProgressSerializer(serializers.Serializer):
     campaign_done = serializers.IntegerField(help_text="Judgments stored toward the campaign's regular pairs.")
     campaign_needed = serializers.IntegerField(help_text="Regular pairs times N.")
     campaign_fraction = serializers.FloatField()
+    campaign_state = serializers.ChoiceField(
+        ["no_pairs", "open", "done"], help_text="no_pairs before generation, done when every regular pair has its N judgments."
+    )
 
 
 class CampaignSerializer(serializers.ModelSerializer):
@@ -206,6 +209,7 @@ def progress_data(*, campaign: Campaign, annotator) -> dict:
             **vars(progress),
             "today_fraction": progress.today_fraction,
             "campaign_fraction": progress.campaign_fraction,
+            "campaign_state": progress.campaign_state,
         }
     ).data
 

@@ -6,7 +6,7 @@ from datetime import datetime, time
 
 from django.contrib.auth.models import User
 from django.db import connection
-from django.db.models import Count, QuerySet, Sum, Value
+from django.db.models import Count, Exists, OuterRef, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
@@ -25,6 +25,14 @@ SIDES = ("left", "right")
 
 def campaigns_for_labeling() -> QuerySet[Campaign]:
     return Campaign.objects.filter(is_active=True)
+
+
+def campaigns_listed(*, user: User) -> QuerySet[Campaign]:
+    """The campaigns on the user's home page: annotators see only those with pairs to judge; staff see all."""
+    campaigns = campaigns_for_labeling().annotate(
+        has_pairs=Exists(Comparison.objects.filter(prompt__campaign=OuterRef("pk"), prompt__enabled=True, is_gold=False))
+    )
+    return campaigns if user.is_staff else campaigns.filter(has_pairs=True)
 
 
 def campaign_allowed_choices(*, campaign: Campaign) -> list[str]:
@@ -179,7 +187,14 @@ class Progress:
 
     @property
     def campaign_fraction(self) -> float:
-        return self.campaign_done / self.campaign_needed if self.campaign_needed else 1.0
+        return self.campaign_done / self.campaign_needed if self.campaign_needed else 0.0
+
+    @property
+    def campaign_state(self) -> str:
+        """"no_pairs" before generation, "done" once every regular pair has its N judgments, else "open"."""
+        if not self.campaign_needed:
+            return "no_pairs"
+        return "done" if self.campaign_done >= self.campaign_needed else "open"
 
     @property
     def today_fraction(self) -> float:

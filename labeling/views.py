@@ -21,7 +21,7 @@ _CSP = (
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "labeling/home.html", {"campaigns": selectors.campaigns_for_labeling()})
+    return render(request, "labeling/home.html", {"campaigns": selectors.campaigns_listed(user=request.user)})
 
 
 @never_cache

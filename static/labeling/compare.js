@@ -96,6 +96,8 @@ function show(pair) {
   if (!pair) {
     el.pair.hidden = true;
     el.empty.hidden = false;
+    showEmptyState();
+    refreshProgress(); // the last submit may have just finished the campaign
     return;
   }
   renderPrompt(pair.prompt);
@@ -127,14 +129,23 @@ function notice(message, kind = "info") {
 function setBar(bar, value, max) {
   bar.setAttribute("aria-valuenow", value);
   bar.setAttribute("aria-valuemax", max);
-  bar.firstElementChild.style.width = `${max ? Math.min(100, (100 * value) / max) : 100}%`;
+  bar.firstElementChild.style.width = `${max ? Math.min(100, (100 * value) / max) : 0}%`;
+}
+
+let campaignState = "open";
+
+// Which "nothing to judge" message is true: no pairs yet, all done, or none for you right now.
+function showEmptyState() {
+  for (const box of el.empty.querySelectorAll("[data-state]")) box.hidden = box.dataset.state !== campaignState;
 }
 
 function showProgress(p) {
   el.todayCount.textContent = p.mine_today;
   setBar(el.todayBar, p.mine_today, p.daily_goal);
-  el.campaignCount.textContent = `${p.campaign_done} / ${p.campaign_needed}`;
+  el.campaignCount.textContent = p.campaign_needed ? `${p.campaign_done} / ${p.campaign_needed}` : "no pairs yet";
   setBar(el.campaignBar, p.campaign_done, p.campaign_needed);
+  campaignState = p.campaign_state;
+  showEmptyState();
 }
 
 async function refreshProgress() {
@@ -409,5 +420,5 @@ $("undo").addEventListener("click", undo);
 $("toggle-guidelines").addEventListener("click", () => toggle(el.guidelines));
 $("toggle-keys").addEventListener("click", () => toggle(el.keys));
 
-show(current);
 showProgress(JSON.parse($("first-progress").textContent));
+show(current);
