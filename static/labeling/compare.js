@@ -69,24 +69,79 @@ function setHtml(node, html) {
   node.scrollTop = 0;
 }
 
+function turnBox(turn) {
+  const box = document.createElement("div");
+  box.className = `turn turn-${turn.role === "user" || turn.role === "assistant" ? turn.role : "system"}`;
+  const role = document.createElement("div");
+  role.className = "role";
+  role.textContent = turn.role;
+  const body = document.createElement("div");
+  body.innerHTML = turn.html; // sanitized server-side
+  box.append(role, body);
+  return box;
+}
+
+// A conversation opens on its last turn (the one being answered); earlier turns fold behind one control.
 function renderPrompt(prompt) {
   el.prompt.replaceChildren();
+  el.prompt.scrollTop = 0;
   if (!prompt.messages) {
     setHtml(el.prompt, prompt.html);
     return;
   }
-  for (const turn of prompt.messages) {
-    const box = document.createElement("div");
-    box.className = `turn turn-${turn.role === "user" || turn.role === "assistant" ? turn.role : "system"}`;
-    const role = document.createElement("div");
-    role.className = "role";
-    role.textContent = turn.role;
-    const body = document.createElement("div");
-    body.innerHTML = turn.html; // sanitized server-side
-    box.append(role, body);
-    el.prompt.append(box);
+  const earlier = prompt.messages.slice(0, -1);
+  if (earlier.length) {
+    const fold = document.createElement("details");
+    fold.className = "earlier";
+    const summary = document.createElement("summary");
+    const label = `${earlier.length} earlier turn${earlier.length === 1 ? "" : "s"}`;
+    summary.textContent = `Show ${label}`;
+    fold.addEventListener("toggle", () => {
+      summary.textContent = `${fold.open ? "Hide" : "Show"} ${label}`;
+      markOverflow(el.prompt);
+    });
+    fold.append(summary, ...earlier.map(turnBox));
+    el.prompt.append(fold);
   }
-  el.prompt.scrollTop = 0;
+  el.prompt.append(turnBox(prompt.messages[prompt.messages.length - 1]));
+}
+
+function toggleEarlierTurns() {
+  const fold = el.prompt.querySelector("details.earlier");
+  if (fold) fold.open = !fold.open;
+}
+
+// Scroll areas say when they hold more than they show (a shadow on the cut edge).
+function markOverflow(node) {
+  node.classList.toggle("more-above", node.scrollTop > 1);
+  node.classList.toggle("more-below", node.scrollTop + node.clientHeight < node.scrollHeight - 1);
+}
+
+// The prompt takes the height the answers do not need: at least PROMPT_SHARE of the pair's
+// area, more when both answers are short. (CSS flex cannot say "the rest after the other's content".)
+const PROMPT_SHARE = 0.45;
+const wide = window.matchMedia("(min-width: 801px)");
+const promptCard = el.prompt.closest(".prompt");
+const sides = document.querySelector(".sides");
+
+function fitPrompt() {
+  if (el.pair.hidden || !wide.matches) {
+    promptCard.style.maxHeight = "";
+    return;
+  }
+  const room = el.pair.clientHeight - document.querySelector(".answer").offsetHeight;
+  const chrome = sides.offsetHeight - Math.max(el.left.clientHeight, el.right.clientHeight);
+  const answersNeed = Math.max(el.left.scrollHeight, el.right.scrollHeight) + chrome;
+  promptCard.style.maxHeight = `${Math.max(PROMPT_SHARE * room, room - answersNeed)}px`;
+}
+
+window.addEventListener("resize", fitPrompt);
+
+const scrollAreas = [el.prompt, el.left, el.right];
+const resized = new ResizeObserver(() => scrollAreas.forEach(markOverflow));
+for (const node of scrollAreas) {
+  node.addEventListener("scroll", () => markOverflow(node), { passive: true });
+  resized.observe(node);
 }
 
 function show(pair) {
@@ -104,6 +159,8 @@ function show(pair) {
   setHtml(el.left, pair.left.html);
   setHtml(el.right, pair.right.html);
   el.pair.hidden = false;
+  fitPrompt();
+  scrollAreas.forEach(markOverflow);
   el.empty.hidden = true;
   bench.dataset.assignment = pair.assignment_id;
   visible.spent = 0;
@@ -394,6 +451,7 @@ function onKey(event) {
 function shortcut(key) {
   if (key === "?") return () => toggle(el.keys);
   if (key === "g") return () => toggle(el.guidelines);
+  if (key === "t") return toggleEarlierTurns;
   if (key === "Escape") return back;
   if (!current || busy) return null;
   if (step === "strength") {
