@@ -9,17 +9,21 @@ from django.urls import path, reverse
 from labeling import services
 from labeling.forms import HeldoutSplitForm, PromptUploadForm
 from labeling.importers import PromptFileError
-from labeling.models import Assignment, Campaign, Comparison, Judgment, Prompt, Tag
+from labeling.models import Assignment, Campaign, Comparison, Flag, Judgment, Prompt, Tag
 
 
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
-    list_display = ["name", "is_active", "annotations_per_pair", "allow_tie", "allow_both_bad", "gold_rate", "active_policy"]
-    list_filter = ["is_active"]
+    list_display = [
+        "name", "is_active", "open_to_everyone", "annotations_per_pair", "allow_tie", "allow_both_bad", "gold_rate", "active_policy"
+    ]  # fmt: skip
+    list_filter = ["is_active", "open_to_everyone"]
     search_fields = ["name"]
     raw_id_fields = ["active_policy"]
+    filter_horizontal = ["members", "member_groups"]
     fieldsets = [
         (None, {"fields": ["name", "is_active", "guidelines", "active_policy"]}),
+        ("Who labels it", {"fields": ["open_to_everyone", "members", "member_groups"]}),
         (
             "Judgments",
             {
@@ -195,3 +199,47 @@ class JudgmentAdmin(admin.ModelAdmin):
     list_display = ["id", "comparison", "annotator", "choice", "strength", "time_ms", "created_at"]
     list_filter = ["choice", "comparison__prompt__campaign"]
     raw_id_fields = ["assignment", "comparison", "annotator"]
+
+
+class FlagOpenFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("open", "Open"), ("resolved", "Resolved")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "open":
+            return queryset.filter(resolved_at__isnull=True)
+        if self.value() == "resolved":
+            return queryset.filter(resolved_at__isnull=False)
+        return queryset
+
+
+@admin.register(Flag)
+class FlagAdmin(admin.ModelAdmin):
+    """Annotators' flags: read them, then resolve them (retiring the pair when it should not be judged)."""
+
+    list_display = ["id", "prompt_text", "reason", "note", "annotator", "created_at", "resolved_at", "resolved_by"]
+    list_filter = [FlagOpenFilter, "reason", "comparison__prompt__campaign"]
+    list_select_related = ["comparison__prompt", "annotator", "resolved_by"]
+    search_fields = ["note", "annotator__username"]
+    readonly_fields = ["comparison", "annotator", "reason", "note", "created_at", "resolved_at", "resolved_by"]
+    actions = ["resolve", "retire_and_resolve"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="prompt")
+    def prompt_text(self, obj: Flag) -> str:
+        return obj.comparison.prompt.display_text[:100]
+
+    @admin.action(description="Resolve selected flags (the pairs stay in the queue)")
+    def resolve(self, request: HttpRequest, queryset: QuerySet[Flag]) -> None:
+        count = services.flags_resolve(flags=queryset, by=request.user)
+        self.message_user(request, f"Resolved {count} flags.")
+
+    @admin.action(description="Retire the flagged pairs and resolve the flags")
+    def retire_and_resolve(self, request: HttpRequest, queryset: QuerySet[Flag]) -> None:
+        count = services.flags_resolve(flags=queryset, by=request.user, retire=True)
+        self.message_user(request, f"Retired the pairs of {count} flags and resolved them.")

@@ -6,6 +6,7 @@ to completion a/b with the order it recorded when it leased the pair.
 """
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -18,10 +19,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from labeling import quality, selectors, services, throttle
-from labeling.models import Assignment, Campaign, StrengthScale
+from labeling.models import Assignment, Campaign, FlagReason, StrengthScale
 from labeling.rendering import markdown_to_safe_html
 
 SHOWN_CHOICES = ("left", "right", "tie", "both_bad")
+NOT_A_MEMBER = "This campaign is open to its chosen annotators only; ask your lead to add you."
 
 
 # --- Output -------------------------------------------------------------------
@@ -240,10 +242,12 @@ class SubmitInSerializer(serializers.Serializer):
 # --- Views --------------------------------------------------------------------
 
 
-def _campaign(pk: int) -> Campaign:
+def _campaign(request: Request, pk: int) -> Campaign:
     campaign = selectors.campaign_for_labeling(pk=pk)
     if campaign is None:
         raise Http404("No campaign open for labeling has this id.")
+    if not selectors.campaign_open_to(campaign=campaign, user=request.user):
+        raise PermissionDenied(NOT_A_MEMBER)
     return campaign
 
 
@@ -254,18 +258,22 @@ def _error(exc: services.LabelingError, http_status: int, **extra) -> Response:
 class CampaignListView(APIView):
     @extend_schema(responses=CampaignSerializer(many=True), summary="Campaigns open for labeling")
     def get(self, request: Request) -> Response:
-        return Response(CampaignSerializer(selectors.campaigns_for_labeling(), many=True).data)
+        return Response(CampaignSerializer(selectors.campaigns_open_to(user=request.user), many=True).data)
 
 
 class NextPairView(APIView):
     @extend_schema(
         request=NextInSerializer,
-        responses={200: PairSerializer, 204: OpenApiResponse(description="Nothing left for you in this campaign.")},
+        responses={
+            200: PairSerializer,
+            204: OpenApiResponse(description="Nothing left for you in this campaign."),
+            403: OpenApiResponse(description="The campaign is open to chosen annotators and you are not one."),
+        },
         summary="Lease the next pair to judge",
         description="Returns a pair you already hold if there is one (other than `after`), else leases a new one.",
     )
     def post(self, request: Request, pk: int) -> Response:
-        campaign = _campaign(pk)
+        campaign = _campaign(request, pk)
         data = NextInSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         assignment = services.assignment_next(
@@ -380,10 +388,39 @@ class UndoView(APIView):
         )
 
 
+class FlagInSerializer(serializers.Serializer):
+    reason = serializers.ChoiceField(FlagReason.choices)
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+
+
+class FlagOutSerializer(serializers.Serializer):
+    flag_id = serializers.IntegerField()
+    assignment_id = serializers.IntegerField()
+    reason = serializers.ChoiceField(FlagReason.choices)
+
+
+class FlagView(APIView):
+    @extend_schema(
+        request=FlagInSerializer,
+        responses={200: FlagOutSerializer, 404: OpenApiResponse(description="No such assignment of yours."), 400: ErrorSerializer},
+        summary="Flag a pair (unsafe, broken, unclear) and move on: you will not see it again",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        data = FlagInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            flag = services.comparison_flag(assignment_id=pk, annotator=request.user, **data.validated_data)
+        except Assignment.DoesNotExist:
+            return Response({"code": "not_found", "detail": "No such assignment of yours."}, status=404)
+        except services.LabelingError as exc:
+            return _error(exc, status.HTTP_400_BAD_REQUEST)
+        return Response({"flag_id": flag.pk, "assignment_id": pk, "reason": flag.reason})
+
+
 class MyStatsView(APIView):
     @extend_schema(responses=ProgressSerializer, summary="My progress today and the campaign's overall")
     def get(self, request: Request, pk: int) -> Response:
-        return Response(progress_data(campaign=_campaign(pk), annotator=request.user))
+        return Response(progress_data(campaign=_campaign(request, pk), annotator=request.user))
 
 
 class CampaignProgressView(APIView):

@@ -43,6 +43,15 @@ class Campaign(models.Model):
         help_text="The policy new generation jobs sample from.",
     )
     is_active = models.BooleanField(default=True)
+    open_to_everyone = models.BooleanField(
+        default=True, help_text="Every annotator may label it; otherwise only the members and groups chosen below."
+    )
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="labeling_campaigns", help_text="Annotators who may label it."
+    )
+    member_groups = models.ManyToManyField(
+        "auth.Group", blank=True, related_name="labeling_campaigns", help_text="Groups whose annotators may label it."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -226,3 +235,34 @@ class JudgmentRevision(models.Model):
 
     def __str__(self) -> str:
         return f"Revision of judgment {self.judgment_id}: was {self.choice}"
+
+
+class FlagReason(models.TextChoices):
+    UNSAFE = "unsafe", "Unsafe content"
+    BROKEN = "broken", "Broken output"
+    UNCLEAR = "unclear", "Prompt unclear"
+
+
+class Flag(models.Model):
+    """An annotator's report that a pair should not be judged as it is; an admin resolves it."""
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="flags")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="labeling_flags")
+    reason = models.CharField(max_length=10, choices=FlagReason.choices)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "annotator"], name="flag_once_per_annotator"),
+            models.CheckConstraint(condition=Q(reason__in=FlagReason.values), name="flag_reason_valid"),
+        ]
+        indexes = [models.Index(fields=["resolved_at"])]
+
+    def __str__(self) -> str:
+        return f"Flag {self.pk}: {self.reason}"

@@ -6,7 +6,7 @@ from datetime import datetime, time
 
 from django.contrib.auth.models import User
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef, QuerySet, Sum, Value
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
@@ -16,6 +16,7 @@ from labeling.models import (
     Campaign,
     Comparison,
     ComparisonStatus,
+    Flag,
     Judgment,
     Prompt,
 )
@@ -27,9 +28,25 @@ def campaigns_for_labeling() -> QuerySet[Campaign]:
     return Campaign.objects.filter(is_active=True)
 
 
+def campaigns_open_to(*, user: User) -> QuerySet[Campaign]:
+    """Active campaigns the user may label: open to everyone, or listing the user or one of
+    their groups as members. Staff may label any."""
+    campaigns = campaigns_for_labeling()
+    if user.is_staff:
+        return campaigns
+    return campaigns.filter(Q(open_to_everyone=True) | Q(members=user) | Q(member_groups__user=user)).distinct()
+
+
+def campaign_open_to(*, campaign: Campaign, user: User) -> bool:
+    """campaigns_open_to's rule for one loaded campaign (no query for a campaign open to everyone)."""
+    if campaign.open_to_everyone or user.is_staff:
+        return True
+    return campaigns_open_to(user=user).filter(pk=campaign.pk).exists()
+
+
 def campaigns_listed(*, user: User) -> QuerySet[Campaign]:
     """The campaigns on the user's home page: annotators see only those with pairs to judge; staff see all."""
-    campaigns = campaigns_for_labeling().annotate(
+    campaigns = campaigns_open_to(user=user).annotate(
         has_pairs=Exists(Comparison.objects.filter(prompt__campaign=OuterRef("pk"), prompt__enabled=True, is_gold=False))
     )
     return campaigns if user.is_staff else campaigns.filter(has_pairs=True)
@@ -228,3 +245,16 @@ def annotator_progress(*, campaign: Campaign, annotator: User, daily_goal: int) 
         campaign_done=done,
         campaign_needed=needed,
     )
+
+
+@dataclass(frozen=True)
+class FlagCounts:
+    open: int
+    total: int
+
+
+def campaign_flag_counts(*, campaign: Campaign) -> FlagCounts:
+    row = Flag.objects.filter(comparison__prompt__campaign=campaign).aggregate(
+        open=Count("pk", filter=Q(resolved_at__isnull=True)), total=Count("pk")
+    )
+    return FlagCounts(open=row["open"], total=row["total"])

@@ -21,6 +21,8 @@ from labeling.models import (
     Choice,
     Comparison,
     ComparisonStatus,
+    Flag,
+    FlagReason,
     Judgment,
     JudgmentRevision,
     Prompt,
@@ -205,6 +207,10 @@ class AlreadySubmitted(LabelingError):
 
 class UndoClosed(LabelingError):
     code = "undo_closed"
+
+
+class InvalidFlag(LabelingError):
+    code = "invalid_flag"
 
 
 _SHOWN_TO_STORED = {
@@ -411,6 +417,36 @@ def assignment_skip(*, assignment_id: int, annotator: User) -> Assignment:
         assignment.state = AssignmentState.SKIPPED
         assignment.save(update_fields=["state"])
     return assignment
+
+
+@transaction.atomic
+def comparison_flag(*, assignment_id: int, annotator: User, reason: str, note: str = "") -> Flag:
+    """Flag the pair of the annotator's assignment (unsafe, broken, unclear) and move on.
+
+    A leased pair is given back as a skip would (this annotator is not shown it
+    again; others still are until an admin retires it). Flagging twice keeps the first flag.
+    """
+    if reason not in FlagReason.values:
+        raise InvalidFlag(f"reason must be one of {', '.join(FlagReason.values)}, not {reason!r}")
+    if len(note) > _RATIONALE_MAX:
+        raise InvalidFlag(f"the note is longer than {_RATIONALE_MAX} characters")
+    assignment = _owned_assignment(assignment_id=assignment_id, annotator=annotator).assignment
+    flag, _ = Flag.objects.get_or_create(
+        comparison_id=assignment.comparison_id, annotator=annotator, defaults={"reason": reason, "note": note}
+    )
+    if assignment.state == AssignmentState.LEASED:
+        assignment.state = AssignmentState.SKIPPED
+        assignment.save(update_fields=["state"])
+    return flag
+
+
+@transaction.atomic
+def flags_resolve(*, flags: QuerySet[Flag], by: User, retire: bool = False) -> int:
+    """Mark flags resolved; with `retire`, their pairs also leave the queue for everyone. Returns how many flags."""
+    ids = list(flags.filter(resolved_at__isnull=True).values_list("pk", flat=True))
+    if retire:
+        Comparison.objects.filter(flags__in=flags).update(status=ComparisonStatus.RETIRED)
+    return Flag.objects.filter(pk__in=ids).update(resolved_at=timezone.now(), resolved_by=by)
 
 
 @dataclass(frozen=True)

@@ -14,4 +14,5 @@ urlpatterns = [
     path("api/labeling/assignments/<int:pk>/submit/", api.SubmitView.as_view(), name="api-submit"),
     path("api/labeling/assignments/<int:pk>/skip/", api.SkipView.as_view(), name="api-skip"),
     path("api/labeling/assignments/<int:pk>/undo/", api.UndoView.as_view(), name="api-undo"),
+    path("api/labeling/assignments/<int:pk>/flag/", api.FlagView.as_view(), name="api-flag"),
 ]

@@ -1,13 +1,14 @@
 from django.conf import settings
-from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import never_cache
 
 from labeling import quality, selectors, services, throttle
-from labeling.api import pair_data, progress_data
+from labeling.access import staff_required
+from labeling.api import NOT_A_MEMBER, pair_data, progress_data
 from labeling.models import Campaign
 from labeling.rendering import markdown_to_safe_html
 
@@ -29,6 +30,8 @@ def home(request: HttpRequest) -> HttpResponse:
 def label(request: HttpRequest, pk: int) -> HttpResponse:
     """The comparison page: the first pair comes embedded; compare.js fetches the rest through the API."""
     campaign = get_object_or_404(selectors.campaigns_for_labeling(), pk=pk)
+    if not selectors.campaign_open_to(campaign=campaign, user=request.user):
+        raise PermissionDenied(NOT_A_MEMBER)
     assignment = services.assignment_next(campaign=campaign, annotator=request.user)
     context = {
         "campaign": campaign,
@@ -43,15 +46,19 @@ def label(request: HttpRequest, pk: int) -> HttpResponse:
     return response
 
 
-@staff_member_required
+@staff_required
 def dashboard(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=pk)
-    response = render(request, "labeling/dashboard.html", {"report": quality.campaign_report(campaign=campaign)})
+    context = {
+        "report": quality.campaign_report(campaign=campaign),
+        "flags": selectors.campaign_flag_counts(campaign=campaign),
+    }
+    response = render(request, "labeling/dashboard.html", context)
     response["Content-Security-Policy"] = _CSP
     return response
 
 
-@staff_member_required
+@staff_required
 def dashboard_plot(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=pk)
     png = quality.report_plot_png(quality.campaign_report(campaign=campaign))

@@ -16,6 +16,7 @@ const el = {
   rationaleBox: $("rationale-box"), rationale: $("rationale"),
   guidelines: $("guidelines"), keys: $("keys"),
   last: $("last"), lastLabel: $("last-label"),
+  flagging: $("flagging"), flagNote: $("flag-note"),
   todayCount: $("today-count"), todayBar: $("today-bar"),
   campaignCount: $("campaign-count"), campaignBar: $("campaign-bar"),
 };
@@ -60,7 +61,7 @@ async function fetchNext(after) {
 const visible = { since: performance.now(), spent: 0 };
 let current = JSON.parse($("first-pair").textContent);
 let prefetched = current ? fetchNext(current.assignment_id) : Promise.resolve(null);
-let step = "pick"; // pick -> strength (left/right on a strength scale) -> rationale (when the box is open and empty)
+let step = "pick"; // pick -> strength (left/right on a strength scale) -> rationale (when the box is open and empty); or pick -> flag
 let pending = null; // {choice, strength}
 let busy = false;
 
@@ -223,6 +224,7 @@ function rationaleOpen() {
 function resetAnswer() {
   step = "pick";
   pending = null;
+  closeFlag();
   el.strength.hidden = true;
   el.rationale.value = "";
   el.rationaleBox.hidden = !current?.rationale_required;
@@ -351,6 +353,43 @@ function submit() {
   }, "Submit");
 }
 
+// --- Flag -------------------------------------------------------------------
+
+let flagReason = null;
+
+function openFlag() {
+  step = "flag";
+  flagReason = null;
+  el.flagging.hidden = false;
+  notice("Why flag it? 1-3, an optional note, then Enter.");
+}
+
+function closeFlag() {
+  flagReason = null;
+  el.flagNote.value = "";
+  el.flagging.hidden = true;
+  for (const b of document.querySelectorAll("[data-flag]")) b.classList.remove("chosen");
+}
+
+function pickFlag(reason) {
+  flagReason = reason;
+  for (const b of document.querySelectorAll("[data-flag]")) b.classList.toggle("chosen", b.dataset.flag === reason);
+  el.flagNote.focus();
+}
+
+function sendFlag() {
+  if (!flagReason) {
+    notice("Pick a reason first: 1-3.", "warn");
+    return;
+  }
+  const body = { reason: flagReason, note: el.flagNote.value.trim() };
+  notice("Flagged: you will not see this pair again.");
+  advance(async (pair) => {
+    const { status, data } = await api(`/api/labeling/assignments/${pair.assignment_id}/flag/`, body, { retries: RETRIES });
+    return status === 200 ? null : data?.detail || `The flag was not stored (${status}).`;
+  }, "Flag");
+}
+
 // --- Undo -------------------------------------------------------------------
 // The last stored answer can be reopened for the server's window (LABELING_UNDO_WINDOW_S):
 // the pair comes back, and the next answer revises the same judgment. The pair that
@@ -427,6 +466,16 @@ const PICK_KEYS = { 1: "left", 2: "right", 3: "tie", 4: "both_bad" };
 
 function onKey(event) {
   if (event.ctrlKey || event.metaKey || event.altKey) return;
+  if (event.target === el.flagNote) {
+    if (event.key === "Enter") {
+      event.preventDefault();
+      sendFlag();
+    } else if (event.key === "Escape") {
+      event.preventDefault();
+      back();
+    }
+    return;
+  }
   const inBox = event.target === el.rationale;
   if (inBox) {
     if (event.key === "Escape") {
@@ -460,9 +509,16 @@ function shortcut(key) {
     if (key === "r") return openRationale;
     return null;
   }
+  if (step === "flag") {
+    const reasons = { 1: "unsafe", 2: "broken", 3: "unclear" };
+    if (key in reasons) return () => pickFlag(reasons[key]);
+    if (key === "Enter") return sendFlag;
+    return null;
+  }
   if (step !== "pick") return null;
   if (key in PICK_KEYS) return () => choose(PICK_KEYS[key]);
   if (key === "s") return skip;
+  if (key === "f") return openFlag;
   if (key === "r") return openRationale;
   if (key === "u") return last ? undo : null;
   return null;
@@ -474,6 +530,8 @@ for (const b of document.querySelectorAll("[data-strength]")) {
   b.addEventListener("click", () => setStrength(b.dataset.strength ? Number(b.dataset.strength) : null));
 }
 $("skip").addEventListener("click", skip);
+$("flag").addEventListener("click", openFlag);
+for (const b of document.querySelectorAll("[data-flag]")) b.addEventListener("click", () => pickFlag(b.dataset.flag));
 $("undo").addEventListener("click", undo);
 $("toggle-guidelines").addEventListener("click", () => toggle(el.guidelines));
 $("toggle-keys").addEventListener("click", () => toggle(el.keys));
