@@ -156,10 +156,10 @@ def explain_claim(campaign_id: int) -> str:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from labeling import selectors
+    from labeling import queue
     from labeling.models import Campaign
 
-    sql, params = selectors.comparison_claim_sql(
+    sql, params = queue.comparison_claim_sql(
         campaign=Campaign.objects.get(pk=campaign_id),
         annotator=User.objects.filter(username__startswith="bench").first(),
         gold=False,

@@ -18,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling import quality, selectors, services, throttle
+from labeling import quality, queue, selectors, services, throttle
 from labeling.models import Assignment, Campaign, FlagReason, StrengthScale
 from labeling.rendering import markdown_to_safe_html
 
@@ -68,7 +68,7 @@ def pair_data(assignment: Assignment, campaign: Campaign) -> dict:
     Built as a plain dict: running it through the nested serializer cost more
     CPU (~1.3 ms) than the rest of the request's Python.
     """
-    texts = selectors.pair_texts(assignment_id=assignment.pk)
+    texts = queue.pair_texts(assignment_id=assignment.pk)
     left, right = (texts.a, texts.b) if assignment.left_is_a else (texts.b, texts.a)
     messages = [{"role": m["role"], **_text(m["content"])} for m in texts.messages] if texts.messages else None
     return {
@@ -243,7 +243,7 @@ class SubmitInSerializer(serializers.Serializer):
 
 
 def _campaign(request: Request, pk: int) -> Campaign:
-    campaign = selectors.campaign_for_labeling(pk=pk)
+    campaign = queue.campaign_for_labeling(pk=pk)
     if campaign is None:
         raise Http404("No campaign open for labeling has this id.")
     if not selectors.campaign_open_to(campaign=campaign, user=request.user):

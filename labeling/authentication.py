@@ -9,15 +9,15 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
 
-from labeling import selectors
+from labeling import queue
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[User, Token]:
-        user_table, token_table = selectors.tables(User, Token)
-        found = selectors.fetch_one(
+        user_table, token_table = queue.tables(User, Token)
+        found = queue.fetch_one(
             User,
-            f"SELECT {selectors.columns(User, 'u')} FROM {user_table} u JOIN {token_table} t ON t.user_id = u.id"
+            f"SELECT {queue.columns(User, 'u')} FROM {user_table} u JOIN {token_table} t ON t.user_id = u.id"
             " WHERE t.key = %s",
             [key],
         )

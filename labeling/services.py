@@ -8,12 +8,12 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import Group, User
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 from tqdm import tqdm
 
-from labeling import importers, selectors
+from labeling import importers, queue, selectors
 from labeling.models import (
     Assignment,
     AssignmentState,
@@ -234,74 +234,6 @@ def choice_to_shown(*, choice: str, left_is_a: bool) -> str:
     return "left" if (choice == Choice.A) == left_is_a else "right"
 
 
-def _lease_if_room(*, comparison_id: int, annotator: User, campaign: Campaign, now: datetime) -> Assignment | None:
-    """Lease the (row-locked) pair to the annotator if it still has room as of now; None if it filled up.
-
-    One INSERT ... SELECT that re-checks the cap: it runs after the claim's row
-    lock is held, so under READ COMMITTED it sees every lease committed before
-    the lock was granted, including any the claim's snapshot missed. Gold pairs
-    have no cap; the unique constraint (one lease per annotator and pair) is checked too.
-    """
-    assignment, comparison = selectors.tables(Assignment, Comparison)
-    leased, left_is_a, leased_until = AssignmentState.LEASED, secrets.randbelow(2) == 0, now + campaign.lease
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {assignment} (comparison_id, annotator_id, left_is_a, leased_until, state, created_at)"
-            f" SELECT c.id, %s, %s, %s, %s, %s FROM {comparison} c WHERE c.id = %s"
-            f" AND NOT EXISTS (SELECT 1 FROM {assignment} s WHERE s.comparison_id = c.id AND s.annotator_id = %s)"
-            f" AND (c.is_gold OR c.judgments_count + (SELECT count(*) FROM {assignment} l"
-            " WHERE l.comparison_id = c.id AND l.state = %s AND l.leased_until > %s) < %s)"
-            " RETURNING id",
-            [
-                annotator.pk, left_is_a, selectors.db_timestamp(leased_until), leased, selectors.db_timestamp(now),
-                comparison_id,
-                annotator.pk,
-                leased, selectors.db_timestamp(now), campaign.annotations_per_pair,
-            ],
-        )  # fmt: skip
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    return selectors.loaded(
-        Assignment,
-        id=row[0],
-        comparison_id=comparison_id,
-        annotator_id=annotator.pk,
-        left_is_a=left_is_a,
-        leased_until=leased_until,
-        state=leased,
-        created_at=now,
-    )
-
-
-def _lease_first_free(*, campaign: Campaign, annotator: User, gold: bool, now: datetime) -> Assignment | None:
-    rejected: list[int] = []
-    while True:
-        # SKIP LOCKED: concurrent annotators never wait on, or double-claim, a row.
-        sql, params = selectors.comparison_claim_sql(
-            campaign=campaign, annotator=annotator, gold=gold, now=now, exclude=rejected, lock=True
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
-        if row is None:
-            return None
-        assignment = _lease_if_room(comparison_id=row[0], annotator=annotator, campaign=campaign, now=now)
-        if assignment is not None:
-            return assignment
-        # Filled by a claim that committed after our snapshot: rare, try the next one.
-        rejected.append(row[0])
-
-
-def _lock_annotator(annotator: User) -> None:
-    """Serialize one annotator's claims (a double click): without this, two requests
-    could each find no held lease and each claim a pair. (SQLite has one writer at a time anyway.)"""
-    if connection.features.has_select_for_update:
-        (user,) = selectors.tables(User)
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT 1 FROM {user} WHERE id = %s FOR NO KEY UPDATE", [annotator.pk])
-
-
 @transaction.atomic
 def assignment_next(*, campaign: Campaign, annotator: User, after_id: int | None = None) -> Assignment | None:
     """The pair this annotator should judge next, leased to them; None when nothing is left.
@@ -313,104 +245,22 @@ def assignment_next(*, campaign: Campaign, annotator: User, after_id: int | None
     at the campaign's rate, only while regular work is left.
     """
     now = timezone.now()
-    _lock_annotator(annotator)
-    held = selectors.assignment_live(annotator=annotator, campaign=campaign, now=now, other_than=after_id)
+    queue.lock_annotator(annotator)
+    held = queue.assignment_live(annotator=annotator, campaign=campaign, now=now, other_than=after_id)
     if held is not None:
         return held
     if campaign.gold_rate and secrets.SystemRandom().random() < campaign.gold_rate:
-        sql, params = selectors.comparison_claim_sql(
-            campaign=campaign, annotator=annotator, gold=False, now=now, exclude=[], lock=False
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            regular_left = cursor.fetchone() is not None
-        if regular_left:
-            gold = _lease_first_free(campaign=campaign, annotator=annotator, gold=True, now=now)
+        if queue.regular_work_left(campaign=campaign, annotator=annotator, now=now):
+            gold = queue.lease_first_free(campaign=campaign, annotator=annotator, gold=True, now=now)
             if gold is not None:
                 return gold
-    return _lease_first_free(campaign=campaign, annotator=annotator, gold=False, now=now)
-
-
-# What submit needs of a campaign: read with the locked assignment, in the same statement.
-_CAMPAIGN_RULES = (
-    "id", "annotations_per_pair", "allow_tie", "allow_both_bad", "strength_scale", "rationale_required", "lease_seconds"
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class _Lease:
-    """An assignment of the caller's, row-locked with its pair, and what submit needs of both."""
-
-    assignment: Assignment
-    is_gold: bool
-    judgments_count: int
-    status: str
-    campaign: Campaign
-
-
-def _owned_assignment(*, assignment_id: int, annotator: User) -> _Lease:
-    """The caller's assignment with its pair, both row-locked; Assignment.DoesNotExist for anyone else's.
-
-    Lock order everywhere: an assignment before its comparison (a claim locks
-    only comparisons), so no two of these transactions can deadlock.
-    """
-    assignment, comparison, prompt, campaign = selectors.tables(Assignment, Comparison, Prompt, Campaign)
-    lock = " FOR UPDATE OF a, c" if connection.features.has_select_for_update_of else ""
-    rules = ", ".join(f"k.{name}" for name in _CAMPAIGN_RULES)
-    found = selectors.fetch_one(
-        Assignment,
-        f"SELECT {selectors.columns(Assignment, 'a')}, c.is_gold, c.judgments_count, c.status, {rules}"
-        f" FROM {assignment} a JOIN {comparison} c ON c.id = a.comparison_id"
-        f" JOIN {prompt} p ON p.id = c.prompt_id JOIN {campaign} k ON k.id = p.campaign_id"
-        f" WHERE a.id = %s AND a.annotator_id = %s{lock}",
-        [assignment_id, annotator.pk],
-    )
-    if found is None:
-        raise Assignment.DoesNotExist(f"No assignment {assignment_id} of {annotator}.")
-    lease, (is_gold, judgments_count, status, *campaign_values) = found
-    return _Lease(
-        assignment=lease,
-        is_gold=bool(is_gold),
-        judgments_count=judgments_count,
-        status=status,
-        campaign=selectors.loaded(Campaign, **dict(zip(_CAMPAIGN_RULES, campaign_values))),
-    )
-
-
-def _record_judgment(*, lease: _Lease, annotator: User, **values: object) -> Judgment:
-    """Store the judgment, close the assignment and count it on the pair (completing it at N): three short statements."""
-    assignment = lease.assignment
-    judgment_table, assignment_table, comparison_table = selectors.tables(Judgment, Assignment, Comparison)
-    values = {
-        "assignment_id": assignment.pk,
-        "comparison_id": assignment.comparison_id,
-        "annotator_id": annotator.pk,
-        "left_is_a": assignment.left_is_a,
-        **values,
-        "created_at": timezone.now(),
-    }
-    count = lease.judgments_count + 1
-    complete = not lease.is_gold and count >= lease.campaign.annotations_per_pair
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {judgment_table} ({', '.join(values)}) VALUES ({', '.join(['%s'] * len(values))}) RETURNING id",
-            [selectors.db_timestamp(v) if name == "created_at" else v for name, v in values.items()],
-        )
-        (judgment_id,) = cursor.fetchone()
-        cursor.execute(
-            f"UPDATE {assignment_table} SET state = %s WHERE id = %s", [AssignmentState.SUBMITTED, assignment.pk]
-        )
-        cursor.execute(
-            f"UPDATE {comparison_table} SET judgments_count = %s, status = %s WHERE id = %s",
-            [count, ComparisonStatus.COMPLETE if complete else lease.status, assignment.comparison_id],
-        )
-    return selectors.loaded(Judgment, id=judgment_id, **values)
+    return queue.lease_first_free(campaign=campaign, annotator=annotator, gold=False, now=now)
 
 
 @transaction.atomic
 def assignment_skip(*, assignment_id: int, annotator: User) -> Assignment:
     """Give a leased pair back to the pool; this annotator will not be shown it again. Idempotent."""
-    assignment = _owned_assignment(assignment_id=assignment_id, annotator=annotator).assignment
+    assignment = queue.owned_assignment(assignment_id=assignment_id, annotator=annotator).assignment
     if assignment.state == AssignmentState.SUBMITTED:
         raise AssignmentClosed("This pair was already judged; it cannot be skipped.")
     if assignment.state == AssignmentState.LEASED:
@@ -430,7 +280,7 @@ def comparison_flag(*, assignment_id: int, annotator: User, reason: str, note: s
         raise InvalidFlag(f"reason must be one of {', '.join(FlagReason.values)}, not {reason!r}")
     if len(note) > _RATIONALE_MAX:
         raise InvalidFlag(f"the note is longer than {_RATIONALE_MAX} characters")
-    assignment = _owned_assignment(assignment_id=assignment_id, annotator=annotator).assignment
+    assignment = queue.owned_assignment(assignment_id=assignment_id, annotator=annotator).assignment
     flag, _ = Flag.objects.get_or_create(
         comparison_id=assignment.comparison_id, annotator=annotator, defaults={"reason": reason, "note": note}
     )
@@ -500,7 +350,7 @@ def judgment_submit(
     stores nothing: LeaseExpired, AssignmentClosed, Assignment.DoesNotExist.
     """
     with transaction.atomic():
-        lease = _owned_assignment(assignment_id=assignment_id, annotator=annotator)
+        lease = queue.owned_assignment(assignment_id=assignment_id, annotator=annotator)
         assignment, campaign = lease.assignment, lease.campaign
         _validate_judgment(campaign=campaign, shown=choice, strength=strength, rationale=rationale, time_ms=time_ms)
         stored = choice_from_shown(shown=choice, left_is_a=assignment.left_is_a)
@@ -517,7 +367,7 @@ def judgment_submit(
         n = campaign.annotations_per_pair
         full = not lease.is_gold and lease.judgments_count >= n
         if assignment.leased_until > timezone.now() and not full:
-            judgment = _record_judgment(
+            judgment = queue.record_judgment(
                 lease=lease, annotator=annotator, choice=stored, strength=strength, rationale=rationale, time_ms=time_ms
             )
             return SubmitResult(judgment=judgment, created=True)
@@ -572,7 +422,7 @@ def judgment_reopen(*, assignment_id: int, annotator: User) -> Judgment:
     never move, and a reopened judgment that is never answered again stays as it was.
     The reopened judgment takes a new answer for as long as the campaign's lease.
     """
-    lease = _owned_assignment(assignment_id=assignment_id, annotator=annotator)
+    lease = queue.owned_assignment(assignment_id=assignment_id, annotator=annotator)
     if lease.assignment.state != AssignmentState.SUBMITTED:
         raise UndoClosed("Nothing to undo: you have not judged this pair.")
     if lease.status == ComparisonStatus.RETIRED:
