@@ -1,4 +1,6 @@
 import io
+import os
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -165,8 +167,11 @@ class PromptAdmin(admin.ModelAdmin):
             except UnicodeDecodeError as exc:
                 form.add_error("file", f"Nothing was imported. {upload.name} is not UTF-8 text ({exc.reason}).")
             else:
-                self.message_user(request, f"{upload.name}: {result}.", messages.SUCCESS)
-                return HttpResponseRedirect(reverse("admin:labeling_prompt_changelist"))
+                campaign = form.cleaned_data["campaign"]
+                self.message_user(request, f"From {upload.name} into {campaign}: {result}.", messages.SUCCESS)
+                # Land on the prompts of this file (the import stores its name as their source).
+                query = urlencode({"campaign__id__exact": campaign.pk, "source": os.path.basename(upload.name)[:255]})
+                return HttpResponseRedirect(f"{reverse('admin:labeling_prompt_changelist')}?{query}")
         context = {**self.admin_site.each_context(request), "title": "Import prompts", "form": form, "opts": self.model._meta}
         return render(request, "admin/labeling/prompt/upload.html", context)
 
