@@ -531,6 +531,7 @@ for (const b of document.querySelectorAll("[data-strength]")) {
 }
 $("skip").addEventListener("click", skip);
 $("flag").addEventListener("click", openFlag);
+$("open-rationale").addEventListener("click", openRationale);
 for (const b of document.querySelectorAll("[data-flag]")) b.addEventListener("click", () => pickFlag(b.dataset.flag));
 $("undo").addEventListener("click", undo);
 $("toggle-guidelines").addEventListener("click", () => toggle(el.guidelines));
