@@ -302,6 +302,7 @@ function back() {
 async function advance(request, label) {
   if (busy || !current) return;
   busy = true;
+  forgetUndo(); // `u` means the answer just given: it is offered again once that one is stored
   const done = current;
   const loadingTimer = setTimeout(() => { el.loading.hidden = false; }, 150);
   try {

@@ -131,3 +131,27 @@ def test_undo_after_the_window_does_nothing(page, live_server, campaign, alice, 
     wait_for_today(page, 2)
     assert Judgment.objects.get(assignment_id=second).choice == Choice.TIE
     assert not JudgmentRevision.objects.exists()
+
+
+def test_thirty_pairs_with_rationales_and_one_undo_by_keyboard_only(page, live_server, campaign, alice):
+    make_pairs(campaign, 30)
+    open_label_page(page, live_server, campaign)
+    for i in range(30):
+        page.wait_for_selector("#pair:not([hidden])")
+        page.keyboard.press("r")
+        page.keyboard.type(f"reason {i}")
+        page.keyboard.press("Enter")  # leaves the box; the rationale goes with the pick
+        press_and_wait_for_next(page, *(("1", "2") if i % 3 == 0 else ("3",) if i % 3 == 1 else ("4",)))
+        if i == 10:
+            # The slip: pair 10 (a tie) was meant as both bad.
+            page.wait_for_selector("#last:not([hidden])")  # offered once the tie is stored
+            press_and_wait_for_next(page, "u")
+            assert page.input_value("#rationale") == "reason 10"  # the old rationale comes back with the pair
+            page.keyboard.press("Escape")  # leave the box, keep the text
+            press_and_wait_for_next(page, "4")
+    page.wait_for_selector("#empty:not([hidden])")
+    wait_for_today(page, 30)
+    judgments = Judgment.objects.filter(annotator=alice)
+    assert sorted(judgments.values_list("rationale", flat=True)) == sorted(f"reason {i}" for i in range(30))
+    revised = judgments.get(revisions__isnull=False)
+    assert (revised.rationale, revised.choice, revised.revisions.get().choice) == ("reason 10", Choice.BOTH_BAD, Choice.TIE)
