@@ -5,7 +5,7 @@ PY := .venv/bin/python
 PORT ?= 8000
 STAMP := .venv/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
 
-.PHONY: run setup test venv browser model demo
+.PHONY: run setup test test-locking venv browser model demo
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv .venv
@@ -39,3 +39,10 @@ browser:
 
 test: venv browser
 	$(PY) -m pytest
+
+# Only the PostgreSQL-only locking tests (SKIP LOCKED claims, concurrent annotators, round claims);
+# refuses to run (rather than skip them all) without a PostgreSQL DATABASE_URL.
+LOCKING_DB ?= postgres://postgres@127.0.0.1:5432/preference_loop
+test-locking: venv
+	@url="$${DATABASE_URL:-$(LOCKING_DB)}"; case "$$url" in postgres*) ;; *) echo "test-locking needs a PostgreSQL DATABASE_URL, not $$url" >&2; exit 2;; esac; \
+		DATABASE_URL="$$url" $(PY) -m pytest -m postgres

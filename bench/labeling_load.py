@@ -1,16 +1,18 @@
 """Load test of the labeling queue over HTTP: K simulated annotators against gunicorn on PostgreSQL.
 
     .venv/bin/python bench/labeling_load.py [--comparisons 100000] [--annotators 50]
-        [--think-ms 500] [--seconds 30] [--per-pair 3] [--postgres postgres://postgres@127.0.0.1:5432]
+        [--think-ms 500] [--seconds 30] [--per-pair 3] [--undo-share 0.05] [--postgres postgres://postgres@127.0.0.1:5432]
 
 Creates its own database (labeling_bench, dropped again unless --keep-db),
 bulk-loads a campaign, starts gunicorn on 127.0.0.1 and runs the annotators
 for --seconds: each starts at a random point within one think time, then
 leases a pair (POST next), pauses --think-ms, then submits
 (about 5% of the time it skips instead, and about 5% of submits are sent
-twice, as a double click would). Afterwards it stops gunicorn and counts from
-the database: double assignments, lost judgments (a 2xx submit with no
-Judgment row), duplicate judgments and over-filled pairs. Prints one JSON line last.
+twice, as a double click would); after --undo-share of its submits it undoes
+the answer at once and answers again (reported as `undos`). Afterwards it stops
+gunicorn and counts from the database: double assignments, lost judgments (a
+2xx submit with no Judgment row, or an undone one whose new answer or old-answer
+revision is missing), duplicate judgments and over-filled pairs. Prints one JSON line last.
 """
 
 import argparse
@@ -155,10 +157,10 @@ def explain_claim(campaign_id: int) -> str:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from labeling import selectors
+    from labeling import queue
     from labeling.models import Campaign
 
-    sql, params = selectors.comparison_claim_sql(
+    sql, params = queue.comparison_claim_sql(
         campaign=Campaign.objects.get(pk=campaign_id),
         annotator=User.objects.filter(username__startswith="bench").first(),
         gold=False,
@@ -240,6 +242,7 @@ class Tally:
     accepted: set[int] = field(default_factory=set)  # assignments with a 2xx submit
     created: Counter = field(default_factory=Counter)  # assignment -> submits that said created=True
     statuses: Counter = field(default_factory=Counter)
+    revised: dict[int, str] = field(default_factory=dict)  # undone assignment -> the stored choice it was answered with again
     skips: int = 0
     repeats: int = 0
     exhausted: int = 0
@@ -273,7 +276,16 @@ class Client:
 
 
 def annotate(
-    *, port: int, campaign_id: int, token: str, think_s: float, deadline: float, seed: int, tally: Tally, lock: threading.Lock
+    *,
+    port: int,
+    campaign_id: int,
+    token: str,
+    think_s: float,
+    undo_share: float,
+    deadline: float,
+    seed: int,
+    tally: Tally,
+    lock: threading.Lock,
 ) -> None:
     rng = random.Random(seed)
     client = Client(port, token)
@@ -311,12 +323,22 @@ def annotate(
             if 200 <= status < 300:
                 mine.accepted.add(assignment)
                 mine.created[assignment] += result["created"]
+        if assignment in mine.accepted and rng.random() < undo_share:
+            status, _ = client.post(f"/api/labeling/assignments/{assignment}/undo/")
+            mine.statuses[f"undo {status}"] += 1
+            if status == 200:
+                body = {"choice": rng.choice([c for c in pair["choices"] if c != body["choice"]])}
+                status, result = client.post(f"/api/labeling/assignments/{assignment}/submit/", body)
+                mine.statuses[f"resubmit {status}"] += 1
+                if status == 200 and result["revised"]:
+                    mine.revised[assignment] = result["stored_choice"]
     client.conn.close()
     with lock:
         tally.next_ms += mine.next_ms
         tally.submit_ms += mine.submit_ms
         tally.accepted |= mine.accepted
         tally.created.update(mine.created)
+        tally.revised.update(mine.revised)
         tally.statuses.update(mine.statuses)
         tally.skips += mine.skips
         tally.repeats += mine.repeats
@@ -348,11 +370,11 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)], 1)
 
 
-def audit(*, per_pair: int, accepted: set[int], created: Counter) -> dict:
-    """Counts taken from the database after the run (and the clients' record of accepted submits)."""
+def audit(*, per_pair: int, accepted: set[int], created: Counter, revised: dict[int, str]) -> dict:
+    """Counts taken from the database after the run (and the clients' record of accepted submits and revisions)."""
     from django.db import connection
 
-    from labeling.models import Judgment
+    from labeling.models import Judgment, JudgmentRevision
 
     def scalar(sql: str, params: list | None = None) -> int:
         with connection.cursor() as cursor:
@@ -360,6 +382,12 @@ def audit(*, per_pair: int, accepted: set[int], created: Counter) -> dict:
             return cursor.fetchone()[0]
 
     stored = set(Judgment.objects.filter(assignment_id__in=accepted).values_list("assignment_id", flat=True))
+    # An undone judgment must hold its new answer and keep the old one as exactly one revision.
+    now_stored = dict(Judgment.objects.filter(assignment_id__in=revised).values_list("assignment_id", "choice"))
+    revisions = Counter(
+        JudgmentRevision.objects.filter(judgment__assignment_id__in=revised).values_list("judgment__assignment_id", flat=True)
+    )
+    lost_revisions = sum(now_stored.get(a) != choice or revisions[a] != 1 for a, choice in revised.items())
     return {
         # The same pair leased twice to one annotator, or to more annotators at once than N.
         "double_assignments": scalar(
@@ -372,7 +400,7 @@ def audit(*, per_pair: int, accepted: set[int], created: Counter) -> dict:
             " GROUP BY a.comparison_id HAVING count(*) > %s) d",
             [per_pair],
         ),
-        "lost_judgments": len(accepted - stored),
+        "lost_judgments": len(accepted - stored) + lost_revisions,
         "duplicate_judgments": scalar(
             "SELECT count(*) - count(DISTINCT (comparison_id, annotator_id)) FROM labeling_judgment"
         )
@@ -397,6 +425,7 @@ def main() -> None:
     parser.add_argument("--think-ms", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--per-pair", type=int, default=3, help="The campaign's N.")
+    parser.add_argument("--undo-share", type=float, default=0.05, help="Share of submits undone and answered again.")
     parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes.")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker.")
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432", help="Server URL, no database.")
@@ -449,6 +478,7 @@ def main() -> None:
                     "campaign_id": campaign_id,
                     "token": token,
                     "think_s": args.think_ms / 1000,
+                    "undo_share": args.undo_share,
                     "deadline": deadline,
                     "seed": i,
                     "tally": tally,
@@ -470,7 +500,7 @@ def main() -> None:
         database_cpu = cpu_seconds(command="postgres") - database_cpu
         stop_gunicorn(server)
         server = None
-        counts = audit(per_pair=args.per_pair, accepted=tally.accepted, created=tally.created)
+        counts = audit(per_pair=args.per_pair, accepted=tally.accepted, created=tally.created, revised=tally.revised)
         log(f"responses: {dict(sorted(tally.statuses.items()))}")
         result = {
             "judgments_per_s": round(counts["judgments"] / elapsed, 1),
@@ -487,6 +517,7 @@ def main() -> None:
             "judgments": counts["judgments"],
             "skips": tally.skips,
             "repeated_submits": tally.repeats,
+            "undos": len(tally.revised),
             "errors": sum(n for k, n in tally.statuses.items() if not k.endswith((" 200", " 201", " 204"))),
             "annotators": args.annotators,
             "comparisons": args.comparisons,

@@ -247,6 +247,8 @@ if TRUSTED_PROXY_HEADER and not re.fullmatch(r"[A-Za-z0-9-]+", TRUSTED_PROXY_HEA
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 1, minimum=1)
 # Judgments per day the annotator's "today" progress bar counts toward.
 LABELING_DAILY_GOAL = env_int("LABELING_DAILY_GOAL", 200, minimum=1)
+# Seconds after an answer during which its annotator may undo it (u) and answer again.
+LABELING_UNDO_WINDOW_S = env_int("LABELING_UNDO_WINDOW_S", 10, minimum=0)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -1,13 +1,13 @@
-from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from generation import selectors, services
 from generation.api import SKIPS_SHOWN
 from generation.models import GenerationJob
+from labeling.access import staff_required
 
 
-@staff_member_required
+@staff_required
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(GenerationJob.objects.select_related("campaign", "policy", "policy_b"), pk=pk)
     context = {

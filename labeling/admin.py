@@ -1,4 +1,6 @@
 import io
+import os
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -11,17 +13,21 @@ from rest_framework.authtoken.models import TokenProxy
 from labeling import authentication, services
 from labeling.forms import HeldoutSplitForm, PromptUploadForm
 from labeling.importers import PromptFileError
-from labeling.models import Assignment, Campaign, Comparison, Judgment, Prompt, Tag
+from labeling.models import Assignment, Campaign, Comparison, Flag, Judgment, Prompt, Tag
 
 
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
-    list_display = ["name", "is_active", "annotations_per_pair", "allow_tie", "allow_both_bad", "gold_rate", "active_policy"]
-    list_filter = ["is_active"]
+    list_display = [
+        "name", "is_active", "open_to_everyone", "annotations_per_pair", "allow_tie", "allow_both_bad", "gold_rate", "active_policy"
+    ]  # fmt: skip
+    list_filter = ["is_active", "open_to_everyone"]
     search_fields = ["name"]
     raw_id_fields = ["active_policy"]
+    filter_horizontal = ["members", "member_groups"]
     fieldsets = [
         (None, {"fields": ["name", "is_active", "guidelines", "active_policy", "truncate_long_prompts"]}),
+        ("Who labels it", {"fields": ["open_to_everyone", "members", "member_groups"]}),
         (
             "Judgments",
             {
@@ -174,8 +180,11 @@ class PromptAdmin(admin.ModelAdmin):
             except PromptFileError as exc:
                 form.add_error("file", f"Nothing was imported. {exc}")
             else:
-                self.message_user(request, f"{upload.name}: {result}.", messages.SUCCESS)
-                return HttpResponseRedirect(reverse("admin:labeling_prompt_changelist"))
+                campaign = form.cleaned_data["campaign"]
+                self.message_user(request, f"From {upload.name} into {campaign}: {result}.", messages.SUCCESS)
+                # Land on the prompts of this file (the import stores its name as their source).
+                query = urlencode({"campaign__id__exact": campaign.pk, "source": os.path.basename(upload.name)[:255]})
+                return HttpResponseRedirect(f"{reverse('admin:labeling_prompt_changelist')}?{query}")
         context = {**self.admin_site.each_context(request), "title": "Import prompts", "form": form, "opts": self.model._meta}
         return render(request, "admin/labeling/prompt/upload.html", context)
 
@@ -221,3 +230,47 @@ class ApiTokenAdmin(TokenAdmin):
         if not change:
             obj.key = authentication.token_key(user=obj.user)
         super().save_model(request, obj, form, change)
+
+
+class FlagOpenFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("open", "Open"), ("resolved", "Resolved")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "open":
+            return queryset.filter(resolved_at__isnull=True)
+        if self.value() == "resolved":
+            return queryset.filter(resolved_at__isnull=False)
+        return queryset
+
+
+@admin.register(Flag)
+class FlagAdmin(admin.ModelAdmin):
+    """Annotators' flags: read them, then resolve them (retiring the pair when it should not be judged)."""
+
+    list_display = ["id", "prompt_text", "reason", "note", "annotator", "created_at", "resolved_at", "resolved_by"]
+    list_filter = [FlagOpenFilter, "reason", "comparison__prompt__campaign"]
+    list_select_related = ["comparison__prompt", "annotator", "resolved_by"]
+    search_fields = ["note", "annotator__username"]
+    readonly_fields = ["comparison", "annotator", "reason", "note", "created_at", "resolved_at", "resolved_by"]
+    actions = ["resolve", "retire_and_resolve"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="prompt")
+    def prompt_text(self, obj: Flag) -> str:
+        return obj.comparison.prompt.display_text[:100]
+
+    @admin.action(description="Resolve selected flags (the pairs stay in the queue)")
+    def resolve(self, request: HttpRequest, queryset: QuerySet[Flag]) -> None:
+        count = services.flags_resolve(flags=queryset, by=request.user)
+        self.message_user(request, f"Resolved {count} flags.")
+
+    @admin.action(description="Retire the flagged pairs and resolve the flags")
+    def retire_and_resolve(self, request: HttpRequest, queryset: QuerySet[Flag]) -> None:
+        count = services.flags_resolve(flags=queryset, by=request.user, retire=True)
+        self.message_user(request, f"Retired the pairs of {count} flags and resolved them.")

@@ -6,6 +6,7 @@ to completion a/b with the order it recorded when it leased the pair.
 """
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -17,11 +18,12 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from labeling import login_guard, quality, selectors, services
-from labeling.models import Assignment, Campaign, StrengthScale
+from labeling import login_guard, quality, queue, selectors, services
+from labeling.models import Assignment, Campaign, FlagReason, StrengthScale
 from labeling.rendering import markdown_to_safe_html
 
 SHOWN_CHOICES = ("left", "right", "tie", "both_bad")
+NOT_A_MEMBER = "This campaign is open to its chosen annotators only; ask your lead to add you."
 
 
 # --- Output -------------------------------------------------------------------
@@ -66,7 +68,7 @@ def pair_data(assignment: Assignment, campaign: Campaign) -> dict:
     Built as a plain dict: running it through the nested serializer cost more
     CPU (~1.3 ms) than the rest of the request's Python.
     """
-    texts = selectors.pair_texts(assignment_id=assignment.pk)
+    texts = queue.pair_texts(assignment_id=assignment.pk)
     left, right = (texts.a, texts.b) if assignment.left_is_a else (texts.b, texts.a)
     messages = [{"role": m["role"], **_text(m["content"])} for m in texts.messages] if texts.messages else None
     return {
@@ -101,7 +103,17 @@ class JudgmentOutSerializer(serializers.Serializer):
     choice = serializers.ChoiceField(SHOWN_CHOICES, help_text="As shown (left/right/tie/both_bad).")
     stored_choice = serializers.ChoiceField(["a", "b", "tie", "both_bad"], help_text="As stored (completion a/b).")
     strength = serializers.IntegerField(allow_null=True)
-    created = serializers.BooleanField(help_text="False when this repeated an earlier, identical submit.")
+    created = serializers.BooleanField(help_text="False when this repeated an earlier submit or revised an undone one.")
+    revised = serializers.BooleanField(help_text="True when this answered an undone judgment again (the old answer is kept as a revision).")
+
+
+class UndoOutSerializer(serializers.Serializer):
+    judgment_id = serializers.IntegerField()
+    assignment_id = serializers.IntegerField()
+    choice = serializers.ChoiceField(SHOWN_CHOICES, help_text="The answer being undone, as shown.")
+    strength = serializers.IntegerField(allow_null=True)
+    rationale = serializers.CharField(allow_blank=True)
+    reopened_until = serializers.DateTimeField(help_text="A submit until then replaces the answer.")
 
 
 class ProgressSerializer(serializers.Serializer):
@@ -116,6 +128,9 @@ class ProgressSerializer(serializers.Serializer):
         help_text="campaign_done plus the pairs you hold leases on and those the queue may still give you."
     )
     campaign_fraction = serializers.FloatField()
+    campaign_state = serializers.ChoiceField(
+        ["no_pairs", "open", "done"], help_text="no_pairs before generation, done when every regular pair has its N judgments."
+    )
 
 
 class CampaignSerializer(serializers.ModelSerializer):
@@ -234,10 +249,12 @@ class SubmitInSerializer(serializers.Serializer):
 # --- Views --------------------------------------------------------------------
 
 
-def _campaign(pk: int) -> Campaign:
-    campaign = selectors.campaign_for_labeling(pk=pk)
+def _campaign(request: Request, pk: int) -> Campaign:
+    campaign = queue.campaign_for_labeling(pk=pk)
     if campaign is None:
         raise Http404("No campaign open for labeling has this id.")
+    if not selectors.campaign_open_to(campaign=campaign, user=request.user):
+        raise PermissionDenied(NOT_A_MEMBER)
     return campaign
 
 
@@ -248,18 +265,22 @@ def _error(exc: services.LabelingError, http_status: int, **extra) -> Response:
 class CampaignListView(APIView):
     @extend_schema(responses=CampaignSerializer(many=True), summary="Campaigns open for labeling")
     def get(self, request: Request) -> Response:
-        return Response(CampaignSerializer(selectors.campaigns_for_labeling(), many=True).data)
+        return Response(CampaignSerializer(selectors.campaigns_open_to(user=request.user), many=True).data)
 
 
 class NextPairView(APIView):
     @extend_schema(
         request=NextInSerializer,
-        responses={200: PairSerializer, 204: OpenApiResponse(description="Nothing left for you in this campaign.")},
+        responses={
+            200: PairSerializer,
+            204: OpenApiResponse(description="Nothing left for you in this campaign."),
+            403: OpenApiResponse(description="The campaign is open to chosen annotators and you are not one."),
+        },
         summary="Lease the next pair to judge",
         description="Returns a pair you already hold if there is one (other than `after`), else leases a new one.",
     )
     def post(self, request: Request, pk: int) -> Response:
-        campaign = _campaign(pk)
+        campaign = _campaign(request, pk)
         data = NextInSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         assignment = services.assignment_next(
@@ -312,6 +333,7 @@ class SubmitView(APIView):
                 "stored_choice": judgment.choice,
                 "strength": judgment.strength,
                 "created": result.created,
+                "revised": result.revised,
             }
         ).data
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
@@ -338,10 +360,72 @@ class SkipView(APIView):
         return Response({"assignment_id": assignment.pk, "state": assignment.state})
 
 
+class UndoView(APIView):
+    @extend_schema(
+        request=None,
+        responses={
+            200: UndoOutSerializer,
+            404: OpenApiResponse(description="No such assignment of yours."),
+            409: OpenApiResponse(ErrorSerializer, description="undo_closed: not judged, too late, or the pair is settled."),
+        },
+        summary="Undo a judgment: the next submit on this assignment revises it",
+        description="Allowed for LABELING_UNDO_WINDOW_S seconds after the answer, while the pair is not settled. "
+        "The judgment stays stored (and counted) until the new answer replaces it; the old answer is kept as a revision.",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        try:
+            judgment = services.judgment_reopen(assignment_id=pk, annotator=request.user)
+        except Assignment.DoesNotExist:
+            return Response({"code": "not_found", "detail": "No such assignment of yours."}, status=404)
+        except services.LabelingError as exc:
+            return _error(exc, status.HTTP_409_CONFLICT)
+        return Response(
+            UndoOutSerializer(
+                {
+                    "judgment_id": judgment.pk,
+                    "assignment_id": pk,
+                    "choice": services.choice_to_shown(choice=judgment.choice, left_is_a=judgment.left_is_a),
+                    "strength": judgment.strength,
+                    "rationale": judgment.rationale,
+                    "reopened_until": judgment.reopened_until,
+                }
+            ).data
+        )
+
+
+class FlagInSerializer(serializers.Serializer):
+    reason = serializers.ChoiceField(FlagReason.choices)
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+
+
+class FlagOutSerializer(serializers.Serializer):
+    flag_id = serializers.IntegerField()
+    assignment_id = serializers.IntegerField()
+    reason = serializers.ChoiceField(FlagReason.choices)
+
+
+class FlagView(APIView):
+    @extend_schema(
+        request=FlagInSerializer,
+        responses={200: FlagOutSerializer, 404: OpenApiResponse(description="No such assignment of yours."), 400: ErrorSerializer},
+        summary="Flag a pair (unsafe, broken, unclear) and move on: you will not see it again",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        data = FlagInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            flag = services.comparison_flag(assignment_id=pk, annotator=request.user, **data.validated_data)
+        except Assignment.DoesNotExist:
+            return Response({"code": "not_found", "detail": "No such assignment of yours."}, status=404)
+        except services.LabelingError as exc:
+            return _error(exc, status.HTTP_400_BAD_REQUEST)
+        return Response({"flag_id": flag.pk, "assignment_id": pk, "reason": flag.reason})
+
+
 class MyStatsView(APIView):
     @extend_schema(responses=ProgressSerializer, summary="My progress today and the campaign's overall")
     def get(self, request: Request, pk: int) -> Response:
-        return Response(progress_data(campaign=_campaign(pk), annotator=request.user))
+        return Response(progress_data(campaign=_campaign(request, pk), annotator=request.user))
 
 
 class CampaignProgressView(APIView):

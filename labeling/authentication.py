@@ -20,7 +20,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
 
-from labeling import selectors
+from labeling import queue
 
 _NONCE_CHARS = 20  # hex: 80 random bits; the other 20 of Token.key's 40 are the MAC
 
@@ -44,12 +44,12 @@ def token_is_current(*, key: str, user: User) -> bool:
 
 class TokenAuthentication(authentication.TokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[User, Token]:
-        user_table, token_table = selectors.tables(User, Token)
-        found = selectors.fetch_one(
+        user_table, token_table = queue.tables(User, Token)
+        found = queue.fetch_one(
             User,
-            f"SELECT {selectors.columns(User, 'u')}, t.created > %s FROM {user_table} u"
+            f"SELECT {queue.columns(User, 'u')}, t.created > %s FROM {user_table} u"
             f" JOIN {token_table} t ON t.user_id = u.id WHERE t.key = %s",
-            [selectors.db_timestamp(token_issued_after()), key],
+            [queue.db_timestamp(token_issued_after()), key],
         )
         if found is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))

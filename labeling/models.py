@@ -48,6 +48,15 @@ class Campaign(models.Model):
         "turn) instead of being skipped.",
     )
     is_active = models.BooleanField(default=True)
+    open_to_everyone = models.BooleanField(
+        default=True, help_text="Every annotator may label it; otherwise only the members and groups chosen below."
+    )
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="labeling_campaigns", help_text="Annotators who may label it."
+    )
+    member_groups = models.ManyToManyField(
+        "auth.Group", blank=True, related_name="labeling_campaigns", help_text="Groups whose annotators may label it."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -196,6 +205,9 @@ class Judgment(models.Model):
     left_is_a = models.BooleanField(help_text="Order shown: completion a was on the left.")
     time_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time on task.")
     created_at = models.DateTimeField(auto_now_add=True)
+    reopened_until = models.DateTimeField(
+        null=True, blank=True, help_text="Undone by its annotator: a new answer until then revises it."
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -210,3 +222,52 @@ class Judgment(models.Model):
 
     def __str__(self) -> str:
         return f"Judgment {self.pk}: {self.choice}"
+
+
+class JudgmentRevision(models.Model):
+    """An answer a judgment had before its annotator undid it and answered again (the judgment keeps the new one)."""
+
+    judgment = models.ForeignKey(Judgment, on_delete=models.CASCADE, related_name="revisions")
+    choice = models.CharField(max_length=10, choices=Choice.choices)
+    strength = models.PositiveSmallIntegerField(null=True, blank=True)
+    rationale = models.TextField(blank=True)
+    time_ms = models.PositiveIntegerField(null=True, blank=True)
+    answered_at = models.DateTimeField(help_text="When this (old) answer was given.")
+    revised_at = models.DateTimeField(help_text="When it was replaced.")
+
+    class Meta:
+        ordering = ["judgment", "revised_at"]
+
+    def __str__(self) -> str:
+        return f"Revision of judgment {self.judgment_id}: was {self.choice}"
+
+
+class FlagReason(models.TextChoices):
+    UNSAFE = "unsafe", "Unsafe content"
+    BROKEN = "broken", "Broken output"
+    UNCLEAR = "unclear", "Prompt unclear"
+
+
+class Flag(models.Model):
+    """An annotator's report that a pair should not be judged as it is; an admin resolves it."""
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="flags")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="labeling_flags")
+    reason = models.CharField(max_length=10, choices=FlagReason.choices)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "annotator"], name="flag_once_per_annotator"),
+            models.CheckConstraint(condition=Q(reason__in=FlagReason.values), name="flag_reason_valid"),
+        ]
+        indexes = [models.Index(fields=["resolved_at"])]
+
+    def __str__(self) -> str:
+        return f"Flag {self.pk}: {self.reason}"

@@ -5,17 +5,18 @@ dashboard, the staff API and the plot agree with each other.
 """
 
 import io
+import math
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from labeling import selectors
-from labeling.models import Campaign, Choice, Comparison, ComparisonStatus, Judgment
+from labeling.models import Assignment, AssignmentState, Campaign, Choice, Comparison, ComparisonStatus, Flag, Judgment
 
 
 def krippendorff_alpha_nominal(units: Iterable[Sequence[Hashable]]) -> float | None:
@@ -138,6 +139,37 @@ class Tally:
     def median_time_ms(self) -> float | None:
         return statistics.median(self.times) if self.times else None
 
+    @property
+    def median_time_s(self) -> float | None:
+        return self.median_time_ms / 1000 if self.times else None
+
+    @property
+    def p90_time_s(self) -> float | None:
+        """90th percentile of time on task (nearest rank), in seconds."""
+        if not self.times:
+            return None
+        ordered = sorted(self.times)
+        return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)] / 1000
+
+    @property
+    def left_share_interval(self) -> tuple[float, float] | None:
+        """95% Wilson interval of the left share."""
+        return _wilson(self.left, self.left + self.right)
+
+    @property
+    def gold_accuracy_interval(self) -> tuple[float, float] | None:
+        """95% Wilson interval of gold accuracy."""
+        return _wilson(self.gold_correct, self.gold_seen)
+
+
+def _wilson(successes: int, trials: int) -> tuple[float, float] | None:
+    if not trials:
+        return None
+    from scipy.stats import binomtest
+
+    interval = binomtest(successes, trials, 0.5).proportion_ci(confidence_level=0.95, method="wilson")
+    return interval.low, interval.high
+
 
 @dataclass
 class Bucket:
@@ -163,10 +195,17 @@ class CampaignReport:
     krippendorff_alpha: float | None
     bucket: timedelta
     series: list[Bucket]
+    skips: dict[str, int] = field(default_factory=dict)  # per annotator: pairs given back without a flag
+    flags: dict[str, int] = field(default_factory=dict)  # per annotator: pairs flagged
 
     @property
     def fraction(self) -> float:
         return self.done / self.needed if self.needed else 1.0
+
+    @property
+    def annotator_lines(self) -> list[tuple[str, Tally, int, int]]:
+        """(name, tally, skips, flags) per annotator, for the dashboard's table."""
+        return [(name, t, self.skips.get(name, 0), self.flags.get(name, 0)) for name, t in self.annotators.items()]
 
 
 def _rows(campaign: Campaign) -> list[_Row]:
@@ -216,6 +255,9 @@ def campaign_report(*, campaign: Campaign) -> CampaignReport:
         gold=Count("pk", filter=Q(is_gold=True)),
     )
     done, needed = selectors.campaign_progress(campaign=campaign)
+    skips, flags = _skips_and_flags(campaign)
+    for name in {*skips, *flags}:
+        annotators.setdefault(name, Tally())  # an annotator who only skipped or flagged still has a line
     now = timezone.now()
     bucket, series = _series(rows)
     return CampaignReport(
@@ -232,7 +274,22 @@ def campaign_report(*, campaign: Campaign) -> CampaignReport:
         krippendorff_alpha=krippendorff_alpha_nominal(units),
         bucket=bucket,
         series=series,
+        skips=skips,
+        flags=flags,
     )
+
+
+def _skips_and_flags(campaign: Campaign) -> tuple[dict[str, int], dict[str, int]]:
+    """Per annotator: skipped assignments that carry no flag (a flag also gives the pair back), and flags."""
+    flagged = Flag.objects.filter(comparison=OuterRef("comparison"), annotator=OuterRef("annotator"))
+    skips = (
+        Assignment.objects.filter(comparison__prompt__campaign=campaign, state=AssignmentState.SKIPPED)
+        .exclude(Exists(flagged))
+        .values_list("annotator__username")
+        .annotate(n=Count("pk"))
+    )
+    flags = Flag.objects.filter(comparison__prompt__campaign=campaign).values_list("annotator__username").annotate(n=Count("pk"))
+    return dict(skips), dict(flags)
 
 
 def report_plot_png(report: CampaignReport) -> bytes:
@@ -247,7 +304,7 @@ def report_plot_png(report: CampaignReport) -> bytes:
     unit = "hour" if report.bucket == timedelta(hours=1) else "day"
 
     def line(ax, values, label, **style) -> None:
-        ax.plot(starts, [float("nan") if v is None else v for v in values], marker="o", ms=3, label=label, **style)
+        ax.plot(starts, [float("nan") if v is None else v for v in values], label=label, **{"marker": "o", "ms": 3, **style})
 
     axes[0].bar(starts, [t.judgments for t in tallies], width=report.bucket * 0.8, align="edge")
     axes[0].set_ylabel(f"judgments / {unit}")
@@ -258,8 +315,9 @@ def report_plot_png(report: CampaignReport) -> bytes:
     axes[2].axhline(0.5, color="grey", lw=0.8, ls="--")
     axes[2].set_ylim(0, 1.05)
     axes[2].set_ylabel("left share")
-    line(axes[3], [t.tie_rate for t in tallies], "tie")
-    line(axes[3], [t.both_bad_rate for t in tallies], "both bad")
+    # Different markers and dashes, the second drawn thinner on top: two series that coincide both stay visible.
+    line(axes[3], [t.tie_rate for t in tallies], "tie", lw=3, alpha=0.6)
+    line(axes[3], [t.both_bad_rate for t in tallies], "both bad", ls="--", marker="x", ms=6, lw=1.2)
     axes[3].set_ylim(0, 1.05)
     axes[3].set_ylabel("rate")
     axes[3].legend(loc="upper right")

@@ -4,17 +4,18 @@ import os
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth import password_validation
 from django.contrib.auth.models import Group, User
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from tqdm import tqdm
 
-from labeling import authentication, importers, selectors
+from labeling import authentication, importers, queue, selectors
 from labeling.models import (
     Assignment,
     AssignmentState,
@@ -22,7 +23,10 @@ from labeling.models import (
     Choice,
     Comparison,
     ComparisonStatus,
+    Flag,
+    FlagReason,
     Judgment,
+    JudgmentRevision,
     Prompt,
     Split,
     StrengthScale,
@@ -228,6 +232,14 @@ class AlreadySubmitted(LabelingError):
     code = "already_submitted"
 
 
+class UndoClosed(LabelingError):
+    code = "undo_closed"
+
+
+class InvalidFlag(LabelingError):
+    code = "invalid_flag"
+
+
 _SHOWN_TO_STORED = {
     # (shown choice, left_is_a) -> stored choice
     ("left", True): Choice.A,
@@ -249,74 +261,6 @@ def choice_to_shown(*, choice: str, left_is_a: bool) -> str:
     return "left" if (choice == Choice.A) == left_is_a else "right"
 
 
-def _lease_if_room(*, comparison_id: int, annotator: User, campaign: Campaign, now: datetime) -> Assignment | None:
-    """Lease the (row-locked) pair to the annotator if it still has room as of now; None if it filled up.
-
-    One INSERT ... SELECT that re-checks the cap: it runs after the claim's row
-    lock is held, so under READ COMMITTED it sees every lease committed before
-    the lock was granted, including any the claim's snapshot missed. Gold pairs
-    have no cap; the unique constraint (one lease per annotator and pair) is checked too.
-    """
-    assignment, comparison = selectors.tables(Assignment, Comparison)
-    leased, left_is_a, leased_until = AssignmentState.LEASED, secrets.randbelow(2) == 0, now + campaign.lease
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {assignment} (comparison_id, annotator_id, left_is_a, leased_until, state, created_at)"
-            f" SELECT c.id, %s, %s, %s, %s, %s FROM {comparison} c WHERE c.id = %s"
-            f" AND NOT EXISTS (SELECT 1 FROM {assignment} s WHERE s.comparison_id = c.id AND s.annotator_id = %s)"
-            f" AND (c.is_gold OR c.judgments_count + (SELECT count(*) FROM {assignment} l"
-            " WHERE l.comparison_id = c.id AND l.state = %s AND l.leased_until > %s) < %s)"
-            " RETURNING id",
-            [
-                annotator.pk, left_is_a, selectors.db_timestamp(leased_until), leased, selectors.db_timestamp(now),
-                comparison_id,
-                annotator.pk,
-                leased, selectors.db_timestamp(now), campaign.annotations_per_pair,
-            ],
-        )  # fmt: skip
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    return selectors.loaded(
-        Assignment,
-        id=row[0],
-        comparison_id=comparison_id,
-        annotator_id=annotator.pk,
-        left_is_a=left_is_a,
-        leased_until=leased_until,
-        state=leased,
-        created_at=now,
-    )
-
-
-def _lease_first_free(*, campaign: Campaign, annotator: User, gold: bool, now: datetime) -> Assignment | None:
-    rejected: list[int] = []
-    while True:
-        # SKIP LOCKED: concurrent annotators never wait on, or double-claim, a row.
-        sql, params = selectors.comparison_claim_sql(
-            campaign=campaign, annotator=annotator, gold=gold, now=now, exclude=rejected, lock=True
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
-        if row is None:
-            return None
-        assignment = _lease_if_room(comparison_id=row[0], annotator=annotator, campaign=campaign, now=now)
-        if assignment is not None:
-            return assignment
-        # Filled by a claim that committed after our snapshot: rare, try the next one.
-        rejected.append(row[0])
-
-
-def _lock_annotator(annotator: User) -> None:
-    """Serialize one annotator's claims (a double click): without this, two requests
-    could each find no held lease and each claim a pair. (SQLite has one writer at a time anyway.)"""
-    if connection.features.has_select_for_update:
-        (user,) = selectors.tables(User)
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT 1 FROM {user} WHERE id = %s FOR NO KEY UPDATE", [annotator.pk])
-
-
 @transaction.atomic
 def assignment_next(*, campaign: Campaign, annotator: User, after_id: int | None = None) -> Assignment | None:
     """The pair this annotator should judge next, leased to them; None when nothing is left.
@@ -328,102 +272,22 @@ def assignment_next(*, campaign: Campaign, annotator: User, after_id: int | None
     at the campaign's rate, only while regular work is left.
     """
     now = timezone.now()
-    _lock_annotator(annotator)
-    held = selectors.assignment_live(annotator=annotator, campaign=campaign, now=now, other_than=after_id)
+    queue.lock_annotator(annotator)
+    held = queue.assignment_live(annotator=annotator, campaign=campaign, now=now, other_than=after_id)
     if held is not None:
         return held
     if campaign.gold_rate and secrets.SystemRandom().random() < campaign.gold_rate:
-        sql, params = selectors.comparison_claim_sql(
-            campaign=campaign, annotator=annotator, gold=False, now=now, exclude=[], lock=False
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            regular_left = cursor.fetchone() is not None
-        if regular_left:
-            gold = _lease_first_free(campaign=campaign, annotator=annotator, gold=True, now=now)
+        if queue.regular_work_left(campaign=campaign, annotator=annotator, now=now):
+            gold = queue.lease_first_free(campaign=campaign, annotator=annotator, gold=True, now=now)
             if gold is not None:
                 return gold
-    return _lease_first_free(campaign=campaign, annotator=annotator, gold=False, now=now)
-
-
-# What submit needs of a campaign: read with the locked assignment, in the same statement.
-_CAMPAIGN_RULES = ("id", "annotations_per_pair", "allow_tie", "allow_both_bad", "strength_scale", "rationale_required")
-
-
-@dataclass(frozen=True)
-class _Lease:
-    """An assignment of the caller's, row-locked with its pair, and what submit needs of both."""
-
-    assignment: Assignment
-    is_gold: bool
-    judgments_count: int
-    status: str
-    campaign: Campaign
-
-
-def _owned_assignment(*, assignment_id: int, annotator: User) -> _Lease:
-    """The caller's assignment with its pair, both row-locked; Assignment.DoesNotExist for anyone else's.
-
-    Lock order everywhere: an assignment before its comparison (a claim locks
-    only comparisons), so no two of these transactions can deadlock.
-    """
-    assignment, comparison, prompt, campaign = selectors.tables(Assignment, Comparison, Prompt, Campaign)
-    lock = " FOR UPDATE OF a, c" if connection.features.has_select_for_update_of else ""
-    rules = ", ".join(f"k.{name}" for name in _CAMPAIGN_RULES)
-    found = selectors.fetch_one(
-        Assignment,
-        f"SELECT {selectors.columns(Assignment, 'a')}, c.is_gold, c.judgments_count, c.status, {rules}"
-        f" FROM {assignment} a JOIN {comparison} c ON c.id = a.comparison_id"
-        f" JOIN {prompt} p ON p.id = c.prompt_id JOIN {campaign} k ON k.id = p.campaign_id"
-        f" WHERE a.id = %s AND a.annotator_id = %s{lock}",
-        [assignment_id, annotator.pk],
-    )
-    if found is None:
-        raise Assignment.DoesNotExist(f"No assignment {assignment_id} of {annotator}.")
-    lease, (is_gold, judgments_count, status, *campaign_values) = found
-    return _Lease(
-        assignment=lease,
-        is_gold=bool(is_gold),
-        judgments_count=judgments_count,
-        status=status,
-        campaign=selectors.loaded(Campaign, **dict(zip(_CAMPAIGN_RULES, campaign_values))),
-    )
-
-
-def _record_judgment(*, lease: _Lease, annotator: User, **values: object) -> Judgment:
-    """Store the judgment, close the assignment and count it on the pair (completing it at N): three short statements."""
-    assignment = lease.assignment
-    judgment_table, assignment_table, comparison_table = selectors.tables(Judgment, Assignment, Comparison)
-    values = {
-        "assignment_id": assignment.pk,
-        "comparison_id": assignment.comparison_id,
-        "annotator_id": annotator.pk,
-        "left_is_a": assignment.left_is_a,
-        **values,
-        "created_at": timezone.now(),
-    }
-    count = lease.judgments_count + 1
-    complete = not lease.is_gold and count >= lease.campaign.annotations_per_pair
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {judgment_table} ({', '.join(values)}) VALUES ({', '.join(['%s'] * len(values))}) RETURNING id",
-            [selectors.db_timestamp(v) if name == "created_at" else v for name, v in values.items()],
-        )
-        (judgment_id,) = cursor.fetchone()
-        cursor.execute(
-            f"UPDATE {assignment_table} SET state = %s WHERE id = %s", [AssignmentState.SUBMITTED, assignment.pk]
-        )
-        cursor.execute(
-            f"UPDATE {comparison_table} SET judgments_count = %s, status = %s WHERE id = %s",
-            [count, ComparisonStatus.COMPLETE if complete else lease.status, assignment.comparison_id],
-        )
-    return selectors.loaded(Judgment, id=judgment_id, **values)
+    return queue.lease_first_free(campaign=campaign, annotator=annotator, gold=False, now=now)
 
 
 @transaction.atomic
 def assignment_skip(*, assignment_id: int, annotator: User) -> Assignment:
     """Give a leased pair back to the pool; this annotator will not be shown it again. Idempotent."""
-    assignment = _owned_assignment(assignment_id=assignment_id, annotator=annotator).assignment
+    assignment = queue.owned_assignment(assignment_id=assignment_id, annotator=annotator).assignment
     if assignment.state == AssignmentState.SUBMITTED:
         raise AssignmentClosed("This pair was already judged; it cannot be skipped.")
     if assignment.state == AssignmentState.LEASED:
@@ -432,10 +296,41 @@ def assignment_skip(*, assignment_id: int, annotator: User) -> Assignment:
     return assignment
 
 
+@transaction.atomic
+def comparison_flag(*, assignment_id: int, annotator: User, reason: str, note: str = "") -> Flag:
+    """Flag the pair of the annotator's assignment (unsafe, broken, unclear) and move on.
+
+    A leased pair is given back as a skip would (this annotator is not shown it
+    again; others still are until an admin retires it). Flagging twice keeps the first flag.
+    """
+    if reason not in FlagReason.values:
+        raise InvalidFlag(f"reason must be one of {', '.join(FlagReason.values)}, not {reason!r}")
+    if len(note) > _RATIONALE_MAX:
+        raise InvalidFlag(f"the note is longer than {_RATIONALE_MAX} characters")
+    assignment = queue.owned_assignment(assignment_id=assignment_id, annotator=annotator).assignment
+    flag, _ = Flag.objects.get_or_create(
+        comparison_id=assignment.comparison_id, annotator=annotator, defaults={"reason": reason, "note": note}
+    )
+    if assignment.state == AssignmentState.LEASED:
+        assignment.state = AssignmentState.SKIPPED
+        assignment.save(update_fields=["state"])
+    return flag
+
+
+@transaction.atomic
+def flags_resolve(*, flags: QuerySet[Flag], by: User, retire: bool = False) -> int:
+    """Mark flags resolved; with `retire`, their pairs also leave the queue for everyone. Returns how many flags."""
+    ids = list(flags.filter(resolved_at__isnull=True).values_list("pk", flat=True))
+    if retire:
+        Comparison.objects.filter(flags__in=flags).update(status=ComparisonStatus.RETIRED)
+    return Flag.objects.filter(pk__in=ids).update(resolved_at=timezone.now(), resolved_by=by)
+
+
 @dataclass(frozen=True)
 class SubmitResult:
     judgment: Judgment
     created: bool
+    revised: bool = False
 
 
 _EXPIRED_MESSAGE = "Your time on this pair ran out and it went back to the pool; this answer was not stored."
@@ -482,15 +377,14 @@ def judgment_submit(
     stores nothing: LeaseExpired, AssignmentClosed, Assignment.DoesNotExist.
     """
     with transaction.atomic():
-        lease = _owned_assignment(assignment_id=assignment_id, annotator=annotator)
+        lease = queue.owned_assignment(assignment_id=assignment_id, annotator=annotator)
         assignment, campaign = lease.assignment, lease.campaign
         _validate_judgment(campaign=campaign, shown=choice, strength=strength, rationale=rationale, time_ms=time_ms)
         stored = choice_from_shown(shown=choice, left_is_a=assignment.left_is_a)
         if assignment.state == AssignmentState.SUBMITTED:
-            judgment = assignment.judgment
-            if (judgment.choice, judgment.strength, judgment.rationale) != (stored, strength, rationale):
-                raise AlreadySubmitted("This pair was already judged with a different answer; it was not changed.")
-            return SubmitResult(judgment=judgment, created=False)
+            return _resubmit(
+                judgment=assignment.judgment, choice=stored, strength=strength, rationale=rationale, time_ms=time_ms
+            )
         if assignment.state == AssignmentState.EXPIRED:
             raise LeaseExpired(_EXPIRED_MESSAGE)
         if assignment.state == AssignmentState.SKIPPED:
@@ -500,7 +394,7 @@ def judgment_submit(
         n = campaign.annotations_per_pair
         full = not lease.is_gold and lease.judgments_count >= n
         if assignment.leased_until > timezone.now() and not full:
-            judgment = _record_judgment(
+            judgment = queue.record_judgment(
                 lease=lease, annotator=annotator, choice=stored, strength=strength, rationale=rationale, time_ms=time_ms
             )
             return SubmitResult(judgment=judgment, created=True)
@@ -508,6 +402,65 @@ def judgment_submit(
         assignment.save(update_fields=["state"])
     # Raised after the commit, so the lease stays marked expired.
     raise LeaseExpired(_EXPIRED_MESSAGE)
+
+
+def _resubmit(*, judgment: Judgment, choice: str, strength: int | None, rationale: str, time_ms: int | None) -> SubmitResult:
+    """A submit on a judged pair: a repeat changes nothing; a new answer to an undone judgment
+    revises it (the old answer kept as a JudgmentRevision); any other change is refused."""
+    now = timezone.now()
+    reopened = judgment.reopened_until is not None and judgment.reopened_until > now
+    if (judgment.choice, judgment.strength, judgment.rationale) == (choice, strength, rationale):
+        if judgment.reopened_until is not None:
+            judgment.reopened_until = None
+            judgment.save(update_fields=["reopened_until"])
+        return SubmitResult(judgment=judgment, created=False)
+    if not reopened:
+        raise AlreadySubmitted("This pair was already judged with a different answer; it was not changed.")
+    JudgmentRevision.objects.create(
+        judgment=judgment,
+        choice=judgment.choice,
+        strength=judgment.strength,
+        rationale=judgment.rationale,
+        time_ms=judgment.time_ms,
+        answered_at=_answered_at(judgment),
+        revised_at=now,
+    )
+    judgment.choice, judgment.strength, judgment.rationale = choice, strength, rationale
+    judgment.time_ms, judgment.reopened_until = time_ms, None
+    judgment.save(update_fields=["choice", "strength", "rationale", "time_ms", "reopened_until"])
+    return SubmitResult(judgment=judgment, created=False, revised=True)
+
+
+def _answered_at(judgment: Judgment) -> datetime:
+    """When the judgment's current answer was given: its last revision, else its creation."""
+    last = judgment.revisions.order_by("-revised_at").values_list("revised_at", flat=True).first()
+    return last or judgment.created_at
+
+
+@transaction.atomic
+def judgment_reopen(*, assignment_id: int, annotator: User) -> Judgment:
+    """Undo: reopen the annotator's judgment on this assignment, so their next submit revises it.
+
+    Allowed for LABELING_UNDO_WINDOW_S after the answer was given, and only while
+    the pair is not settled. A pair settles when it has its N judgments and the
+    undo window of the last one has passed (or when it is retired), so within a
+    judgment's own window the pair can only be settled by retirement. The judgment
+    keeps counting toward its pair while reopened: the queue's counts and leases
+    never move, and a reopened judgment that is never answered again stays as it was.
+    The reopened judgment takes a new answer for as long as the campaign's lease.
+    """
+    lease = queue.owned_assignment(assignment_id=assignment_id, annotator=annotator)
+    if lease.assignment.state != AssignmentState.SUBMITTED:
+        raise UndoClosed("Nothing to undo: you have not judged this pair.")
+    if lease.status == ComparisonStatus.RETIRED:
+        raise UndoClosed("This pair is settled; your answer can no longer change.")
+    judgment = Judgment.objects.get(assignment_id=assignment_id)
+    now = timezone.now()
+    if now - _answered_at(judgment) > timedelta(seconds=settings.LABELING_UNDO_WINDOW_S):
+        raise UndoClosed(f"Too late to undo: answers can be undone for {settings.LABELING_UNDO_WINDOW_S} s.")
+    judgment.reopened_until = now + lease.campaign.lease
+    judgment.save(update_fields=["reopened_until"])
+    return judgment
 
 
 @transaction.atomic

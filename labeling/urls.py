@@ -13,4 +13,6 @@ urlpatterns = [
     path("api/labeling/campaigns/<int:pk>/progress/", api.CampaignProgressView.as_view(), name="api-progress"),
     path("api/labeling/assignments/<int:pk>/submit/", api.SubmitView.as_view(), name="api-submit"),
     path("api/labeling/assignments/<int:pk>/skip/", api.SkipView.as_view(), name="api-skip"),
+    path("api/labeling/assignments/<int:pk>/undo/", api.UndoView.as_view(), name="api-undo"),
+    path("api/labeling/assignments/<int:pk>/flag/", api.FlagView.as_view(), name="api-flag"),
 ]

@@ -1,11 +1,13 @@
-from django.contrib.admin.views.decorators import staff_member_required
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import never_cache
 
 from labeling import quality, selectors, services
-from labeling.api import pair_data, progress_data
+from labeling.access import staff_required
+from labeling.api import NOT_A_MEMBER, pair_data, progress_data
 from labeling.models import Campaign
 from labeling.rendering import markdown_to_safe_html
 
@@ -19,7 +21,7 @@ _CSP = (
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "labeling/home.html", {"campaigns": selectors.campaigns_for_labeling()})
+    return render(request, "labeling/home.html", {"campaigns": selectors.campaigns_listed(user=request.user)})
 
 
 @never_cache
@@ -27,6 +29,8 @@ def home(request: HttpRequest) -> HttpResponse:
 def label(request: HttpRequest, pk: int) -> HttpResponse:
     """The comparison page: the first pair comes embedded; compare.js fetches the rest through the API."""
     campaign = get_object_or_404(selectors.campaigns_for_labeling(), pk=pk)
+    if not selectors.campaign_open_to(campaign=campaign, user=request.user):
+        raise PermissionDenied(NOT_A_MEMBER)
     assignment = services.assignment_next(campaign=campaign, annotator=request.user)
     context = {
         "campaign": campaign,
@@ -34,21 +38,26 @@ def label(request: HttpRequest, pk: int) -> HttpResponse:
         "choices": selectors.campaign_allowed_choices(campaign=campaign),
         "first_pair": pair_data(assignment, campaign) if assignment else None,
         "progress": progress_data(campaign=campaign, annotator=request.user),
+        "undo_window_s": settings.LABELING_UNDO_WINDOW_S,
     }
     response = render(request, "labeling/label.html", context)
     response["Content-Security-Policy"] = _CSP
     return response
 
 
-@staff_member_required
+@staff_required
 def dashboard(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=pk)
-    response = render(request, "labeling/dashboard.html", {"report": quality.campaign_report(campaign=campaign)})
+    context = {
+        "report": quality.campaign_report(campaign=campaign),
+        "flags": selectors.campaign_flag_counts(campaign=campaign),
+    }
+    response = render(request, "labeling/dashboard.html", context)
     response["Content-Security-Policy"] = _CSP
     return response
 
 
-@staff_member_required
+@staff_required
 def dashboard_plot(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=pk)
     png = quality.report_plot_png(quality.campaign_report(campaign=campaign))

@@ -1,9 +1,9 @@
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from labeling.access import staff_required
 from labeling.models import Campaign
 from training import loop, plots, selectors, services
 from training.models import TrainingRound
@@ -15,7 +15,7 @@ def _png(data: bytes) -> HttpResponse:
     return response
 
 
-@staff_member_required
+@staff_required
 def rounds_index(request: HttpRequest) -> HttpResponse:
     campaigns = [
         (
@@ -28,7 +28,7 @@ def rounds_index(request: HttpRequest) -> HttpResponse:
     return render(request, "training/rounds.html", {"campaigns": campaigns})
 
 
-@staff_member_required
+@staff_required
 def round_detail(request: HttpRequest, pk: int) -> HttpResponse:
     training_round = get_object_or_404(
         TrainingRound.objects.select_related(
@@ -39,7 +39,7 @@ def round_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "training/round_detail.html", {"round": training_round})
 
 
-@staff_member_required
+@staff_required
 def round_status(request: HttpRequest, pk: int) -> JsonResponse:
     training_round = get_object_or_404(TrainingRound, pk=pk)
     return JsonResponse(
@@ -54,19 +54,19 @@ def round_status(request: HttpRequest, pk: int) -> JsonResponse:
     )
 
 
-@staff_member_required
+@staff_required
 def round_curves_png(request: HttpRequest, pk: int) -> HttpResponse:
     training_round = get_object_or_404(TrainingRound, pk=pk)
     return _png(plots.round_curves_png(list(selectors.round_metrics(training_round=training_round))))
 
 
-@staff_member_required
+@staff_required
 def campaign_rounds_png(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=pk)
     return _png(plots.campaign_rounds_png(list(selectors.rounds_for_campaign(campaign=campaign))))
 
 
-@staff_member_required
+@staff_required
 def campaign_loop_png(request: HttpRequest, pk: int) -> HttpResponse:
     """The plot of the campaign's latest `run_loop` (win rate and KL against round 0, by round)."""
     campaign = get_object_or_404(Campaign, pk=pk)
@@ -76,7 +76,7 @@ def campaign_loop_png(request: HttpRequest, pk: int) -> HttpResponse:
     return _png(path.read_bytes())
 
 
-@staff_member_required
+@staff_required
 @require_POST
 def round_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     training_round = get_object_or_404(TrainingRound, pk=pk)

@@ -105,7 +105,7 @@ def test_job_page_shows_progress_and_escapes_worker_text(
     assert 'style="width: 25%"' in html
     assert reverse("generation-api:job-detail", args=[job.pk]) in html
     assert 'data-finished="1"' in html and "generation/job.js" in html
-    assert logged_in(alice).get(page).status_code == 302  # to the admin login
+    assert logged_in(alice).get(page).status_code == 403  # the app's 403 page, not the admin login
 
 
 def test_generate_pairs_admin_action_shows_the_count_then_queues_the_job_when_confirmed(

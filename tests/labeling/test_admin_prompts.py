@@ -21,8 +21,13 @@ def _upload(client, campaign, name: str, content: str | bytes):
 def test_admin_upload_imports_and_reports_counts(client, admin_user, campaign):
     client.force_login(admin_user)
     response = _upload(client, campaign, "p.jsonl", '{"prompt": "one"}\n{"prompt": "two"}\n{"prompt": "one"}\n')
-    assert "imported 2 prompts, skipped 1 duplicates" in response.content.decode()
+    assert "From p.jsonl into helpfulness: imported 2 prompts, skipped 1 duplicates" in response.content.decode()
     assert Prompt.objects.filter(campaign=campaign).count() == 2
+    # The admin lands on the prompts just imported, not on the unfiltered list.
+    path, query = response.redirect_chain[-1][0].split("?")
+    assert path == reverse("admin:labeling_prompt_changelist")
+    assert sorted(query.split("&")) == [f"campaign__id__exact={campaign.pk}", "source=p.jsonl"]
+    assert response.content.decode().count('class="action-select"') == 2
 
 
 def test_admin_upload_of_a_bad_file_shows_the_line_and_stores_nothing(client, admin_user, campaign):

@@ -338,3 +338,15 @@ def test_the_pair_payload_matches_its_documented_serializer(campaign, alice_api)
     documented = PairSerializer(data=pair)
     assert documented.is_valid(), documented.errors
     assert set(pair) == set(PairSerializer().fields)
+
+
+def test_campaign_state_tells_no_pairs_from_open_from_done(campaign, alice_api):
+    def state() -> tuple[str, float]:
+        stats = alice_api.get(f"/api/labeling/campaigns/{campaign.pk}/me/").json()
+        return stats["campaign_state"], stats["campaign_fraction"]
+
+    assert state() == ("no_pairs", 0.0)  # before generation: not "all done", and an empty bar
+    make_pairs(campaign)
+    assert state() == ("open", 0.0)
+    submit(alice_api, next_pair(alice_api, campaign).json()["assignment_id"], choice="tie")
+    assert state() == ("done", 1.0)

@@ -15,6 +15,7 @@ def test_home_lists_active_campaigns_with_a_start_link(client, campaign, alice):
     from labeling import services
 
     services.campaign_get_or_create(name="archived", is_active=False)
+    make_pairs(campaign)
     client.force_login(alice)
     page = client.get(reverse("home")).content.decode()
     assert reverse("label", args=[campaign.pk]) in page and "Start labeling" in page
@@ -45,11 +46,25 @@ def test_label_page_arrives_with_a_leased_pair_and_progress(client, campaign, al
     assert embedded(client.get(reverse("label", args=[campaign.pk])).content.decode(), "first-pair") == pair
 
 
-def test_label_page_without_work_shows_nothing_left(client, campaign, alice):
+def test_label_page_before_generation_says_no_pairs_yet(client, campaign, alice):
     client.force_login(alice)
     page = client.get(reverse("label", args=[campaign.pk])).content.decode()
     assert embedded(page, "first-pair") is None
-    assert "Nothing left for you here right now" in page
+    assert embedded(page, "first-progress")["campaign_state"] == "no_pairs"
+    assert "No pairs yet, check back later" in page and "0 / 0" not in page
+
+
+def test_annotators_are_not_shown_campaigns_without_pairs_staff_are(client, campaign, alice, admin_user):
+    from labeling import services
+
+    empty, _ = services.campaign_get_or_create(name="not generated yet")
+    make_pairs(campaign)
+    client.force_login(alice)
+    page = client.get(reverse("home")).content.decode()
+    assert reverse("label", args=[campaign.pk]) in page and "not generated yet" not in page
+    client.force_login(admin_user)
+    page = client.get(reverse("home")).content.decode()
+    assert reverse("label", args=[empty.pk]) in page and "no pairs yet" in page
 
 
 def test_inactive_campaigns_cannot_be_labeled(client, campaign, alice):

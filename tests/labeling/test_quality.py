@@ -100,3 +100,27 @@ def test_the_plot_draws_for_an_empty_campaign(client, campaign, admin_user):
     client.force_login(admin_user)
     png = client.get(reverse("campaign-dashboard-plot", args=[campaign.pk]))
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+
+
+@pytest.mark.django_db
+def test_leads_see_skips_flags_seconds_and_intervals_per_annotator(client, campaign, alice, bob, admin_user):
+    make_pairs(campaign, 14)
+    for i in range(10):
+        label(campaign, alice, "left", left_is_a=True, time_ms=1000 * (i + 1))  # 1 s .. 10 s
+    for _ in range(2):
+        services.assignment_skip(assignment_id=services.assignment_next(campaign=campaign, annotator=bob).pk, annotator=bob)
+    flagged = services.assignment_next(campaign=campaign, annotator=bob)
+    services.comparison_flag(assignment_id=flagged.pk, annotator=bob, reason="unclear")
+
+    report = quality.campaign_report(campaign=campaign)
+    a = report.annotators["alice"]
+    assert (a.median_time_s, a.p90_time_s) == (5.5, 9.0)
+    low, high = a.left_share_interval  # 10 of 10 left: Wilson's 95% interval is (0.72, 1)
+    assert low == pytest.approx(0.7225, abs=1e-3) and high == pytest.approx(1.0)
+    assert a.gold_accuracy_interval is None
+    # A flag gives the pair back too, but counts once, as a flag.
+    assert [(n, s, f) for n, _, s, f in report.annotator_lines] == [("alice", 0, 0), ("bob", 2, 1)]
+
+    client.force_login(admin_user)
+    page = client.get(reverse("campaign-dashboard", args=[campaign.pk])).content.decode()
+    assert "5.5 s" in page and "(p90 9.0 s)" in page and "(0.72–1.00)" in page

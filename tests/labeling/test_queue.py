@@ -6,7 +6,7 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from labeling import services
+from labeling import queue, services
 from labeling.models import Assignment, AssignmentState, Split
 from tests.labeling.factories import make_pairs
 
@@ -180,7 +180,7 @@ def test_the_lease_insert_rechecks_live_leases_and_the_annotators_own(campaign, 
         campaign.annotations_per_pair = n
         savepoint = transaction.savepoint()
         try:
-            return services._lease_if_room(comparison_id=pair.pk, annotator=user, campaign=campaign, now=at) is not None
+            return queue.lease_if_room(comparison_id=pair.pk, annotator=user, campaign=campaign, now=at) is not None
         finally:
             transaction.savepoint_rollback(savepoint)
 
