@@ -15,7 +15,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from labeling import selectors
-from labeling.models import Campaign, Choice, Comparison, ComparisonStatus, Judgment
+from labeling.models import Campaign, Choice, Comparison, ComparisonStatus, Judgment, JudgmentSource
 
 
 def krippendorff_alpha_nominal(units: Iterable[Sequence[Hashable]]) -> float | None:
@@ -163,13 +163,15 @@ class CampaignReport:
     krippendorff_alpha: float | None
     bucket: timedelta
     series: list[Bucket]
+    sources: tuple[str, ...]  # the judgment sources these figures are over
+    by_source: dict[str, int]  # every stored judgment of the campaign, by source (those left out shown apart)
 
     @property
     def fraction(self) -> float:
         return self.done / self.needed if self.needed else 1.0
 
 
-def _rows(campaign: Campaign) -> list[_Row]:
+def _rows(campaign: Campaign, sources: Sequence[str]) -> list[_Row]:
     fields = (
         "annotator__username",
         "comparison_id",
@@ -180,7 +182,9 @@ def _rows(campaign: Campaign) -> list[_Row]:
         "comparison__is_gold",
         "comparison__gold_choice",
     )
-    judgments = Judgment.objects.filter(comparison__prompt__campaign=campaign).order_by("created_at", "id")
+    judgments = Judgment.objects.filter(comparison__prompt__campaign=campaign, source__in=sources).order_by(
+        "created_at", "id"
+    )
     return [_Row(*values) for values in judgments.values_list(*fields).iterator(chunk_size=5000)]
 
 
@@ -199,8 +203,9 @@ def _series(rows: list[_Row]) -> tuple[timedelta, list[Bucket]]:
     return step, [Bucket(start=origin + i * step, tally=buckets[i]) for i in range(max(buckets) + 1)]
 
 
-def campaign_report(*, campaign: Campaign) -> CampaignReport:
-    rows = _rows(campaign)
+def campaign_report(*, campaign: Campaign, sources: Sequence[str] = (JudgmentSource.HUMAN,)) -> CampaignReport:
+    """The campaign's quality figures over judgments from `sources` (human ones unless a caller asks)."""
+    rows = _rows(campaign, sources)
     overall = Tally()
     annotators: dict[str, Tally] = defaultdict(Tally)
     by_pair: dict[int, list[str]] = defaultdict(list)
@@ -232,6 +237,13 @@ def campaign_report(*, campaign: Campaign) -> CampaignReport:
         krippendorff_alpha=krippendorff_alpha_nominal(units),
         bucket=bucket,
         series=series,
+        sources=tuple(sources),
+        by_source=dict(
+            Judgment.objects.filter(comparison__prompt__campaign=campaign)
+            .values_list("source")
+            .annotate(n=Count("pk"))
+            .order_by("source")
+        ),
     )
 
 
