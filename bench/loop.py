@@ -73,9 +73,9 @@ def main() -> None:
     from django.core.management import call_command
 
     from generation import tiny_model
-    from labeling import oracles, services
+    from labeling import services
     from labeling.models import Prompt
-    from training import loop
+    from simulation import loop, oracles
     from training.config import RoundConfig
 
     tiny_model.build(Path(settings.POLICY_MODEL), progress=True)

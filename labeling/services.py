@@ -21,6 +21,7 @@ from labeling.models import (
     Comparison,
     ComparisonStatus,
     Judgment,
+    JudgmentSource,
     Prompt,
     Split,
     StrengthScale,
@@ -28,6 +29,8 @@ from labeling.models import (
 )
 
 ANNOTATOR_GROUP = "annotators"
+# Scripted annotators (the simulation harness) are marked by this group: their judgments are stored as simulated.
+SIMULATED_GROUP = "simulated annotators"
 _BATCH = 2000
 
 
@@ -145,15 +148,38 @@ def campaign_get_or_create(*, name: str, **defaults: object) -> tuple[Campaign, 
 
 
 @transaction.atomic
-def annotator_create(*, username: str, password: str, email: str = "") -> User:
-    """Create (or update the password of) an annotator: a non-staff user in the annotators group."""
+def annotator_create(*, username: str, password: str, email: str = "", simulated: bool = False) -> User:
+    """Create (or update the password of) an annotator: a non-staff user in the annotators group.
+
+    A `simulated` annotator is a script, marked as one: every judgment it submits is stored as simulated.
+    """
     user, _ = User.objects.get_or_create(username=username, defaults={"email": email})
     user.set_password(password)
     user.save()
-    group, _ = Group.objects.get_or_create(name=ANNOTATOR_GROUP)
-    user.groups.add(group)
+    for name in (ANNOTATOR_GROUP, SIMULATED_GROUP) if simulated else (ANNOTATOR_GROUP,):
+        group, _ = Group.objects.get_or_create(name=name)
+        user.groups.add(group)
     return user
 
+
+
+@transaction.atomic
+def campaign_copy_scratch(*, campaign: Campaign) -> Campaign:
+    """A scratch copy of the campaign for simulated annotators: its settings, prompts (with their split,
+    priority and tags) and active policy, and none of its pairs or judgments, so a simulation neither
+    takes pairs from the human queue nor mixes into the campaign's figures."""
+    copy = Campaign.objects.get(pk=campaign.pk)
+    copy.pk = None
+    copy.name = f"{campaign.name} · simulation {timezone.now():%Y-%m-%d %H:%M:%S.%f}"[:200]
+    copy.save()
+    prompts = list(Prompt.objects.filter(campaign=campaign).order_by("pk").prefetch_related("tags"))
+    tag_lists = [[tag.name for tag in prompt.tags.all()] for prompt in prompts]
+    for prompt in prompts:
+        prompt.pk, prompt.campaign = None, copy
+    for start in range(0, len(prompts), _BATCH):
+        Prompt.objects.bulk_create(prompts[start : start + _BATCH])
+    _attach_tags(prompts, tag_lists)
+    return copy
 
 
 def campaign_set_active_policy(*, campaign: Campaign, policy_id: int | None) -> Campaign:
@@ -161,6 +187,11 @@ def campaign_set_active_policy(*, campaign: Campaign, policy_id: int | None) -> 
     campaign.active_policy_id = policy_id
     campaign.save(update_fields=["active_policy"])
     return campaign
+
+
+def comparisons_mark_gold(*, comparisons: QuerySet[Comparison], gold_choice: Choice) -> int:
+    """Make the pairs gold with a known answer: they leave the regular queue and are mixed in at the gold rate."""
+    return comparisons.update(is_gold=True, gold_choice=Choice(gold_choice))
 
 
 # --- The work queue ------------------------------------------------------------
@@ -332,6 +363,7 @@ class _Lease:
     judgments_count: int
     status: str
     campaign: Campaign
+    source: JudgmentSource
 
 
 def _owned_assignment(*, assignment_id: int, annotator: User) -> _Lease:
@@ -341,25 +373,29 @@ def _owned_assignment(*, assignment_id: int, annotator: User) -> _Lease:
     only comparisons), so no two of these transactions can deadlock.
     """
     assignment, comparison, prompt, campaign = selectors.tables(Assignment, Comparison, Prompt, Campaign)
+    user_groups, group = selectors.tables(User.groups.through, Group)
     lock = " FOR UPDATE OF a, c" if connection.features.has_select_for_update_of else ""
     rules = ", ".join(f"k.{name}" for name in _CAMPAIGN_RULES)
     found = selectors.fetch_one(
         Assignment,
-        f"SELECT {selectors.columns(Assignment, 'a')}, c.is_gold, c.judgments_count, c.status, {rules}"
+        f"SELECT {selectors.columns(Assignment, 'a')}, c.is_gold, c.judgments_count, c.status,"
+        f" EXISTS (SELECT 1 FROM {user_groups} ug JOIN {group} g ON g.id = ug.group_id"
+        f" WHERE ug.user_id = a.annotator_id AND g.name = %s), {rules}"
         f" FROM {assignment} a JOIN {comparison} c ON c.id = a.comparison_id"
         f" JOIN {prompt} p ON p.id = c.prompt_id JOIN {campaign} k ON k.id = p.campaign_id"
         f" WHERE a.id = %s AND a.annotator_id = %s{lock}",
-        [assignment_id, annotator.pk],
+        [SIMULATED_GROUP, assignment_id, annotator.pk],
     )
     if found is None:
         raise Assignment.DoesNotExist(f"No assignment {assignment_id} of {annotator}.")
-    lease, (is_gold, judgments_count, status, *campaign_values) = found
+    lease, (is_gold, judgments_count, status, simulated, *campaign_values) = found
     return _Lease(
         assignment=lease,
         is_gold=bool(is_gold),
         judgments_count=judgments_count,
         status=status,
         campaign=selectors.loaded(Campaign, **dict(zip(_CAMPAIGN_RULES, campaign_values))),
+        source=JudgmentSource.SIMULATED if simulated else JudgmentSource.HUMAN,
     )
 
 
@@ -372,6 +408,7 @@ def _record_judgment(*, lease: _Lease, annotator: User, **values: object) -> Jud
         "comparison_id": assignment.comparison_id,
         "annotator_id": annotator.pk,
         "left_is_a": assignment.left_is_a,
+        "source": lease.source,
         **values,
         "created_at": timezone.now(),
     }

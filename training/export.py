@@ -21,7 +21,7 @@ from django.db.models import Avg, Case, Count, ExpressionWrapper, F, FloatField,
 from django.db.models.functions import Greatest
 
 from generation.selectors import prompt_model_input
-from labeling.models import Campaign, Choice, Comparison, Split
+from labeling.models import Campaign, Choice, Comparison, JudgmentSource, Split
 
 FORMATS = ("jsonl", "parquet")
 # "chat": every prompt as the message list the generator conditioned on (a plain prompt is one user
@@ -41,6 +41,12 @@ class AggregationPolicy:
     least `min_judgments` counted votes. With `drop_ties` (the default) a tie vote
     counts, so a pair whose judges mostly call it a tie gives no row; without it,
     tie votes abstain. `drop_both_bad` works the same way for both_bad votes.
+
+    Only judgments from `sources` vote (human ones by default: simulated and
+    imported judgments enter only when asked for). With `settled_only` (the
+    default) a pair is exported only once it is settled: it has all of its
+    campaign's N judgments from those sources, so a later vote can no longer
+    flip its majority. An imported judgment is a data set's settled label on its own.
     """
 
     min_judgments: int = 1
@@ -48,12 +54,17 @@ class AggregationPolicy:
     drop_ties: bool = True
     drop_both_bad: bool = True
     include_gold: bool = False
+    settled_only: bool = True
+    sources: tuple[str, ...] = (JudgmentSource.HUMAN.value,)
 
     def __post_init__(self) -> None:
         if self.min_judgments < 1:
             raise ValueError("min_judgments must be at least 1")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ValueError("min_agreement must be between 0 and 1")
+        unknown = sorted(set(self.sources) - set(JudgmentSource.values))
+        if not self.sources or unknown:
+            raise ValueError(f"sources must be a non-empty subset of {', '.join(JudgmentSource.values)}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "AggregationPolicy":
@@ -61,10 +72,15 @@ class AggregationPolicy:
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"unknown aggregation keys: {', '.join(unknown)}")
+        if "sources" in data:
+            sources = data["sources"]
+            data["sources"] = tuple(sources.split(",") if isinstance(sources, str) else sources)
         return cls(**data)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["sources"] = list(self.sources)
+        return data
 
 
 def _heldout_q() -> Q:
@@ -81,18 +97,25 @@ def preferences_queryset(*, campaign: Campaign, split: str, policy: AggregationP
     # A pair touching a held-out prompt or completion never reaches training.
     qs = qs.filter(_heldout_q()) if split == Split.HELDOUT else qs.exclude(_heldout_q())
 
+    counted = Q(judgments__source__in=policy.sources)
+
     def votes(choice: str) -> Count:
-        return Count("judgments", filter=Q(judgments__choice=choice))
+        return Count("judgments", filter=counted & Q(judgments__choice=choice))
 
     qs = qs.annotate(
         n_a=votes(Choice.A),
         n_b=votes(Choice.B),
         n_tie=votes(Choice.TIE),
         n_bad=votes(Choice.BOTH_BAD),
-        strength_a=Avg("judgments__strength", filter=Q(judgments__choice=Choice.A)),
-        strength_b=Avg("judgments__strength", filter=Q(judgments__choice=Choice.B)),
-        last_judged_at=Max("judgments__created_at"),
+        n_imported=Count("judgments", filter=counted & Q(judgments__source=JudgmentSource.IMPORTED)),
+        strength_a=Avg("judgments__strength", filter=counted & Q(judgments__choice=Choice.A)),
+        strength_b=Avg("judgments__strength", filter=counted & Q(judgments__choice=Choice.B)),
+        last_judged_at=Max("judgments__created_at", filter=counted),
     )
+    if policy.settled_only:
+        qs = qs.annotate(n_judged=F("n_a") + F("n_b") + F("n_tie") + F("n_bad")).filter(
+            Q(n_judged__gte=campaign.annotations_per_pair) | Q(n_imported__gt=0)
+        )
     tie_votes = F("n_tie") if policy.drop_ties else Value(0)
     bad_votes = F("n_bad") if policy.drop_both_bad else Value(0)
     qs = qs.annotate(
@@ -156,6 +179,10 @@ def _row(comparison: Comparison, *, conversational: bool) -> dict[str, Any]:
         "chosen_model_version": chosen.model_version.name,
         "rejected_model_version": rejected.model_version.name,
         "judgment_count": comparison.n_a + comparison.n_b + comparison.n_tie + comparison.n_bad,
+        "votes_a": comparison.n_a,
+        "votes_b": comparison.n_b,
+        "votes_tie": comparison.n_tie,
+        "votes_both_bad": comparison.n_bad,
         "agreement": round(winner_votes / counted, 6),
         "strength": None if strength is None else round(float(strength), 6),
     }
@@ -181,6 +208,10 @@ def _schema(conversational: bool) -> pa.Schema:
             ("chosen_model_version", pa.string()),
             ("rejected_model_version", pa.string()),
             ("judgment_count", pa.int32()),
+            ("votes_a", pa.int32()),
+            ("votes_b", pa.int32()),
+            ("votes_tie", pa.int32()),
+            ("votes_both_bad", pa.int32()),
             ("agreement", pa.float64()),
             ("strength", pa.float64()),
         ]
