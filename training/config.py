@@ -36,11 +36,16 @@ class RoundConfig:
     eval_prompts: int = 8
     eval_max_new_tokens: int = 64
     eval_batch_size: int = 16
-    # Gate: None takes settings.TRAINING_GATE_MIN_ACCURACY when the round starts.
+    # Gate: None takes settings.TRAINING_GATE_MIN_ACCURACY when the round starts. The candidate's 95% lower
+    # bound of its length-controlled held-out accuracy must be above it (training.gate).
     gate_min_accuracy: float | None = None
-    # How far below the previous promoted round's held-out accuracy still passes. That
-    # accuracy was measured on an earlier (smaller) held-out set, so an exact "no worse"
-    # rejects good rounds on sampling noise; 0 keeps the strict rule.
+    # Fewer held-out pairs than this: "not evaluated", never promoted (None: TRAINING_GATE_MIN_HELDOUT_PAIRS).
+    gate_min_heldout_pairs: int | None = None
+    # The most mean KL (nats per sample) to the round's reference a promoted candidate may have
+    # (None: TRAINING_KL_BUDGET).
+    kl_budget: float | None = None
+    # How far below zero the 95% lower bound of the paired (candidate - incumbent) held-out
+    # score may go; 0: the candidate must be no worse than the incumbent with 95% confidence.
     gate_tolerance: float = 0.0
     # Queue a generation job with the new policy once it is promoted (closes the loop).
     regenerate: bool = True
@@ -50,8 +55,8 @@ class RoundConfig:
         problems = []
         if self.beta <= 0:
             problems.append("beta must be positive")
-        if not 0 < self.learning_rate < 1:
-            problems.append("learning_rate must be in (0, 1)")
+        if not 0 <= self.learning_rate < 1:  # 0: a candidate equal to its start (the gate's null case)
+            problems.append("learning_rate must be in [0, 1)")
         if self.epochs <= 0:
             problems.append("epochs must be positive")
         for name in ("batch_size", "gradient_accumulation_steps", "logging_steps", "lora_r", "lora_alpha"):
@@ -73,6 +78,10 @@ class RoundConfig:
             problems.append("eval_prompts must be >= 0, eval_max_new_tokens and eval_batch_size >= 1")
         if self.gate_min_accuracy is not None and not 0 <= self.gate_min_accuracy <= 1:
             problems.append("gate_min_accuracy must be between 0 and 1")
+        if self.gate_min_heldout_pairs is not None and self.gate_min_heldout_pairs < 1:
+            problems.append("gate_min_heldout_pairs must be at least 1")
+        if self.kl_budget is not None and self.kl_budget < 0:
+            problems.append("kl_budget must be at least 0")
         if not 0 <= self.gate_tolerance <= 1:
             problems.append("gate_tolerance must be between 0 and 1")
         if problems:

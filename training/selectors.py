@@ -1,11 +1,12 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from django.conf import settings
 from django.db.models import QuerySet
 
 from generation.models import ModelVersion
-from labeling.models import Campaign, Split
+from labeling.models import Campaign, JudgmentSource, Split
 from training.export import AggregationPolicy, preferences_count
 from training.models import RoundMetric, TrainingRound
 
@@ -33,6 +34,29 @@ def preferences_new_count(*, campaign: Campaign, policy: AggregationPolicy) -> i
     return preferences_count(
         campaign=campaign, split=Split.TRAIN, policy=policy, judged_after=last.created_at if last else None
     )
+
+
+def round_evidence(*, campaign: Campaign, policy: AggregationPolicy, min_heldout_pairs: int) -> dict:
+    """What a round would stand on now: settled preferences per split and source, the unsettled pairs left
+    out, and whether the held-out ones are enough for the gate to decide."""
+    counts: dict = {}
+    for split in (Split.TRAIN, Split.HELDOUT):
+        by_source = {
+            source: preferences_count(
+                campaign=campaign, split=split, policy=replace(policy, sources=(source,))
+            )
+            for source in JudgmentSource.values
+        }
+        settled = preferences_count(campaign=campaign, split=split, policy=policy)
+        everything = preferences_count(campaign=campaign, split=split, policy=replace(policy, settled_only=False))
+        counts[split] = {"settled": settled, "by_source": by_source, "unsettled": everything - settled}
+    heldout = counts[Split.HELDOUT]["settled"]
+    return {
+        **counts,
+        "sources": list(policy.sources),
+        "min_heldout_pairs": min_heldout_pairs,
+        "gate_can_decide": heldout >= min_heldout_pairs,
+    }
 
 
 def round_metrics(*, training_round: TrainingRound) -> QuerySet[RoundMetric]:
