@@ -93,7 +93,7 @@ def main() -> None:
         settings.GENERATION_CHUNK_SIZE = args.chunk_size
     tiny_model.build(settings.TINY_MODEL_DIR)
     campaign = make_campaign(args.prompts)
-    policy = services.campaign_ensure_policy(campaign=campaign, base_path=settings.POLICY_MODEL)
+    policy = services.campaign_policy_next(campaign=campaign)
     prompts = list(Prompt.objects.filter(campaign=campaign).order_by("-priority", "id"))
     completions = 2 * len(prompts)
 

@@ -1,4 +1,3 @@
-from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
@@ -16,7 +15,7 @@ def generate_pairs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset:
     """Queue a job per selected campaign, sampling from its active policy (the base model if it has none)."""
     jobs = []
     for campaign in queryset:
-        policy = services.campaign_ensure_policy(campaign=campaign, base_path=settings.POLICY_MODEL)
+        policy = services.campaign_policy_next(campaign=campaign)
         jobs.append(services.generation_job_start(campaign=campaign, policy=policy, created_by=request.user))
     if len(jobs) == 1:
         return HttpResponseRedirect(reverse("generation:job", args=[jobs[0].pk]))

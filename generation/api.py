@@ -1,6 +1,5 @@
 """Staff-only API: start a generation job, read its status (the job page polls the latter)."""
 
-from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -93,9 +92,7 @@ class JobStartApi(APIView):
         data.is_valid(raise_exception=True)
         fields = data.validated_data
         campaign = fields.pop("campaign")
-        policy = fields.pop("policy", None) or services.campaign_ensure_policy(
-            campaign=campaign, base_path=settings.POLICY_MODEL
-        )
+        policy = fields.pop("policy", None) or services.campaign_policy_next(campaign=campaign)
         try:
             job = services.generation_job_start(campaign=campaign, policy=policy, created_by=request.user, **fields)
         except DjangoValidationError as exc:

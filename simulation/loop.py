@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from django.conf import settings
 from tqdm import tqdm
 
 from generation import services as generation_services
@@ -160,7 +159,7 @@ def _tasks_run_here() -> Iterator[None]:
 
 def loop_run(*, campaign: Campaign, rounds: int, oracle: Oracle, oracle_name: str, config: LoopSettings) -> LoopReport:
     """R rounds of generate → judge (over HTTP) → DPO → promote, then the scores by round."""
-    root = generation_services.campaign_ensure_policy(campaign=campaign, base_path=settings.POLICY_MODEL)
+    root = generation_services.campaign_policy_next(campaign=campaign)
     versions: list[tuple[int, ModelVersion, str]] = [(0, root, "initial")]
     judgments: list[int] = [0]
     # The loop's judges are scripts: its rounds train and are gated on simulated judgments, asked for by name.

@@ -1,4 +1,3 @@
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
@@ -40,7 +39,7 @@ class Command(BaseCommand):
         if policy:
             version = _policy(policy)
         else:
-            version = services.campaign_ensure_policy(campaign=target, base_path=settings.POLICY_MODEL)
+            version = services.campaign_policy_next(campaign=target)
         job_args = {
             "campaign": target,
             "policy": version,

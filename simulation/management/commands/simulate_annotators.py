@@ -1,6 +1,5 @@
 from contextlib import nullcontext
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from generation import services as generation_services
@@ -52,7 +51,7 @@ class Command(BaseCommand):
             raise CommandError(f"no campaign named {campaign!r}") from None
         if not in_place:
             target = labeling_services.campaign_copy_scratch(campaign=target)
-            policy = generation_services.campaign_ensure_policy(campaign=target, base_path=settings.POLICY_MODEL)
+            policy = generation_services.campaign_policy_next(campaign=target)
             job = generation_services.generation_job_create(
                 campaign=target, policy=policy, seed=seed, max_tokens=max_tokens
             )
