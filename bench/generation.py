@@ -104,7 +104,7 @@ def main() -> None:
     tiny_model.build(settings.TINY_MODEL_DIR)
     over_long = round(args.prompts * args.over_long)
     campaign = make_campaign(args.prompts, over_long)
-    policy = services.campaign_ensure_policy(campaign=campaign, base_path=settings.POLICY_MODEL)
+    policy = services.campaign_policy_next(campaign=campaign)
     every = list(Prompt.objects.filter(campaign=campaign).order_by("-priority", "id"))
     skipped = []
 

@@ -6,7 +6,8 @@ A fixed configuration: a campaign of templated prompts (a fifth held out), the
 bundled tiny model as round 0, simulated annotators judging over the HTTP API
 with the oracle, a DPO round per loop, then every round's policy scored against
 round 0's on the held-out prompts by the same oracle. Runs in a throwaway
-SQLite database. Prints one JSON line last: win_rates (round 0 first), kl, wall_s.
+SQLite database. Prints one JSON line last: win_rates (round 0 first), kl,
+kl_budget (per round, nats), labels_used and promoted (per round), wall_s.
 """
 
 import argparse
@@ -73,9 +74,9 @@ def main() -> None:
     from django.core.management import call_command
 
     from generation import tiny_model
-    from labeling import oracles, services
+    from labeling import services
     from labeling.models import Prompt
-    from training import loop
+    from simulation import loop, oracles
     from training.config import RoundConfig
 
     tiny_model.build(Path(settings.POLICY_MODEL), progress=True)
@@ -97,6 +98,16 @@ def main() -> None:
         campaign=campaign, rounds=args.rounds, oracle=oracles.resolve(args.oracle), oracle_name=args.oracle, config=config
     )
     json_path, png_path = loop.report_write(report=report, out_dir=work / "loop")
+    from training.models import RoundStatus, TrainingRound
+
+    rounds = list(TrainingRound.objects.filter(campaign=campaign).select_related("snapshot").order_by("number"))
+
+    def labels_used(training_round) -> int:
+        # The judgments behind the rows the round trained on (the loop's scripts stand in for humans here).
+        if training_round.snapshot is None or not training_round.snapshot.jsonl_path:
+            return 0
+        with open(training_round.snapshot.jsonl_path, encoding="utf-8") as rows:
+            return sum(json.loads(line)["judgment_count"] for line in rows if line.strip())
     print(
         json.dumps(
             {
@@ -111,6 +122,9 @@ def main() -> None:
                 "mean_length": [round(r.mean_length, 1) for r in report.rounds],
                 "statuses": [r.status for r in report.rounds],
                 "judgments": [r.judgments for r in report.rounds],
+                "kl_budget": rounds[0].config["kl_budget"] if rounds else None,
+                "labels_used": [labels_used(r) for r in rounds],
+                "promoted": [r.status == RoundStatus.PROMOTED for r in rounds],
                 "plot": str(png_path),
                 "wall_s": round(time.perf_counter() - started, 1),
             }

@@ -162,6 +162,7 @@ INSTALLED_APPS = [
     "labeling",
     "generation",
     "training",
+    "simulation",  # the harness's management commands (run_loop, simulate_annotators); the product never imports it
 ]
 
 MIDDLEWARE = [
@@ -351,6 +352,11 @@ try:
 except ValueError as exc:
     raise ImproperlyConfigured(f"TRAINING_LAUNCHER={TRAINING_LAUNCHER!r} is not a command line: {exc}") from None
 TRAINING_GATE_MIN_ACCURACY = env_float("TRAINING_GATE_MIN_ACCURACY", 0.5, low=0.0, high=1.0)
+# Below this many held-out pairs a round is "not evaluated": it finishes but is never promoted automatically
+# (at 50 pairs a 95% bound on an accuracy is still about +-0.14 wide).
+TRAINING_GATE_MIN_HELDOUT_PAIRS = env_int("TRAINING_GATE_MIN_HELDOUT_PAIRS", 50, minimum=1)
+# The most a round's candidate may drift from its reference: mean KL per sampled completion, in nats.
+TRAINING_KL_BUDGET = env_float("TRAINING_KL_BUDGET", 10.0, low=0.0, high=1e9)
 RETRAIN_MIN_NEW_PREFERENCES = env_int("RETRAIN_MIN_NEW_PREFERENCES", 50, minimum=1)
 
 LOGGING = {

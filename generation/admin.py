@@ -139,11 +139,15 @@ class GenerationJobAdmin(admin.ModelAdmin):
 
 @admin.register(Completion)
 class CompletionAdmin(admin.ModelAdmin):
-    list_display = ["id", "prompt", "model_version", "backend", "seed", "finish_reason", "is_heldout", "created_at"]
+    list_display = ["id", "short_text", "prompt", "model_version", "backend", "seed", "finish_reason", "is_heldout"]
     list_filter = ["backend", "is_heldout", "finish_reason", "model_version"]
     list_select_related = ["prompt", "model_version"]
     raw_id_fields = ["prompt", "model_version", "job"]
     search_fields = ["text"]
+
+    @admin.display(description="text")
+    def short_text(self, obj: Completion) -> str:
+        return obj.text if len(obj.text) <= 80 else obj.text[:79] + "…"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # completions only come from generation jobs, with their provenance

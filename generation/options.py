@@ -3,7 +3,6 @@
 
 from typing import Any
 
-from django.conf import settings
 from django.db.backends.base.operations import BaseDatabaseOperations
 from rest_framework import serializers
 
@@ -50,5 +49,5 @@ class JobOptionsInput(serializers.Serializer):
 
 def job_arguments(*, campaign: Campaign, options: dict[str, Any]) -> dict[str, Any]:
     """generation_job_create's keyword arguments for `campaign` from validated options (the default policy filled in)."""
-    policy = options.get("policy") or services.campaign_ensure_policy(campaign=campaign, base_path=settings.POLICY_MODEL)
+    policy = options.get("policy") or services.campaign_policy_next(campaign=campaign)
     return {**options, "campaign": campaign, "policy": policy}

@@ -45,10 +45,12 @@ def model_version_register(
 
 
 @transaction.atomic
-def campaign_ensure_policy(*, campaign: Campaign, base_path: str) -> ModelVersion:
-    """The campaign's active policy, registering `base_path` as its first one if it has none."""
+def campaign_policy_next(*, campaign: Campaign) -> ModelVersion:
+    """Which policy samples next for the campaign (the one rule every caller asks): its active policy, or
+    settings.POLICY_MODEL registered as its first one when it has none."""
     if campaign.active_policy_id:
         return campaign.active_policy
+    base_path = settings.POLICY_MODEL
     version = model_version_register(name=f"base:{base_path}", base_path=base_path)
     labeling_services.campaign_set_active_policy(campaign=campaign, policy_id=version.pk)
     return version

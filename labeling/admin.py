@@ -7,11 +7,12 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import path, reverse
+from django.utils.html import format_html
 from rest_framework.authtoken.admin import TokenAdmin
 from rest_framework.authtoken.models import TokenProxy
 
 from labeling import authentication, services
-from labeling.forms import HeldoutSplitForm, PromptUploadForm
+from labeling.forms import GoldAnswerForm, HeldoutSplitForm, PromptUploadForm
 from labeling.importers import PromptFileError
 from labeling.models import Assignment, Campaign, Comparison, Flag, Judgment, Prompt, Tag
 
@@ -192,17 +193,69 @@ class PromptAdmin(admin.ModelAdmin):
 class JudgmentInline(admin.TabularInline):
     model = Judgment
     extra = 0
-    fields = ["annotator", "choice", "strength", "left_is_a", "time_ms", "created_at"]
+    fields = ["annotator", "source", "choice", "strength", "left_is_a", "time_ms", "created_at"]
     readonly_fields = fields
     can_delete = False
 
 
+def _excerpt(text: str, length: int = 80) -> str:
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
 @admin.register(Comparison)
 class ComparisonAdmin(admin.ModelAdmin):
-    list_display = ["id", "prompt", "status", "judgments_count", "is_gold", "created_at"]
+    list_display = ["id", "prompt_text", "text_a", "text_b", "status", "judgments_count", "is_gold", "gold_choice"]
     list_filter = ["status", "is_gold", "prompt__campaign"]
+    list_select_related = ["prompt", "completion_a", "completion_b"]
+    search_fields = ["prompt__text", "completion_a__text", "completion_b__text"]
     raw_id_fields = ["prompt", "completion_a", "completion_b"]
+    readonly_fields = ["side_by_side"]
+    fields = ["side_by_side", "prompt", "completion_a", "completion_b", "is_gold", "gold_choice", "status", "priority"]
     inlines = [JudgmentInline]
+    actions = ["mark_gold"]
+
+    @admin.display(description="prompt")
+    def prompt_text(self, obj: Comparison) -> str:
+        return _excerpt(obj.prompt.display_text)
+
+    @admin.display(description="A")
+    def text_a(self, obj: Comparison) -> str:
+        return _excerpt(obj.completion_a.text)
+
+    @admin.display(description="B")
+    def text_b(self, obj: Comparison) -> str:
+        return _excerpt(obj.completion_b.text)
+
+    @admin.display(description="The pair")
+    def side_by_side(self, obj: Comparison) -> str:
+        # format_html escapes every argument: model output shows as text, never as markup.
+        cell = '<td style="vertical-align:top;white-space:pre-wrap;width:50%">{}</td>'
+        return format_html(
+            '<p style="white-space:pre-wrap">{}</p><table style="width:100%"><tr><th>A</th><th>B</th></tr><tr>'
+            + cell
+            + cell
+            + "</tr></table>",
+            obj.prompt.display_text,
+            obj.completion_a.text,
+            obj.completion_b.text,
+        )
+
+    @admin.action(description="Mark selected pairs as gold…")
+    def mark_gold(self, request: HttpRequest, queryset: QuerySet[Comparison]) -> HttpResponse | None:
+        form = GoldAnswerForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            count = services.comparisons_mark_gold(comparisons=queryset, **form.cleaned_data)
+            self.message_user(request, f"{count} pairs are now gold with answer {form.cleaned_data['gold_choice']}.")
+            return None
+        return action_form_page(
+            self,
+            request,
+            form=form,
+            title="Mark as gold",
+            intro=f"Make the {queryset.count()} selected pairs gold: annotators are scored against this answer, "
+            "and the pairs are mixed into work at the campaign's gold rate.",
+            submit="Mark as gold",
+        )
 
 
 @admin.register(Assignment)
@@ -214,8 +267,8 @@ class AssignmentAdmin(admin.ModelAdmin):
 
 @admin.register(Judgment)
 class JudgmentAdmin(admin.ModelAdmin):
-    list_display = ["id", "comparison", "annotator", "choice", "strength", "time_ms", "created_at"]
-    list_filter = ["choice", "comparison__prompt__campaign"]
+    list_display = ["id", "comparison", "annotator", "source", "choice", "strength", "time_ms", "created_at"]
+    list_filter = ["source", "choice", "comparison__prompt__campaign"]
     raw_id_fields = ["assignment", "comparison", "annotator"]
 
 

@@ -195,6 +195,18 @@ class Assignment(models.Model):
         return f"Assignment {self.pk} ({self.state})"
 
 
+# Scripted annotators are users in this group: every judgment they submit is stored as simulated.
+SIMULATED_GROUP = "simulated annotators"
+
+
+class JudgmentSource(models.TextChoices):
+    """Where a judgment came from. Training, dashboards and gates see human judgments unless a caller asks."""
+
+    HUMAN = "human", "Human"
+    SIMULATED = "simulated", "Simulated (a scripted annotator)"
+    IMPORTED = "imported", "Imported (an existing preference data set)"
+
+
 class Judgment(models.Model):
     assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="judgment")
     comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="judgments")
@@ -204,6 +216,7 @@ class Judgment(models.Model):
     rationale = models.TextField(blank=True)
     left_is_a = models.BooleanField(help_text="Order shown: completion a was on the left.")
     time_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time on task.")
+    source = models.CharField(max_length=10, choices=JudgmentSource.choices, default=JudgmentSource.HUMAN)
     created_at = models.DateTimeField(auto_now_add=True)
     reopened_until = models.DateTimeField(
         null=True, blank=True, help_text="Undone by its annotator: a new answer until then revises it."
@@ -213,6 +226,7 @@ class Judgment(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(fields=["comparison", "annotator"], name="judgment_once_per_annotator"),
+            models.CheckConstraint(condition=Q(source__in=JudgmentSource.values), name="judgment_source_valid"),
             models.CheckConstraint(condition=Q(choice__in=Choice.values), name="judgment_choice_valid"),
             models.CheckConstraint(
                 condition=Q(strength__isnull=True) | Q(strength__gte=1, strength__lte=3), name="judgment_strength_1_3"

@@ -16,7 +16,17 @@ from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from labeling import selectors
-from labeling.models import Assignment, AssignmentState, Campaign, Choice, Comparison, ComparisonStatus, Flag, Judgment
+from labeling.models import (
+    Assignment,
+    AssignmentState,
+    Campaign,
+    Choice,
+    Comparison,
+    ComparisonStatus,
+    Flag,
+    Judgment,
+    JudgmentSource,
+)
 
 
 def krippendorff_alpha_nominal(units: Iterable[Sequence[Hashable]]) -> float | None:
@@ -195,6 +205,8 @@ class CampaignReport:
     krippendorff_alpha: float | None
     bucket: timedelta
     series: list[Bucket]
+    sources: tuple[str, ...]  # the judgment sources these figures are over
+    by_source: dict[str, int]  # every stored judgment of the campaign, by source (those left out shown apart)
     skips: dict[str, int] = field(default_factory=dict)  # per annotator: pairs given back without a flag
     flags: dict[str, int] = field(default_factory=dict)  # per annotator: pairs flagged
 
@@ -208,7 +220,7 @@ class CampaignReport:
         return [(name, t, self.skips.get(name, 0), self.flags.get(name, 0)) for name, t in self.annotators.items()]
 
 
-def _rows(campaign: Campaign) -> list[_Row]:
+def _rows(campaign: Campaign, sources: Sequence[str]) -> list[_Row]:
     fields = (
         "annotator__username",
         "comparison_id",
@@ -219,7 +231,9 @@ def _rows(campaign: Campaign) -> list[_Row]:
         "comparison__is_gold",
         "comparison__gold_choice",
     )
-    judgments = Judgment.objects.filter(comparison__prompt__campaign=campaign).order_by("created_at", "id")
+    judgments = Judgment.objects.filter(comparison__prompt__campaign=campaign, source__in=sources).order_by(
+        "created_at", "id"
+    )
     return [_Row(*values) for values in judgments.values_list(*fields).iterator(chunk_size=5000)]
 
 
@@ -238,8 +252,9 @@ def _series(rows: list[_Row]) -> tuple[timedelta, list[Bucket]]:
     return step, [Bucket(start=origin + i * step, tally=buckets[i]) for i in range(max(buckets) + 1)]
 
 
-def campaign_report(*, campaign: Campaign) -> CampaignReport:
-    rows = _rows(campaign)
+def campaign_report(*, campaign: Campaign, sources: Sequence[str] = (JudgmentSource.HUMAN,)) -> CampaignReport:
+    """The campaign's quality figures over judgments from `sources` (human ones unless a caller asks)."""
+    rows = _rows(campaign, sources)
     overall = Tally()
     annotators: dict[str, Tally] = defaultdict(Tally)
     by_pair: dict[int, list[str]] = defaultdict(list)
@@ -274,6 +289,13 @@ def campaign_report(*, campaign: Campaign) -> CampaignReport:
         krippendorff_alpha=krippendorff_alpha_nominal(units),
         bucket=bucket,
         series=series,
+        sources=tuple(sources),
+        by_source=dict(
+            Judgment.objects.filter(comparison__prompt__campaign=campaign)
+            .values_list("source")
+            .annotate(n=Count("pk"))
+            .order_by("source")
+        ),
         skips=skips,
         flags=flags,
     )

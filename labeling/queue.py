@@ -17,7 +17,19 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.utils import timezone
 
-from labeling.models import Assignment, AssignmentState, Campaign, Comparison, ComparisonStatus, Judgment, Prompt
+from django.contrib.auth.models import Group
+
+from labeling.models import (
+    SIMULATED_GROUP,
+    Assignment,
+    AssignmentState,
+    Campaign,
+    Comparison,
+    ComparisonStatus,
+    Judgment,
+    JudgmentSource,
+    Prompt,
+)
 
 def tables(*models) -> tuple[str, ...]:
     return tuple(connection.ops.quote_name(m._meta.db_table) for m in models)
@@ -256,6 +268,7 @@ class Lease:
     judgments_count: int
     status: str
     campaign: Campaign
+    source: JudgmentSource
 
 
 def owned_assignment(*, assignment_id: int, annotator: User) -> Lease:
@@ -265,25 +278,29 @@ def owned_assignment(*, assignment_id: int, annotator: User) -> Lease:
     only comparisons), so no two of these transactions can deadlock.
     """
     assignment, comparison, prompt, campaign = tables(Assignment, Comparison, Prompt, Campaign)
+    user_groups, group = tables(User.groups.through, Group)
     lock = " FOR UPDATE OF a, c" if connection.features.has_select_for_update_of else ""
     rules = ", ".join(f"k.{name}" for name in _CAMPAIGN_RULES)
     found = fetch_one(
         Assignment,
-        f"SELECT {columns(Assignment, 'a')}, c.is_gold, c.judgments_count, c.status, {rules}"
+        f"SELECT {columns(Assignment, 'a')}, c.is_gold, c.judgments_count, c.status,"
+        f" EXISTS (SELECT 1 FROM {user_groups} ug JOIN {group} g ON g.id = ug.group_id"
+        f" WHERE ug.user_id = a.annotator_id AND g.name = %s), {rules}"
         f" FROM {assignment} a JOIN {comparison} c ON c.id = a.comparison_id"
         f" JOIN {prompt} p ON p.id = c.prompt_id JOIN {campaign} k ON k.id = p.campaign_id"
         f" WHERE a.id = %s AND a.annotator_id = %s{lock}",
-        [assignment_id, annotator.pk],
+        [SIMULATED_GROUP, assignment_id, annotator.pk],
     )
     if found is None:
         raise Assignment.DoesNotExist(f"No assignment {assignment_id} of {annotator}.")
-    lease, (is_gold, judgments_count, status, *campaign_values) = found
+    lease, (is_gold, judgments_count, status, simulated, *campaign_values) = found
     return Lease(
         assignment=lease,
         is_gold=bool(is_gold),
         judgments_count=judgments_count,
         status=status,
         campaign=loaded(Campaign, **dict(zip(_CAMPAIGN_RULES, campaign_values))),
+        source=JudgmentSource.SIMULATED if simulated else JudgmentSource.HUMAN,
     )
 
 
@@ -296,6 +313,7 @@ def record_judgment(*, lease: Lease, annotator: User, **values: object) -> Judgm
         "comparison_id": assignment.comparison_id,
         "annotator_id": annotator.pk,
         "left_is_a": assignment.left_is_a,
+        "source": lease.source,
         **values,
         "created_at": timezone.now(),
     }

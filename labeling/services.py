@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from labeling import authentication, importers, queue, selectors
 from labeling.models import (
+    SIMULATED_GROUP,
     Assignment,
     AssignmentState,
     Campaign,
@@ -160,13 +161,17 @@ def user_set_password(*, user: User, password: str) -> None:
 
 
 @transaction.atomic
-def annotator_create(*, username: str, password: str, email: str = "") -> User:
+def annotator_create(*, username: str, password: str, email: str = "", simulated: bool = False) -> User:
     """Create (or update the password of) an annotator: a non-staff user in the annotators group.
-    A password the validators refuse raises their ValidationError and stores nothing."""
+    A password the validators refuse raises their ValidationError and stores nothing.
+
+    A `simulated` annotator is a script, marked as one: every judgment it submits is stored as simulated.
+    """
     user, _ = User.objects.get_or_create(username=username, defaults={"email": email})
     user_set_password(user=user, password=password)
-    group, _ = Group.objects.get_or_create(name=ANNOTATOR_GROUP)
-    user.groups.add(group)
+    for name in (ANNOTATOR_GROUP, SIMULATED_GROUP) if simulated else (ANNOTATOR_GROUP,):
+        group, _ = Group.objects.get_or_create(name=name)
+        user.groups.add(group)
     return user
 
 
@@ -187,11 +192,35 @@ def api_token_issue(*, user: User) -> Token:
 
 
 
+@transaction.atomic
+def campaign_copy_scratch(*, campaign: Campaign) -> Campaign:
+    """A scratch copy of the campaign for simulated annotators: its settings, prompts (with their split,
+    priority and tags) and active policy, and none of its pairs or judgments, so a simulation neither
+    takes pairs from the human queue nor mixes into the campaign's figures."""
+    copy = Campaign.objects.get(pk=campaign.pk)
+    copy.pk = None
+    copy.name = f"{campaign.name} · simulation {timezone.now():%Y-%m-%d %H:%M:%S.%f}"[:200]
+    copy.save()
+    prompts = list(Prompt.objects.filter(campaign=campaign).order_by("pk").prefetch_related("tags"))
+    tag_lists = [[tag.name for tag in prompt.tags.all()] for prompt in prompts]
+    for prompt in prompts:
+        prompt.pk, prompt.campaign = None, copy
+    for start in range(0, len(prompts), _BATCH):
+        Prompt.objects.bulk_create(prompts[start : start + _BATCH])
+    _attach_tags(prompts, tag_lists)
+    return copy
+
+
 def campaign_set_active_policy(*, campaign: Campaign, policy_id: int | None) -> Campaign:
     """Point the campaign's generator at another policy (a generation.ModelVersion id)."""
     campaign.active_policy_id = policy_id
     campaign.save(update_fields=["active_policy"])
     return campaign
+
+
+def comparisons_mark_gold(*, comparisons: QuerySet[Comparison], gold_choice: Choice) -> int:
+    """Make the pairs gold with a known answer: they leave the regular queue and are mixed in at the gold rate."""
+    return comparisons.update(is_gold=True, gold_choice=Choice(gold_choice))
 
 
 # --- The work queue ------------------------------------------------------------

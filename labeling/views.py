@@ -1,14 +1,16 @@
+from urllib.parse import urlencode
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import never_cache
 
 from labeling import quality, selectors, services
 from labeling.access import staff_required
 from labeling.api import NOT_A_MEMBER, pair_data, progress_data
-from labeling.models import Campaign
+from labeling.models import Campaign, JudgmentSource
 from labeling.rendering import markdown_to_safe_html
 
 # Defense in depth for pages showing model output: even if sanitizing failed,
@@ -45,11 +47,27 @@ def label(request: HttpRequest, pk: int) -> HttpResponse:
     return response
 
 
+def _report_sources(request: HttpRequest) -> list[str]:
+    """`?source=human&source=simulated`: the judgment sources the figures are over (human ones by default)."""
+    sources = request.GET.getlist("source") or [JudgmentSource.HUMAN]
+    unknown = sorted(set(sources) - set(JudgmentSource.values))
+    if unknown:
+        raise Http404(f"unknown judgment source {', '.join(unknown)}")
+    return sources
+
+
 @staff_required
 def dashboard(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=pk)
+    report = quality.campaign_report(campaign=campaign, sources=_report_sources(request))
+    sources = [
+        (label, report.by_source.get(value, 0), value in report.sources, urlencode({"source": [*report.sources, value]}, doseq=True))
+        for value, label in JudgmentSource.choices
+    ]
     context = {
-        "report": quality.campaign_report(campaign=campaign),
+        "report": report,
+        "sources": sources,
+        "plot_query": request.GET.urlencode(),
         "flags": selectors.campaign_flag_counts(campaign=campaign),
     }
     response = render(request, "labeling/dashboard.html", context)
@@ -60,5 +78,5 @@ def dashboard(request: HttpRequest, pk: int) -> HttpResponse:
 @staff_required
 def dashboard_plot(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=pk)
-    png = quality.report_plot_png(quality.campaign_report(campaign=campaign))
+    png = quality.report_plot_png(quality.campaign_report(campaign=campaign, sources=_report_sources(request)))
     return HttpResponse(png, content_type="image/png")

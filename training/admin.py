@@ -1,13 +1,15 @@
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from labeling.admin import action_form_page, campaign_admin_add_actions
-from labeling.models import Campaign
-from training import services
+from labeling.models import Campaign, Split
+from training import selectors, services
+from training.export import AggregationPolicy
 from training.forms import RoundConfigForm
 from training.models import PreferenceSnapshot, RoundMetric, TrainingRound
 
@@ -30,27 +32,55 @@ def start_dpo_round(
     form = RoundConfigForm(request.POST if "apply" in request.POST else None)
     if not form.is_valid():
         count = queryset.count()
-        return action_form_page(
-            modeladmin,
-            request,
-            form=form,
-            title="Start a DPO round",
-            intro=f"Start a DPO round for {count} selected campaign{pluralize(count)}: each trains from its active "
-            "policy on the preferences judged so far, is evaluated on its held-out pairs, and replaces the active "
-            "policy only if it passes the gate.",
-            submit="Start round",
+        intro = (
+            f"Start a DPO round for {count} selected campaign{pluralize(count)}: each trains from its active "
+            "policy on its settled preferences, is evaluated on its held-out pairs, and replaces the active "
+            "policy only if it passes the gate."
         )
+        evidence = [_evidence_line(campaign) for campaign in queryset.order_by("name")]
+        return action_form_page(
+            modeladmin, request, form=form, title="Start a DPO round", intro=" ".join([intro, *evidence]),
+            submit="Start round",
+        )  # fmt: skip
+    started = []
     for campaign in queryset:
         try:
             training_round = services.round_start(campaign=campaign, config=form.config, created_by=request.user)
         except services.RoundAlreadyActive as exc:
             modeladmin.message_user(request, str(exc), messages.WARNING)
             continue
+        started.append(training_round)
         url = reverse("training:round", args=[training_round.pk])
         modeladmin.message_user(
             request, format_html('Queued <a href="{}">{} round {}</a>.', url, campaign.name, training_round.number)
         )
+    if len(started) == 1:  # as starting a generation job does: land on what was started
+        return HttpResponseRedirect(reverse("training:round", args=[started[0].pk]))
     return None
+
+
+def _evidence_line(campaign: Campaign) -> str:
+    """What a round of the campaign would stand on with the default aggregation, and whether the gate can decide."""
+    evidence = selectors.round_evidence(
+        campaign=campaign,
+        policy=AggregationPolicy(),
+        min_heldout_pairs=settings.TRAINING_GATE_MIN_HELDOUT_PAIRS,
+    )
+
+    def split(name: str, counts: dict) -> str:
+        others = ", ".join(f"{n} {source}" for source, n in counts["by_source"].items() if source != "human" and n)
+        return (
+            f"{counts['settled']} settled human {name} pairs ({counts['unsettled']} unsettled left out"
+            f"{'; not counted: ' + others if others else ''})"
+        )
+
+    line = f"{campaign.name}: {split('training', evidence[Split.TRAIN])}, {split('held-out', evidence[Split.HELDOUT])}."
+    if not evidence["gate_can_decide"]:
+        line += (
+            f" Fewer than the {evidence['min_heldout_pairs']} held-out pairs the gate needs: this round will be "
+            "\"not evaluated\" and will not be promoted."
+        )
+    return line
 
 
 campaign_admin_add_actions(export_preferences, start_dpo_round)

@@ -13,6 +13,8 @@ from typing import Any
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "sigmoid_norm")
 REFERENCES = ("previous", "initial")
 PRECISIONS = ("auto", "fp32", "bf16")
+# labeling.models.JudgmentSource's values, spelled out: this module stays Django-free.
+JUDGMENT_SOURCES = ("human", "simulated", "imported")
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 # What each field's declared type accepts from JSON or a form, and how a refusal names it.
@@ -22,6 +24,7 @@ _TYPES = {
     int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)),
     float | None: ("a number or null", lambda v: v is None or _TYPES[float][1](v)),
+    int | None: ("an integer or null", lambda v: v is None or _TYPES[int][1](v)),
     str: ("a string", lambda v: isinstance(v, str)),
     tuple[str, ...]: ("a list of strings", lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)),
     dict: ("an object", lambda v: isinstance(v, dict)),
@@ -57,6 +60,12 @@ class AggregationPolicy:
     least `min_judgments` counted votes. With `drop_ties` (the default) a tie vote
     counts, so a pair whose judges mostly call it a tie gives no row; without it,
     tie votes abstain. `drop_both_bad` works the same way for both_bad votes.
+
+    Only judgments from `sources` vote (human ones by default: simulated and
+    imported judgments enter only when asked for). With `settled_only` (the
+    default) a pair is exported only once it is settled: it has all of its
+    campaign's N judgments from those sources, so a later vote can no longer
+    flip its majority. An imported judgment is a data set's settled label on its own.
     """
 
     min_judgments: int = 1
@@ -64,19 +73,29 @@ class AggregationPolicy:
     drop_ties: bool = True
     drop_both_bad: bool = True
     include_gold: bool = False
+    settled_only: bool = True
+    sources: tuple[str, ...] = ("human",)
 
     def __post_init__(self) -> None:
         if self.min_judgments < 1:
             raise ValueError("min_judgments must be at least 1")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ValueError("min_agreement must be between 0 and 1")
+        unknown = sorted(set(self.sources) - set(JUDGMENT_SOURCES))
+        if not self.sources or unknown:
+            raise ValueError(f"sources must be a non-empty subset of {', '.join(JUDGMENT_SOURCES)}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "AggregationPolicy":
-        return cls(**_parse(cls, data, what="aggregation"))
+        data = _parse(cls, data, what="aggregation")
+        if "sources" in data:
+            data["sources"] = tuple(data["sources"])
+        return cls(**data)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["sources"] = list(self.sources)
+        return data
 
 
 @dataclass(frozen=True)
@@ -103,11 +122,16 @@ class RoundConfig:
     eval_prompts: int = 8
     eval_max_new_tokens: int = 64
     eval_batch_size: int = 16
-    # Gate: None takes settings.TRAINING_GATE_MIN_ACCURACY when the round starts.
+    # Gate: None takes settings.TRAINING_GATE_MIN_ACCURACY when the round starts. The candidate's 95% lower
+    # bound of its length-controlled held-out accuracy must be above it (training.gate).
     gate_min_accuracy: float | None = None
-    # How far below the previous promoted round's held-out accuracy still passes. That
-    # accuracy was measured on an earlier (smaller) held-out set, so an exact "no worse"
-    # rejects good rounds on sampling noise; 0 keeps the strict rule.
+    # Fewer held-out pairs than this: "not evaluated", never promoted (None: TRAINING_GATE_MIN_HELDOUT_PAIRS).
+    gate_min_heldout_pairs: int | None = None
+    # The most mean KL (nats per sample) to the round's reference a promoted candidate may have
+    # (None: TRAINING_KL_BUDGET).
+    kl_budget: float | None = None
+    # How far below zero the 95% lower bound of the paired (candidate - incumbent) held-out
+    # score may go; 0: the candidate must be no worse than the incumbent with 95% confidence.
     gate_tolerance: float = 0.0
     # Queue a generation job with the new policy once it is promoted (closes the loop).
     regenerate: bool = True
@@ -117,8 +141,8 @@ class RoundConfig:
         problems = []
         if self.beta <= 0:
             problems.append("beta must be positive")
-        if not 0 < self.learning_rate < 1:
-            problems.append("learning_rate must be in (0, 1)")
+        if not 0 <= self.learning_rate < 1:  # 0: a candidate equal to its start (the gate's null case)
+            problems.append("learning_rate must be in [0, 1)")
         if self.epochs <= 0:
             problems.append("epochs must be positive")
         for name in ("batch_size", "gradient_accumulation_steps", "logging_steps", "lora_r", "lora_alpha"):
@@ -140,6 +164,10 @@ class RoundConfig:
             problems.append("eval_prompts must be >= 0, eval_max_new_tokens and eval_batch_size >= 1")
         if self.gate_min_accuracy is not None and not 0 <= self.gate_min_accuracy <= 1:
             problems.append("gate_min_accuracy must be between 0 and 1")
+        if self.gate_min_heldout_pairs is not None and self.gate_min_heldout_pairs < 1:
+            problems.append("gate_min_heldout_pairs must be at least 1")
+        if self.kl_budget is not None and self.kl_budget < 0:
+            problems.append("kl_budget must be at least 0")
         if not 0 <= self.gate_tolerance <= 1:
             problems.append("gate_tolerance must be between 0 and 1")
         if not all(_MODULE_NAME.fullmatch(name) for name in self.lora_target_modules):

@@ -13,7 +13,9 @@ prefixed with EVENT_PREFIX rather than writing to the database ourselves:
 
 The spec: {"train_path", "heldout_path" (or null), "output_dir",
 "policy": {"base_path", "adapter_path"}, "reference": {"base_path", "adapter_path"},
-"config": RoundConfig.as_dict()}.
+"incumbent" and "base" (the same shape: the policy the candidate must beat, and
+the common base both are scored against; default the starting policy and the
+reference), "config": RoundConfig.as_dict()}.
 """
 
 import json
@@ -174,9 +176,17 @@ def evaluate(spec: dict[str, Any], config: RoundConfig, *, model_dir: Path) -> d
         policy = load_model(policy_spec["base_path"], str(model_dir), device=device)
     else:
         policy = load_model(str(model_dir), device=device)
-    reference = load_model(spec["reference"]["base_path"], spec["reference"]["adapter_path"], merge=True, device=device)
     policy.eval()
-    reference.eval()
+    loaded: dict[tuple[str, str], Any] = {}
+
+    def frozen(version: dict[str, str]):
+        # The round's reference, the incumbent and the scoring base are often one model: load each once.
+        key = (version["base_path"], version["adapter_path"])
+        if key not in loaded:
+            loaded[key] = load_model(*key, merge=True, device=device).eval()
+        return loaded[key]
+
+    reference = frozen(spec["reference"])
     tokenizer = AutoTokenizer.from_pretrained(policy_spec["base_path"])
     rows = _read_jsonl(spec["heldout_path"]) if spec.get("heldout_path") else []
     results = evaluation.preference_eval(
@@ -188,6 +198,16 @@ def evaluate(spec: dict[str, Any], config: RoundConfig, *, model_dir: Path) -> d
         max_length=config.max_length,
         batch_size=config.eval_batch_size,
     )
+    # The gate's evidence: candidate and incumbent scored on the same pairs, against one common base.
+    pairs = evaluation.tokenized_pairs(tokenizer, rows, max_length=config.max_length)
+    base = frozen(spec.get("base", spec["reference"]))
+    incumbent = frozen(spec.get("incumbent", spec["policy"]))
+    scored = {"beta": config.beta, "pad_token_id": tokenizer.pad_token_id, "batch_size": config.eval_batch_size}
+    results["paired"] = {
+        "candidate": evaluation.pair_margins(policy, base, pairs, **scored).tolist(),
+        "incumbent": evaluation.pair_margins(incumbent, base, pairs, **scored).tolist(),
+        "length_diff": [len(chosen) - len(rejected) for (_, chosen), (_, rejected) in zip(*pairs)],
+    }
     prompts, seen = [], set()
     for row in rows:  # distinct held-out prompts, in snapshot order
         key = json.dumps(row["prompt"], sort_keys=True)

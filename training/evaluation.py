@@ -98,10 +98,10 @@ def sequence_logps(
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def preference_eval(
-    policy, reference, tokenizer, rows: Sequence[dict[str, Any]], *, beta: float, max_length: int, batch_size: int = 16
-) -> dict[str, Any]:
-    """Accuracy and mean margin of the policy's implicit reward on human (chosen, rejected) pairs."""
+def tokenized_pairs(
+    tokenizer, rows: Sequence[dict[str, Any]], *, max_length: int
+) -> tuple[list[tuple[list[int], list[int]]], list[tuple[list[int], list[int]]]]:
+    """(chosen, rejected) as (prompt ids, completion ids), split as TRL splits them; pairs TRL drops are left out."""
     chosen_pairs, rejected_pairs = [], []
     for row in rows:
         split = split_completions(tokenizer, row["prompt"], [row["chosen"], row["rejected"]], max_length)
@@ -110,17 +110,36 @@ def preference_eval(
         head, (chosen, rejected) = split
         chosen_pairs.append((head, chosen))
         rejected_pairs.append((head, rejected))
-    if not chosen_pairs:
-        return {"pairs": 0, "accuracy": None, "margin": None}
-    pad = tokenizer.pad_token_id
-    logps = {}
-    for name, model in (("policy", policy), ("reference", reference)):
-        logps[name] = sequence_logps(model, chosen_pairs + rejected_pairs, pad_token_id=pad, batch_size=batch_size)
+    return chosen_pairs, rejected_pairs
+
+
+def pair_margins(
+    policy, reference, pairs: tuple[list, list], *, beta: float, pad_token_id: int, batch_size: int = 16
+) -> torch.Tensor:
+    """Per pair, the implicit-reward margin beta * ((log pi - log pi_ref)(chosen) - (log pi - log pi_ref)(rejected))."""
+    chosen_pairs, rejected_pairs = pairs
     n = len(chosen_pairs)
-    ratios = logps["policy"] - logps["reference"]
-    margins = beta * (ratios[:n] - ratios[n:])
+    if policy is reference:
+        return torch.zeros(n)
+    both = chosen_pairs + rejected_pairs
+    ratios = sequence_logps(policy, both, pad_token_id=pad_token_id, batch_size=batch_size) - sequence_logps(
+        reference, both, pad_token_id=pad_token_id, batch_size=batch_size
+    )
+    return beta * (ratios[:n] - ratios[n:])
+
+
+def preference_eval(
+    policy, reference, tokenizer, rows: Sequence[dict[str, Any]], *, beta: float, max_length: int, batch_size: int = 16
+) -> dict[str, Any]:
+    """Accuracy and mean margin of the policy's implicit reward on human (chosen, rejected) pairs."""
+    pairs = tokenized_pairs(tokenizer, rows, max_length=max_length)
+    if not pairs[0]:
+        return {"pairs": 0, "accuracy": None, "margin": None}
+    margins = pair_margins(
+        policy, reference, pairs, beta=beta, pad_token_id=tokenizer.pad_token_id, batch_size=batch_size
+    )
     return {
-        "pairs": n,
+        "pairs": len(margins),
         "accuracy": float((margins > 0).float().mean()),
         "margin": float(margins.mean()),
     }

@@ -21,7 +21,7 @@ from django.db.models import Avg, Case, Count, ExpressionWrapper, F, FloatField,
 from django.db.models.functions import Greatest
 
 from generation.selectors import prompt_model_input
-from labeling.models import Campaign, Choice, Comparison, Split
+from labeling.models import Campaign, Choice, Comparison, JudgmentSource, Split
 from training.config import AggregationPolicy
 
 FORMATS = ("jsonl", "parquet")
@@ -47,18 +47,25 @@ def preferences_queryset(*, campaign: Campaign, split: str, policy: AggregationP
     # A pair touching a held-out prompt or completion never reaches training.
     qs = qs.filter(_heldout_q()) if split == Split.HELDOUT else qs.exclude(_heldout_q())
 
+    counted = Q(judgments__source__in=policy.sources)
+
     def votes(choice: str) -> Count:
-        return Count("judgments", filter=Q(judgments__choice=choice))
+        return Count("judgments", filter=counted & Q(judgments__choice=choice))
 
     qs = qs.annotate(
         n_a=votes(Choice.A),
         n_b=votes(Choice.B),
         n_tie=votes(Choice.TIE),
         n_bad=votes(Choice.BOTH_BAD),
-        strength_a=Avg("judgments__strength", filter=Q(judgments__choice=Choice.A)),
-        strength_b=Avg("judgments__strength", filter=Q(judgments__choice=Choice.B)),
-        last_judged_at=Max("judgments__created_at"),
+        n_imported=Count("judgments", filter=counted & Q(judgments__source=JudgmentSource.IMPORTED)),
+        strength_a=Avg("judgments__strength", filter=counted & Q(judgments__choice=Choice.A)),
+        strength_b=Avg("judgments__strength", filter=counted & Q(judgments__choice=Choice.B)),
+        last_judged_at=Max("judgments__created_at", filter=counted),
     )
+    if policy.settled_only:
+        qs = qs.annotate(n_judged=F("n_a") + F("n_b") + F("n_tie") + F("n_bad")).filter(
+            Q(n_judged__gte=campaign.annotations_per_pair) | Q(n_imported__gt=0)
+        )
     tie_votes = F("n_tie") if policy.drop_ties else Value(0)
     bad_votes = F("n_bad") if policy.drop_both_bad else Value(0)
     qs = qs.annotate(
@@ -122,6 +129,10 @@ def _row(comparison: Comparison, *, conversational: bool) -> dict[str, Any]:
         "chosen_model_version": chosen.model_version.name,
         "rejected_model_version": rejected.model_version.name,
         "judgment_count": comparison.n_a + comparison.n_b + comparison.n_tie + comparison.n_bad,
+        "votes_a": comparison.n_a,
+        "votes_b": comparison.n_b,
+        "votes_tie": comparison.n_tie,
+        "votes_both_bad": comparison.n_bad,
         "agreement": round(winner_votes / counted, 6),
         "strength": None if strength is None else round(float(strength), 6),
     }
@@ -147,6 +158,10 @@ def _schema(conversational: bool) -> pa.Schema:
             ("chosen_model_version", pa.string()),
             ("rejected_model_version", pa.string()),
             ("judgment_count", pa.int32()),
+            ("votes_a", pa.int32()),
+            ("votes_b", pa.int32()),
+            ("votes_tie", pa.int32()),
+            ("votes_both_bad", pa.int32()),
             ("agreement", pa.float64()),
             ("strength", pa.float64()),
         ]

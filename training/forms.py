@@ -12,7 +12,7 @@ class RoundConfigForm(forms.Form):
     """The knobs an admin turns when starting a round by hand (the rest keep RoundConfig's defaults)."""
 
     beta = forms.FloatField(initial=_DEFAULT.beta, min_value=1e-6)
-    learning_rate = forms.FloatField(initial=_DEFAULT.learning_rate, min_value=1e-12, max_value=1.0)
+    learning_rate = forms.FloatField(initial=_DEFAULT.learning_rate, min_value=0.0, max_value=1.0)
     epochs = forms.FloatField(initial=_DEFAULT.epochs, min_value=0.01)
     batch_size = forms.IntegerField(initial=_DEFAULT.batch_size, min_value=1)
     max_length = forms.IntegerField(initial=_DEFAULT.max_length, min_value=8)
@@ -27,7 +27,15 @@ class RoundConfigForm(forms.Form):
     lora_target_modules = forms.CharField(initial=",".join(_DEFAULT.lora_target_modules), help_text="Comma-separated.")
     min_agreement = forms.FloatField(initial=_AGGREGATION.min_agreement, min_value=0.0, max_value=1.0)
     min_judgments = forms.IntegerField(initial=_AGGREGATION.min_judgments, min_value=1)
-    gate_min_accuracy = forms.FloatField(min_value=0.0, max_value=1.0, help_text="Held-out accuracy a round needs.")
+    gate_min_accuracy = forms.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        help_text="The 95% lower bound of the candidate's length-controlled held-out accuracy must be above this.",
+    )
+    gate_min_heldout_pairs = forms.IntegerField(
+        min_value=1, help_text="Fewer settled held-out pairs: the round is not evaluated and never promoted."
+    )
+    kl_budget = forms.FloatField(min_value=0.0, help_text="Most KL to the reference (nats per sample) a promoted round may have.")
     regenerate = forms.BooleanField(
         initial=_DEFAULT.regenerate,
         required=False,
@@ -37,6 +45,8 @@ class RoundConfigForm(forms.Form):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["gate_min_accuracy"].initial = settings.TRAINING_GATE_MIN_ACCURACY
+        self.fields["gate_min_heldout_pairs"].initial = settings.TRAINING_GATE_MIN_HELDOUT_PAIRS
+        self.fields["kl_budget"].initial = settings.TRAINING_KL_BUDGET
 
     def clean(self) -> dict:
         data = super().clean()

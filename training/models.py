@@ -28,6 +28,8 @@ class RoundStatus(models.TextChoices):
     EVALUATING = "evaluating", "Evaluating"
     PROMOTED = "promoted", "Promoted"
     GATED = "gated", "Gated out"
+    # Finished, but too few held-out pairs to decide on: never promoted automatically.
+    NOT_EVALUATED = "unevaluated", "Not evaluated"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
 

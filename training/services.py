@@ -4,7 +4,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from generation import services as generation_services
 from generation.models import ModelVersion
 from labeling import services as labeling_services
 from labeling.models import Campaign, Split
-from training import runner, selectors
+from training import gate, runner, selectors
 from training.config import RoundConfig
 from training.export import AggregationPolicy, export_to_file, preferences_count
 from training.models import ACTIVE_ROUND_STATES, PreferenceSnapshot, RoundMetric, RoundStatus, TrainingRound
@@ -105,13 +104,16 @@ def round_start(
     unique constraint decides, so two schedulers firing at once still start one.
     """
     config = config or RoundConfig()
-    if config.gate_min_accuracy is None:
-        # Frozen into the round's config: a later settings change does not re-judge old rounds.
-        config = RoundConfig.from_dict({**config.as_dict(), "gate_min_accuracy": settings.TRAINING_GATE_MIN_ACCURACY})
+    gate_settings = {
+        "gate_min_accuracy": settings.TRAINING_GATE_MIN_ACCURACY,
+        "gate_min_heldout_pairs": settings.TRAINING_GATE_MIN_HELDOUT_PAIRS,
+        "kl_budget": settings.TRAINING_KL_BUDGET,
+    }
+    # Frozen into the round's config: a later settings change does not re-judge old rounds.
+    unset = {name: value for name, value in gate_settings.items() if getattr(config, name) is None}
+    config = RoundConfig.from_dict({**config.as_dict(), **unset})
     campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
-    start = campaign.active_policy or generation_services.campaign_ensure_policy(
-        campaign=campaign, base_path=settings.POLICY_MODEL
-    )
+    start = generation_services.campaign_policy_next(campaign=campaign)
     reference = start if config.reference == "previous" else selectors.version_root(version=start)
     number = (TrainingRound.objects.filter(campaign=campaign).aggregate(n=Max("number"))["n"] or 0) + 1
     try:
@@ -169,40 +171,6 @@ def retrain_due_campaigns(*, min_new_preferences: int) -> list[TrainingRound]:
 
 
 # --- Running a round ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    passed: bool
-    reason: str
-    threshold: float
-    previous_accuracy: float | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "reason": self.reason,
-            "threshold": self.threshold,
-            "previous_accuracy": self.previous_accuracy,
-        }
-
-
-def round_gate(
-    *, accuracy: float | None, threshold: float, previous_accuracy: float | None, tolerance: float = 0.0
-) -> GateDecision:
-    """Pass when held-out accuracy reaches the threshold and is no worse than the previous promoted round's
-    (less `tolerance`)."""
-
-    def decide(passed: bool, reason: str) -> GateDecision:
-        return GateDecision(passed=passed, reason=reason, threshold=threshold, previous_accuracy=previous_accuracy)
-
-    if accuracy is None:
-        return decide(False, "no held-out pairs to evaluate on")
-    if accuracy < threshold:
-        return decide(False, f"held-out accuracy {accuracy:.3f} is below the threshold {threshold:.3f}")
-    if previous_accuracy is not None and accuracy < previous_accuracy - tolerance:
-        return decide(False, f"held-out accuracy {accuracy:.3f} is below the previous round's {previous_accuracy:.3f}")
-    return decide(True, f"held-out accuracy {accuracy:.3f} passes")
 
 
 class _RoundReporter:
@@ -316,6 +284,9 @@ def _round_train(training_round: TrainingRound, reporter: _RoundReporter) -> Non
         "output_dir": str(work),
         "policy": _version_spec(training_round.start_version),
         "reference": _version_spec(training_round.reference_version),
+        # The gate's pairing: the candidate must beat the policy it would replace, both scored against the root.
+        "incumbent": _version_spec(training_round.start_version),
+        "base": _version_spec(selectors.version_root(version=training_round.start_version)),
         "config": config.as_dict(),
     }
     spec_path = work / "spec.json"
@@ -337,12 +308,12 @@ def _round_train(training_round: TrainingRound, reporter: _RoundReporter) -> Non
 
 
 @transaction.atomic
-def _round_promote(*, round_id: int, eval_results: dict[str, Any], log_tail: str) -> bool:
+def _round_promote(*, round_id: int, eval_results: dict[str, Any], log_tail: str, model_dir: str) -> bool:
+    """Register the worker's artifact (`model_dir`, as its "trained" event reported it) and serve it."""
     training_round = TrainingRound.objects.select_for_update().get(pk=round_id)
     if training_round.status != RoundStatus.EVALUATING:  # cancelled while we evaluated
         return False
     config = RoundConfig.from_dict(training_round.config)
-    model_dir = str(round_dir(training_round) / "model")
     start = training_round.start_version
     version = generation_services.model_version_register(
         name=f"{training_round.campaign.name}/dpo-round-{training_round.number}-{training_round.pk}",
@@ -419,21 +390,30 @@ def round_execute(*, round_id: int) -> TrainingRound | None:
     results["timings"] = reporter.marks
     results["train_seconds"] = reporter.trained.get("train_seconds")
     results["train_samples_per_second"] = reporter.trained.get("samples_per_second")
-    previous = selectors.round_previous_promoted(training_round=training_round)
     config = RoundConfig.from_dict(training_round.config)
-    gate = round_gate(
-        accuracy=results.get("accuracy"),
-        threshold=settings.TRAINING_GATE_MIN_ACCURACY if config.gate_min_accuracy is None else config.gate_min_accuracy,
-        previous_accuracy=previous.eval_results.get("accuracy") if previous else None,
+    paired = results.pop("paired")
+    decision = gate.decide(
+        candidate_margins=paired["candidate"],
+        incumbent_margins=paired["incumbent"],
+        length_diff=paired["length_diff"],
+        kl=results.get("kl"),
+        min_pairs=config.gate_min_heldout_pairs,
+        threshold=config.gate_min_accuracy,
         tolerance=config.gate_tolerance,
+        kl_budget=config.kl_budget,
     )
-    results["gate"] = gate.as_dict()
-    reporter.note(gate.reason)
-    if gate.passed and _round_promote(round_id=round_id, eval_results=results, log_tail=reporter.log_tail):
+    results["gate"] = decision.as_dict()
+    reporter.note(decision.reason)
+    if decision.passed and _round_promote(
+        round_id=round_id,
+        eval_results=results,
+        log_tail=reporter.log_tail,
+        model_dir=reporter.trained["model_dir"],
+    ):
         return TrainingRound.objects.get(pk=round_id)
     _round_finish(
         round_id=round_id,
-        status=RoundStatus.GATED,
+        status=RoundStatus.NOT_EVALUATED if decision.verdict == gate.Verdict.NOT_EVALUATED else RoundStatus.GATED,
         from_states=[RoundStatus.EVALUATING],
         eval_results=results,
         progress=1.0,

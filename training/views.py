@@ -5,7 +5,7 @@ from django.views.decorators.http import require_POST
 
 from labeling.access import staff_required
 from labeling.models import Campaign
-from training import loop, plots, selectors, services
+from training import plots, selectors, services
 from training.models import TrainingRound
 
 
@@ -21,7 +21,7 @@ def rounds_index(request: HttpRequest) -> HttpResponse:
         (
             campaign,
             list(selectors.rounds_for_campaign(campaign=campaign).order_by("-number")[:50]),
-            loop.report_read(campaign=campaign),
+            selectors.loop_report_read(campaign=campaign),
         )
         for campaign in Campaign.objects.filter(training_rounds__isnull=False).distinct().order_by("name")
     ]
@@ -70,7 +70,7 @@ def campaign_rounds_png(request: HttpRequest, pk: int) -> HttpResponse:
 def campaign_loop_png(request: HttpRequest, pk: int) -> HttpResponse:
     """The plot of the campaign's latest `run_loop` (win rate and KL against round 0, by round)."""
     campaign = get_object_or_404(Campaign, pk=pk)
-    path = loop.report_dir(campaign=campaign) / "loop.png"
+    path = selectors.loop_report_dir(campaign=campaign) / "loop.png"
     if not path.exists():
         raise Http404("run_loop has not run for this campaign")
     return _png(path.read_bytes())

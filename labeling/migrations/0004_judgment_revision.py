@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('labeling', '0003_i13_campaign_truncate_long_prompts'),
+        ('labeling', '0003_campaign_truncate_long_prompts'),
     ]
 
     operations = [

@@ -124,3 +124,29 @@ def test_leads_see_skips_flags_seconds_and_intervals_per_annotator(client, campa
     client.force_login(admin_user)
     page = client.get(reverse("campaign-dashboard", args=[campaign.pk])).content.decode()
     assert "5.5 s" in page and "(p90 9.0 s)" in page and "(0.72–1.00)" in page
+
+
+def test_simulated_judgments_are_shown_apart_and_counted_only_when_asked(client, campaign, alice, admin_user):
+    campaign.annotations_per_pair = 2
+    campaign.save()
+    make_pairs(campaign, 3)
+    script = services.annotator_create(username="sim-script-1", password="script-password-1", simulated=True)
+    for choice in ("left", "right"):
+        label(campaign, alice, choice)
+    for _ in range(3):
+        label(campaign, script, "left")
+
+    human = quality.campaign_report(campaign=campaign)
+    both = quality.campaign_report(campaign=campaign, sources=("human", "simulated"))
+
+    assert list(human.annotators) == ["alice"] and human.overall.judgments == 2
+    assert human.by_source == {"human": 2, "simulated": 3}
+    assert set(both.annotators) == {"alice", "sim-script-1"} and both.overall.judgments == 5
+    client.force_login(admin_user)
+    page = client.get(reverse("campaign-dashboard", args=[campaign.pk])).content.decode()
+    assert "Human: 2</strong> (counted below)" in page
+    assert "Simulated (a scripted annotator): 3, shown apart, not counted below" in page
+    assert "sim-script-1" not in page
+    asked = client.get(reverse("campaign-dashboard", args=[campaign.pk]), {"source": ["human", "simulated"]})
+    assert "sim-script-1" in asked.content.decode()
+    assert client.get(reverse("campaign-dashboard", args=[campaign.pk]), {"source": "robots"}).status_code == 404

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from generation.models import Completion, ModelVersion
 from labeling import services as labeling_services
-from labeling.models import Assignment, AssignmentState, Campaign, Comparison, Judgment, Prompt, Split
+from labeling.models import Assignment, AssignmentState, Campaign, Comparison, Judgment, JudgmentSource, Prompt, Split
 
 _serial = itertools.count()
 
@@ -51,6 +51,7 @@ class PairFactory:
         a: str = "The sea is wide and blue.",
         b: str = "sea sea sea",
         strengths: Sequence[int | None] | None = None,
+        sources: Sequence[str] | None = None,
         is_gold: bool = False,
         heldout_completion: bool = False,
         prompt: Prompt | None = None,
@@ -71,7 +72,8 @@ class PairFactory:
             judgments_count=len(votes),
         )
         strengths = strengths or [None] * len(votes)
-        for i, (choice, strength) in enumerate(zip(votes, strengths)):
+        sources = sources or [JudgmentSource.HUMAN] * len(votes)
+        for i, (choice, strength, source) in enumerate(zip(votes, strengths, sources)):
             annotator = self._annotator(i)
             assignment = Assignment.objects.create(
                 comparison=comparison,
@@ -86,6 +88,7 @@ class PairFactory:
                 annotator=annotator,
                 choice=choice,
                 strength=strength,
+                source=source,
                 left_is_a=assignment.left_is_a,
             )
         return comparison

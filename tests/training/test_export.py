@@ -62,6 +62,40 @@ def test_aggregation_policy_decides_which_pairs_become_rows(campaign, pairs, vot
     assert len(rows(campaign, **policy)) == int(kept)
 
 
+def test_a_pair_is_exported_only_once_it_has_all_of_its_campaigns_judgments(campaign, pairs):
+    campaign.annotations_per_pair = 3
+    campaign.save()
+    pending = pairs.pair(votes=["a", "a"], text="two of three")
+    settled = pairs.pair(votes=["b", "a", "b"], text="three of three")
+
+    [row] = rows(campaign)
+    unsettled = rows(campaign, settled_only=False)
+
+    assert row["comparison_id"] == settled.pk
+    assert (row["votes_a"], row["votes_b"], row["votes_tie"], row["votes_both_bad"]) == (1, 2, 0, 0)
+    assert row["judgment_count"] == 3 and row["agreement"] == pytest.approx(2 / 3, abs=1e-6)
+    assert [r["comparison_id"] for r in unsettled] == [pending.pk, settled.pk]
+
+
+def test_simulated_judgments_neither_vote_nor_settle_a_human_export_unless_asked(campaign, pairs):
+    campaign.annotations_per_pair = 2
+    campaign.save()
+    mixed = pairs.pair(votes=["a", "b", "b"], sources=["human", "simulated", "simulated"])
+    simulated = pairs.pair(votes=["b", "b"], sources=["simulated", "simulated"], text="all simulated")
+
+    assert rows(campaign) == []  # one human vote of two: not settled among humans
+    [row] = rows(campaign, settled_only=False)
+    assert (row["comparison_id"], row["votes_a"], row["votes_b"]) == (mixed.pk, 1, 0)
+    both = rows(campaign, sources=("human", "simulated"))
+    assert [(r["comparison_id"], r["votes_b"]) for r in both] == [(mixed.pk, 2), (simulated.pk, 2)]
+
+
+def test_aggregation_policy_rejects_an_unknown_source():
+    with pytest.raises(ValueError, match="sources"):
+        AggregationPolicy.from_dict({"sources": "human,robots"})
+    assert AggregationPolicy.from_dict({"sources": "human,imported"}).sources == ("human", "imported")
+
+
 def test_tie_votes_abstaining_do_not_count_toward_agreement(campaign, pairs):
     pairs.pair(votes=["tie", "a", "a", "b"])
 
@@ -218,6 +252,21 @@ def test_export_preferences_command_keeps_ties_when_asked(campaign, pairs, tmp_p
     table = pq.read_table(out)
     assert table.num_rows == 1
     assert table.column("chosen").to_pylist() == ["sea sea sea"]
+
+
+def test_export_preferences_command_exports_unsettled_pairs_only_when_asked(campaign, pairs, tmp_path):
+    campaign.annotations_per_pair = 2
+    campaign.save()
+    pairs.pair(votes=["a"])
+    out = tmp_path / "prefs.jsonl"
+
+    call_command("export_preferences", campaign=campaign.name, out=str(out), verbosity=0)
+    assert out.read_text(encoding="utf-8") == ""
+    call_command("export_preferences", campaign=campaign.name, out=str(out), include_unsettled=True, verbosity=0)
+
+    [line] = out.read_text(encoding="utf-8").splitlines()
+    assert json.loads(line)["votes_a"] == 1
+    assert PreferenceSnapshot.objects.latest("pk").filters["aggregation"]["settled_only"] is False
 
 
 def test_snapshot_api_is_staff_only_and_serves_the_file(campaign, pairs, admin_user, alice, artifacts):

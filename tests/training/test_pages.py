@@ -158,3 +158,35 @@ def test_admin_lists_rounds_and_cancels_from_the_changelist(client, admin_user, 
     assert listing.status_code == 200
     training_round.refresh_from_db()
     assert training_round.status == RoundStatus.CANCELLED
+
+
+def test_start_form_says_what_a_round_would_stand_on_and_lands_on_the_round_page(
+    client, admin_user, campaign, pairs, settings, django_capture_on_commit_callbacks
+):
+    settings.TRAINING_GATE_MIN_HELDOUT_PAIRS = 50
+    campaign.annotations_per_pair = 2
+    campaign.save()
+    for i in range(16):
+        pairs.pair(votes=["a", "a"], text=f"train {i}")
+    pairs.pair(votes=["a"], text="waiting for its second vote")
+    pairs.pair(votes=["b", "b"], sources=["simulated", "simulated"], text="judged by scripts", split="heldout")
+    for i in range(2):
+        pairs.pair(votes=["a", "a"], text=f"held out {i}", split="heldout")
+    client.force_login(admin_user)
+    changelist = reverse("admin:labeling_campaign_changelist")
+    action = {"action": "start_dpo_round", "_selected_action": [campaign.pk]}
+
+    page = client.post(changelist, action).content.decode()
+
+    assert "16 settled human training pairs (1 unsettled left out)" in page
+    assert "2 settled human held-out pairs (0 unsettled left out; not counted: 1 simulated)" in page
+    assert "Fewer than the 50 held-out pairs the gate needs" in page and "will not be promoted" in page
+
+    form = client.post(changelist, action).context["form"]
+    config = {name: field.initial for name, field in form.fields.items() if field.initial is not None}
+    config["lora"] = "on"
+    with django_capture_on_commit_callbacks():  # queued, not run: the page is what this test is about
+        response = client.post(changelist, {**action, **config, "apply": "1"})
+    training_round = TrainingRound.objects.get()
+    assert response.status_code == 302 and response["Location"] == reverse("training:round", args=[training_round.pk])
+    assert training_round.config["gate_min_heldout_pairs"] == 50

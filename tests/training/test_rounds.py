@@ -15,17 +15,26 @@ from rest_framework.test import APIClient
 from config.celery import app as celery_app
 from generation.models import Completion, GenerationJob, ModelVersion
 from labeling.models import Campaign, Split
-from training import runner, services, tasks
+from training import runner, selectors, services, tasks
 from training.config import RoundConfig
+from training.export import AggregationPolicy
 from training.dpo_worker import EVENT_PREFIX
 from training.models import RoundMetric, RoundStatus, TrainingRound
 
-# Small and learnable: the chosen answer always reads well, the rejected one never does.
-FAST = {"learning_rate": 5e-3, "batch_size": 4, "eval_prompts": 2, "eval_max_new_tokens": 16, "regenerate": False}
+# Small and learnable: the chosen answer always reads well, the rejected one never does. The gate decides
+# on 12 held-out pairs here (a deployment needs TRAINING_GATE_MIN_HELDOUT_PAIRS, 50 by default).
+FAST = {
+    "learning_rate": 5e-3,
+    "batch_size": 4,
+    "eval_prompts": 2,
+    "eval_max_new_tokens": 16,
+    "regenerate": False,
+    "gate_min_heldout_pairs": 12,
+}
 TOPICS = ["the sea", "a red kite", "bread", "the moon", "a summer storm", "running", "a library", "snow"]
 
 
-def add_pairs(pairs, *, n_train: int = 8, n_heldout: int = 4, heldout_reversed: bool = False) -> None:
+def add_pairs(pairs, *, n_train: int = 8, n_heldout: int = 12, heldout_reversed: bool = False) -> None:
     for i in range(n_train):
         topic = TOPICS[i % len(TOPICS)]
         pairs.pair(
@@ -33,7 +42,9 @@ def add_pairs(pairs, *, n_train: int = 8, n_heldout: int = 4, heldout_reversed: 
         )
     for i in range(n_heldout):
         topic = TOPICS[i % len(TOPICS)]
-        good, bad = f"I like {topic}.", "sea sea sea sea"
+        # The bad answer is shorter on half the pairs and longer on the other half, so the length-controlled
+        # accuracy the gate uses measures taste, not length.
+        good, bad = f"I like {topic}.", "sea sea" if i % 2 else "sea sea sea sea sea sea sea sea"
         a, b = (bad, good) if heldout_reversed else (good, bad)
         pairs.pair(votes=["a"], text=f"Describe {topic}. ({i})", a=a, b=b, split=Split.HELDOUT)
 
@@ -61,6 +72,7 @@ def test_round_started_from_the_admin_is_promoted_and_the_next_generation_job_sa
     django_capture_on_commit_callbacks,
 ):
     settings.GENERATION_BACKEND = "transformers"  # the vLLM engine is covered by generation's tests
+    settings.TRAINING_GATE_MIN_HELDOUT_PAIRS = 12
     add_pairs(pairs)
     client.force_login(admin_user)
     changelist = reverse("admin:labeling_campaign_changelist")
@@ -79,9 +91,11 @@ def test_round_started_from_the_admin_is_promoted_and_the_next_generation_job_sa
     assert training_round.status == RoundStatus.PROMOTED, training_round.error or training_round.log_tail
     assert training_round.created_by == admin_user
     results = training_round.eval_results
-    assert results["pairs"] == 4 and results["accuracy"] >= 0.5 and results["gate"]["passed"]
-    assert results["samples"] == 4 and results["mean_length"] > 0 and results["kl"] is not None
-    assert training_round.snapshot.row_count == 8 and training_round.heldout_snapshot.row_count == 4
+    gate = results["gate"]
+    assert results["pairs"] == 12 and results["accuracy"] >= 0.5 and gate["passed"], gate["reason"]
+    assert gate["pairs"] == 12 and gate["candidate_lower"] > 0.5 and gate["incumbent_accuracy"] == 0.5
+    assert results["samples"] == 8 and results["mean_length"] > 0 and results["kl"] is not None
+    assert training_round.snapshot.row_count == 8 and training_round.heldout_snapshot.row_count == 12
     assert training_round.progress == 1.0
 
     steps = list(RoundMetric.objects.filter(round=training_round).order_by("step"))
@@ -107,15 +121,16 @@ def test_later_rounds_train_from_the_promoted_policy(campaign, pairs, tiny_polic
     add_pairs(pairs)
     first = run(services.round_start(campaign=campaign, config=RoundConfig.from_dict(FAST)))
     assert first.status == RoundStatus.PROMOTED, first.error or first.log_tail
-    # This test is about lineage: the gate's comparison with the previous round (4
-    # held-out pairs, so one flipped pair moves accuracy by 0.25) is tested on its own.
-    later = {**FAST, "gate_tolerance": 1.0}
+    # This test is about lineage: the gate's bounds and KL budget are tested on their own (full fine-tuning
+    # at this rate overshoots: round 3 measured a KL of 64 nats and a lower bound of 0.47 on 12 pairs).
+    later = {**FAST, "gate_tolerance": 1.0, "kl_budget": 1e6, "gate_min_accuracy": 0.0}
 
     # Round 2 continues the LoRA adapter, against the previous policy as reference.
     second = run(services.round_start(campaign=campaign, config=RoundConfig.from_dict(later)))
     assert second.status == RoundStatus.PROMOTED, second.error or second.log_tail
     assert second.start_version == second.reference_version == first.output_version
-    assert second.eval_results["gate"]["previous_accuracy"] == first.eval_results["accuracy"]
+    # Paired: round 1's policy, now the incumbent, is scored again on the same pairs against the same base.
+    assert second.eval_results["gate"]["incumbent_accuracy"] == first.eval_results["gate"]["candidate_accuracy"]
     assert second.output_version.parent == first.output_version
     assert second.output_version.base_path == tiny_policy.base_path
 
@@ -167,11 +182,31 @@ def test_gated_out_round_changes_nothing_that_serves(campaign, pairs, tiny_polic
     assert training_round.status == RoundStatus.GATED, training_round.error or training_round.log_tail
     assert training_round.eval_results["accuracy"] < 0.5
     assert training_round.eval_results["gate"]["passed"] is False
+    assert training_round.eval_results["gate"]["verdict"] == "reject"
     assert training_round.output_version is None
     assert set(ModelVersion.objects.values_list("pk", flat=True)) == versions
     campaign.refresh_from_db()
     assert campaign.active_policy == tiny_policy
     assert not GenerationJob.objects.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_a_round_on_two_heldout_pairs_is_never_promoted(campaign, pairs, tiny_policy, artifacts, settings):
+    settings.TRAINING_GATE_MIN_HELDOUT_PAIRS = 50
+    add_pairs(pairs, n_heldout=2)
+
+    training_round = run(services.round_start(campaign=campaign, config=RoundConfig.from_dict(
+        {k: v for k, v in FAST.items() if k != "gate_min_heldout_pairs"}
+    )))
+
+    assert training_round.status == RoundStatus.NOT_EVALUATED, training_round.error or training_round.log_tail
+    gate = training_round.eval_results["gate"]
+    assert (gate["verdict"], gate["pairs"], gate["min_pairs"]) == ("not_evaluated", 2, 50)
+    assert "2 held-out pairs, at least 50 needed" in training_round.log_tail
+    assert training_round.output_version is None and training_round.finished_at is not None
+    campaign.refresh_from_db()
+    assert campaign.active_policy == tiny_policy
 
 
 @pytest.mark.slow
@@ -232,12 +267,15 @@ def test_round_without_training_preferences_fails_before_training(campaign, pair
 @pytest.mark.django_db
 def test_round_starts_from_the_active_policy_with_the_gate_frozen_into_its_config(campaign, tiny_policy, settings):
     settings.TRAINING_GATE_MIN_ACCURACY = 0.6
+    settings.TRAINING_GATE_MIN_HELDOUT_PAIRS = 80
+    settings.TRAINING_KL_BUDGET = 3.5
 
     training_round = services.round_start(campaign=campaign)
 
     assert (training_round.number, training_round.status) == (1, RoundStatus.QUEUED)
     assert training_round.start_version == training_round.reference_version == tiny_policy
     assert training_round.config["gate_min_accuracy"] == 0.6
+    assert training_round.config["gate_min_heldout_pairs"] == 80 and training_round.config["kl_budget"] == 3.5
     assert training_round.config["beta"] == 0.1
 
 
@@ -314,6 +352,18 @@ def test_preferences_judged_before_the_last_round_are_not_new(campaign, pairs, t
 
 
 @pytest.mark.django_db
+def test_scheduler_counts_each_settled_comparison_once_and_unsettled_ones_not_at_all(campaign, pairs, tiny_policy):
+    campaign.annotations_per_pair = 3
+    campaign.save()
+    pairs.pair(votes=["a", "a", "b"])  # settled: one new preference, not three
+    pairs.pair(votes=["a", "a"], text="waiting for its third vote")
+    pairs.pair(votes=["a", "a", "a"], sources=["human", "simulated", "simulated"], text="settled by scripts")
+
+    assert selectors.preferences_new_count(campaign=campaign, policy=AggregationPolicy()) == 1
+    assert services.round_start_if_due(campaign=campaign, min_new_preferences=2) is None
+
+
+@pytest.mark.django_db
 def test_retrain_task_visits_active_campaigns_with_the_configured_threshold(campaign, pairs, tiny_policy, settings):
     settings.RETRAIN_MIN_NEW_PREFERENCES = 1
     pairs.pair(votes=["a"])
@@ -352,26 +402,6 @@ def test_retraining_schedule_is_a_periodic_task_editable_in_the_admin():
     task = PeriodicTask.objects.get(task="training.tasks.retrain_due_campaigns")
 
     assert task.enabled and task.interval.every == 10
-
-
-@pytest.mark.parametrize(
-    ("accuracy", "previous", "passed"),
-    [
-        (0.8, None, True),
-        (0.5, None, True),
-        (0.4, None, False),
-        (0.8, 0.8, True),
-        (0.75, 0.8, False),
-        (None, None, False),
-    ],
-)
-def test_gate_needs_the_threshold_and_no_regression(accuracy, previous, passed):
-    assert services.round_gate(accuracy=accuracy, threshold=0.5, previous_accuracy=previous).passed is passed
-
-
-def test_gate_tolerance_forgives_a_small_drop_but_not_a_large_one():
-    assert services.round_gate(accuracy=0.70, threshold=0.5, previous_accuracy=0.73, tolerance=0.05).passed
-    assert not services.round_gate(accuracy=0.66, threshold=0.5, previous_accuracy=0.73, tolerance=0.05).passed
 
 
 # --- the worker process --------------------------------------------------------------------

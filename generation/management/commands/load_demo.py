@@ -1,6 +1,5 @@
 from pathlib import Path
 
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -42,7 +41,7 @@ class Command(BaseCommand):
         with DEMO_PROMPTS.open(encoding="utf-8") as stream:
             result = labeling_services.prompts_import(campaign=demo, stream=stream, source=str(DEMO_PROMPTS))
         heldout = labeling_services.prompts_assign_heldout(prompts=demo.prompts.all(), fraction=0.2, seed=0)
-        policy = generation_services.campaign_ensure_policy(campaign=demo, base_path=settings.POLICY_MODEL)
+        policy = generation_services.campaign_policy_next(campaign=demo)
 
         self.stdout.write(f"campaign {demo.name!r}: {result}; {heldout} held out; policy {policy.name}")
         self.stdout.write(self.style.SUCCESS("Log in with:"))

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling.models import Campaign
+from labeling.models import Campaign, JudgmentSource
 from training import services
 from training.export import FORMATS, PROMPT_FORMATS, SPLITS, AggregationPolicy
 
@@ -31,6 +31,17 @@ class Command(BaseCommand):
             "--keep-both-bad", action="store_true", help="Both-bad votes abstain instead of dropping the pair."
         )
         parser.add_argument("--include-gold", action="store_true")
+        parser.add_argument(
+            "--include-unsettled",
+            action="store_true",
+            help="Also export pairs that do not have all of their campaign's N judgments yet "
+            "(a later vote may still flip their majority).",
+        )
+        parser.add_argument(
+            "--sources",
+            default=",".join(AggregationPolicy.sources),
+            help=f"Comma-separated judgment sources that vote: {', '.join(JudgmentSource.values)} (default: human).",
+        )
 
     def handle(self, *args, **options) -> None:
         try:
@@ -44,6 +55,8 @@ class Command(BaseCommand):
                 drop_ties=not options["keep_ties"],
                 drop_both_bad=not options["keep_both_bad"],
                 include_gold=options["include_gold"],
+                settled_only=not options["include_unsettled"],
+                sources=tuple(s.strip() for s in options["sources"].split(",") if s.strip()),
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None

@@ -2,16 +2,18 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling import oracles
+from labeling import services as labeling_services
 from labeling.models import Campaign
-from training import loop
+from simulation import loop, oracles
+from training import selectors
 from training.config import RoundConfig
 
 
 class Command(BaseCommand):
     help = (
         "Close the loop unattended: R rounds of generate → simulated annotators (over HTTP) → DPO → promote, "
-        "then every round's policy against round 0 on held-out prompts: a table, loop.json and loop.png."
+        "then every round's policy against round 0 on held-out prompts: a table, loop.json and loop.png. "
+        "Runs on a scratch copy of the campaign (its prompts and policy) unless --in-place."
     )
 
     def add_arguments(self, parser) -> None:
@@ -31,6 +33,18 @@ class Command(BaseCommand):
         parser.add_argument("--gate", type=float, help="Held-out accuracy a round needs (default TRAINING_GATE_MIN_ACCURACY).")
         parser.add_argument("--gate-tolerance", type=float, default=0.05,
                             help="A round may trail the last promoted round's held-out accuracy by this much.")
+        parser.add_argument(
+            "--min-heldout-pairs",
+            type=int,
+            help="Held-out pairs a round needs to be evaluated (default TRAINING_GATE_MIN_HELDOUT_PAIRS).",
+        )
+        parser.add_argument("--kl-budget", type=float, help="Per-round KL budget in nats (default TRAINING_KL_BUDGET).")
+        parser.add_argument(
+            "--in-place",
+            action="store_true",
+            help="Confirmation: generate, judge and train in the campaign itself, taking its pairs from the human "
+            "queue (the judgments are stored as simulated).",
+        )
         parser.add_argument("--out", type=Path, help="Default: ARTIFACTS_DIR/loop/campaign-<id> (shown on the rounds page).")
 
     def handle(self, *args, **o) -> None:
@@ -49,6 +63,8 @@ class Command(BaseCommand):
                 seed=o["seed"],
                 gate_min_accuracy=o["gate"],
                 gate_tolerance=o["gate_tolerance"],
+                gate_min_heldout_pairs=o["min_heldout_pairs"],
+                kl_budget=o["kl_budget"],
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
@@ -60,8 +76,11 @@ class Command(BaseCommand):
             eval_samples=o["eval_samples"],
             round_config=round_config,
         )
+        if not o["in_place"]:
+            campaign = labeling_services.campaign_copy_scratch(campaign=campaign)
+            self.stdout.write(f"working on the scratch campaign {campaign.name!r}")
         report = loop.loop_run(campaign=campaign, rounds=o["rounds"], oracle=oracle, oracle_name=o["oracle"], config=config)
-        out = o["out"] or loop.report_dir(campaign=campaign)
+        out = o["out"] or selectors.loop_report_dir(campaign=campaign)
         json_path, png_path = loop.report_write(report=report, out_dir=out)
         self.stdout.write(f"{'round':>5}  {'status':<10} {'win rate vs 0':<22} {'KL to 0':>8} {'length':>7}  version")
         for r in report.rounds:

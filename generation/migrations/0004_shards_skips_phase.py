@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('generation', '0003_job_worker'),
-        ('labeling', '0003_i13_campaign_truncate_long_prompts'),
+        ('labeling', '0003_campaign_truncate_long_prompts'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -3,7 +3,7 @@ over the HTTP API, run a DPO round, promote, repeat; then score every round's
 policy against round 0 on held-out prompts with the oracle.
 
 This is the product's promise shown end to end through the interfaces real users
-touch: the annotators are HTTP clients (labeling.simulation), the rounds are the
+touch: the annotators are HTTP clients (simulation.annotators), the rounds are the
 same Celery task bodies an admin starts (run eagerly here, in this process).
 """
 
@@ -14,16 +14,15 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from django.conf import settings
 from tqdm import tqdm
 
 from generation import services as generation_services
 from generation.backends import SamplingConfig, get_generator
 from generation.models import ModelVersion
 from generation.selectors import prompt_model_input
-from labeling import simulation
-from labeling.models import Campaign, Split
-from labeling.oracles import Oracle
+from labeling.models import Campaign, JudgmentSource, Split
+from simulation import annotators
+from simulation.oracles import Oracle
 from training import services as training_services
 from training.config import RoundConfig
 from training.models import RoundStatus
@@ -160,14 +159,17 @@ def _tasks_run_here() -> Iterator[None]:
 
 def loop_run(*, campaign: Campaign, rounds: int, oracle: Oracle, oracle_name: str, config: LoopSettings) -> LoopReport:
     """R rounds of generate → judge (over HTTP) → DPO → promote, then the scores by round."""
-    root = generation_services.campaign_ensure_policy(campaign=campaign, base_path=settings.POLICY_MODEL)
+    root = generation_services.campaign_policy_next(campaign=campaign)
     versions: list[tuple[int, ModelVersion, str]] = [(0, root, "initial")]
     judgments: list[int] = [0]
-    round_config = RoundConfig.from_dict({**config.round_config.as_dict(), "regenerate": False})
-    credentials = simulation.annotators_ensure(
-        prefix=f"sim-{campaign.name}", count=config.annotators, password="simulated-annotator-pass"
+    # The loop's judges are scripts: its rounds train and are gated on simulated judgments, asked for by name.
+    base = config.round_config.as_dict()
+    aggregation = {**base["aggregation"], "sources": [JudgmentSource.SIMULATED.value]}
+    round_config = RoundConfig.from_dict({**base, "regenerate": False, "aggregation": aggregation})
+    credentials = annotators.annotators_ensure(
+        prefix=f"sim-{campaign.pk}", count=config.annotators, password="simulated-annotator-pass"
     )
-    with simulation.serve_in_thread() as url:
+    with annotators.serve_in_thread() as url:
         for number in range(1, rounds + 1):
             campaign.refresh_from_db()
             job = generation_services.generation_job_create(
@@ -178,7 +180,7 @@ def loop_run(*, campaign: Campaign, rounds: int, oracle: Oracle, oracle_name: st
                 max_tokens=config.max_tokens,
             )
             generation_services.generation_job_run(job=job)
-            labeled = simulation.simulate(
+            labeled = annotators.simulate(
                 base_url=url,
                 campaign=campaign.name,
                 credentials=credentials,
@@ -200,16 +202,6 @@ def loop_run(*, campaign: Campaign, rounds: int, oracle: Oracle, oracle_name: st
     for score, count in zip(report.rounds, judgments):
         score.judgments = count
     return report
-
-
-def report_dir(*, campaign: Campaign) -> Path:
-    """Where run_loop keeps a campaign's latest loop report (the rounds page shows it from here)."""
-    return Path(settings.ARTIFACTS_DIR) / "loop" / f"campaign-{campaign.pk}"
-
-
-def report_read(*, campaign: Campaign) -> dict | None:
-    path = report_dir(campaign=campaign) / "loop.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def report_write(*, report: LoopReport, out_dir: Path) -> tuple[Path, Path]:

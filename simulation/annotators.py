@@ -1,7 +1,7 @@
 """Scripted annotators that label through the public HTTP API, exactly as an external client would.
 
 They never touch the ORM for labeling: they log in for a token, ask for the next
-pair, let an oracle (labeling.oracles) pick a side, and submit. Only creating
+pair, let an oracle (simulation.oracles) pick a side, and submit. Only creating
 their accounts (an admin's job) goes through labeling.services.
 """
 
@@ -16,7 +16,7 @@ import requests
 from tqdm import tqdm
 
 from labeling import services
-from labeling.oracles import Oracle
+from simulation.oracles import Oracle
 
 FLIP = {"left": "right", "right": "left"}
 
@@ -33,10 +33,10 @@ class SimulationResult:
 
 
 def annotators_ensure(*, prefix: str, count: int, password: str) -> list[tuple[str, str]]:
-    """K simulated annotator accounts (created or reset), as (username, password) pairs."""
+    """K simulated annotator accounts (created or reset, marked simulated), as (username, password) pairs."""
     names = [f"{prefix}-{i + 1}" for i in range(count)]
     for name in names:
-        services.annotator_create(username=name, password=password)
+        services.annotator_create(username=name, password=password, simulated=True)
     return [(name, password) for name in names]
 
 

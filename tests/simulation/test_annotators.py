@@ -1,0 +1,99 @@
+"""Simulated annotators label over real HTTP (an in-process server), never through the ORM."""
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from labeling import services as labeling_services
+
+from labeling.models import Campaign, Choice, Judgment, JudgmentSource
+from simulation import oracles
+from tests.labeling.factories import make_pairs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# Several annotator threads over HTTP need a database that takes concurrent writers.
+concurrent = pytest.mark.postgres
+
+
+def test_oracles_prefer_by_their_rule():
+    assert oracles.shorter("", "one two", "one two three") == "a"
+    assert oracles.longer("", "one two", "one two three") == "b"
+    assert oracles.positive("", "a happy kind day", "a day") == "a"
+    assert oracles.no_banned("", "a strange day", "a day") == "b"
+    assert oracles.shorter("", "same words", "Same  words") == "tie"
+
+
+def test_oracle_by_dotted_path_and_clear_errors():
+    assert oracles.resolve("simulation.oracles:longer") is oracles.longer
+    with pytest.raises(ValueError, match="unknown oracle 'nope'"):
+        oracles.resolve("nope")
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        oracles.resolve("simulation.oracles:missing")
+
+
+@concurrent
+def test_simulated_annotators_label_every_pair_by_the_oracle_in_a_b_terms(campaign, capsys):
+    campaign.annotations_per_pair = 2
+    campaign.save()
+    make_pairs(campaign, 6, texts=("short", "a much longer answer"))
+    call_command("simulate_annotators", campaign=campaign.name, annotators=3, oracle="shorter", in_place=True)
+    judgments = Judgment.objects.all()
+    assert judgments.count() == 12
+    # Whatever side each pair was shown on, the stored choice names completion a (the shorter one).
+    assert set(judgments.values_list("choice", flat=True)) == {Choice.A}
+    assert judgments.values("annotator").distinct().count() >= 2
+    # Scripted annotators are marked users: everything they judged is stored as simulated.
+    assert set(judgments.values_list("source", flat=True)) == {JudgmentSource.SIMULATED}
+    assert "12 simulated judgments stored" in capsys.readouterr().out
+
+
+def test_full_noise_flips_every_answer(campaign):
+    make_pairs(campaign, 4, texts=("short", "a much longer answer"))
+    call_command("simulate_annotators", campaign=campaign.name, annotators=1, oracle="shorter", noise=1.0, in_place=True)
+    assert set(Judgment.objects.values_list("choice", flat=True)) == {Choice.B}
+
+
+def test_oracle_ties_become_a_side_when_the_campaign_forbids_ties(campaign):
+    campaign.allow_tie = False
+    campaign.save()
+    make_pairs(campaign, 5, texts=("same length", "equal size"))
+    call_command("simulate_annotators", campaign=campaign.name, annotators=1, oracle="shorter", in_place=True)
+    assert Judgment.objects.count() == 5
+    assert not Judgment.objects.filter(choice=Choice.TIE).exists()
+
+
+def test_unknown_campaign_or_oracle_is_a_clear_error(campaign):
+    with pytest.raises(CommandError, match="no campaign named 'nope'"):
+        call_command("simulate_annotators", campaign="nope", annotators=1, oracle="shorter")
+    campaign.is_active = False
+    campaign.save()
+    with pytest.raises(CommandError, match="is not open for labeling"):
+        call_command("simulate_annotators", campaign=campaign.name, annotators=1, oracle="shorter", in_place=True)
+    with pytest.raises(CommandError, match="unknown oracle"):
+        call_command("simulate_annotators", campaign=campaign.name, annotators=1, oracle="best")
+
+
+@pytest.mark.slow
+def test_by_default_scripts_judge_a_scratch_copy_and_leave_the_human_queue_untouched(
+    campaign, alice, tiny_model_path, settings, capsys
+):
+    settings.POLICY_MODEL = str(tiny_model_path)
+    settings.GENERATION_BACKEND = "transformers"  # the vLLM engine is covered by generation's tests
+    pairs = make_pairs(campaign, 2, texts=("short", "a much longer answer"))
+    alice_judgment = labeling_services.judgment_submit(
+        assignment_id=labeling_services.assignment_next(campaign=campaign, annotator=alice).pk,
+        annotator=alice,
+        choice="left",
+    ).judgment
+
+    call_command("simulate_annotators", campaign=campaign.name, annotators=2, oracle="shorter", max_tokens=8)
+
+    scratch = Campaign.objects.exclude(pk=campaign.pk).get()
+    assert scratch.name.startswith(f"{campaign.name} · simulation")
+    assert sorted(scratch.prompts.values_list("text", flat=True)) == sorted(p.prompt.text for p in pairs)
+    # The human campaign: the same pairs, still open for humans, and only alice's judgment.
+    assert list(Judgment.objects.filter(comparison__prompt__campaign=campaign)) == [alice_judgment]
+    assert alice_judgment.source == JudgmentSource.HUMAN
+    simulated = Judgment.objects.filter(comparison__prompt__campaign=scratch)
+    assert simulated.count() > 0 and set(simulated.values_list("source", flat=True)) == {JudgmentSource.SIMULATED}
+    assert "simulated judgments stored in" in capsys.readouterr().out
