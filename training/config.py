@@ -87,6 +87,9 @@ class AggregationPolicy:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "AggregationPolicy":
+        data = dict(data or {})
+        if isinstance(data.get("sources"), str):  # "human,imported", as a form or the command line gives it
+            data["sources"] = [s.strip() for s in data["sources"].split(",") if s.strip()]
         data = _parse(cls, data, what="aggregation")
         if "sources" in data:
             data["sources"] = tuple(data["sources"])

@@ -40,7 +40,7 @@ def test_all_done_only_when_the_campaign_is(page, live_server, campaign, alice, 
     services.judgment_submit(assignment_id=held.pk, annotator=bob, choice="tie")
     page.reload()
     assert visible_state(page) == "All done"
-    assert page.inner_text("#campaign-count") == "2 / 2"
+    assert page.inner_text("#campaign-count") == "1 / 1"  # her own counter: judged 1 of the 1 open to her
 
 
 def test_the_keys_panel_overlays_the_pair_and_lists_every_key(page, live_server, campaign, alice):

@@ -88,6 +88,11 @@ def _shape(value):
     return type(value).__name__
 
 
+def _moved(before, after):
+    """How a /me/ field changed: a difference for numbers, (before, after) for a state."""
+    return after - before if isinstance(before, (int, float)) else (before, after)
+
+
 def test_nothing_an_annotator_gets_back_tells_a_gold_pair_from_a_regular_one(campaign, alice_api):
     campaign.gold_rate = 1.0  # gold first while regular work is left: alice gets the gold pair, then a regular one
     campaign.save()
@@ -104,8 +109,8 @@ def test_nothing_an_annotator_gets_back_tells_a_gold_pair_from_a_regular_one(cam
         seen[kind] = {
             "next": (leased.status_code, leased.json()),
             "submit": (submitted.status_code, submitted.json()),
-            "lease moves me by": {k: after_lease[k] - before[k] for k in before},
-            "submit moves me by": {k: after_submit[k] - after_lease[k] for k in before},
+            "lease moves me by": {k: _moved(before[k], after_lease[k]) for k in before},
+            "submit moves me by": {k: _moved(after_lease[k], after_submit[k]) for k in before},
         }
     gold, regular = seen["gold"], seen["regular"]
     assert Assignment.objects.get(pk=gold["next"][1]["assignment_id"]).comparison.is_gold
