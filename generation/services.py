@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from generation import selectors, tasks
 from generation.backends import Generator, Sample, SamplingConfig, get_generator
-from generation.models import Completion, GenerationJob, JobStatus, ModelVersion
+from generation.models import Completion, GenerationJob, JobStatus, ModelVersion, ModelVersionStatus
 from labeling import services as labeling_services
 from labeling.models import Campaign, Prompt, Split
 
@@ -34,10 +34,15 @@ def model_version_register(
 
 @transaction.atomic
 def campaign_ensure_policy(*, campaign: Campaign, base_path: str) -> ModelVersion:
-    """The campaign's active policy, registering `base_path` as its first one if it has none."""
+    """The campaign's active policy; if it has none, `base_path`'s version (registered if need be) becomes it.
+
+    A checkpoint registered under its own name (make_real_model's "smollm2") is reused, not registered twice.
+    """
     if campaign.active_policy_id:
         return campaign.active_policy
-    version = model_version_register(name=f"base:{base_path}", base_path=base_path)
+    version = ModelVersion.objects.filter(
+        base_path=base_path, adapter_path="", status=ModelVersionStatus.READY
+    ).order_by("created_at").first() or model_version_register(name=f"base:{base_path}", base_path=base_path)
     labeling_services.campaign_set_active_policy(campaign=campaign, policy_id=version.pk)
     return version
 

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _load_settings(*, show: str = "settings.DEBUG", **env: str) -> subprocess.CompletedProcess:
     """Start Django in a subprocess with `env` and print the expression `show`."""
-    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DATABASE_PREPARE", "DEBUG", "SECRET_KEY"}}
+    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DATABASE_PREPARE", "DEBUG", "SECRET_KEY", "POLICY_MODEL"}}
     return subprocess.run(
         [sys.executable, "-c", f"import django; django.setup(); from django.conf import settings; print({show})"],
         cwd=ROOT,
@@ -65,3 +65,18 @@ def test_postgresql_prepares_statements_unless_turned_off(prepare, options):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == options
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, "var/models/tiny"),
+        ({"POLICY_MODEL": "tiny"}, "var/models/tiny"),
+        ({"POLICY_MODEL": "smollm2"}, "var/models/smollm2"),
+        ({"POLICY_MODEL": "/models/Qwen2.5-0.5B-Instruct"}, "/models/Qwen2.5-0.5B-Instruct"),
+    ],
+)
+def test_policy_model_names_the_models_the_app_builds_or_takes_a_path(env, expected):
+    result = _load_settings(show="settings.POLICY_MODEL", VAR_DIR="var", **env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
