@@ -85,3 +85,13 @@ def test_a_campaign_takes_the_registered_version_of_its_policy_checkpoint(campai
     registered = services.model_version_register(name="smollm2", base_path="/models/smollm2")
     assert services.campaign_ensure_policy(campaign=campaign, base_path="/models/smollm2") == registered
     assert ModelVersion.objects.count() == 1
+
+
+def test_the_demo_campaign_samples_from_the_model_make_run_built(db, settings):
+    from labeling.models import Campaign
+
+    # What `make run` does: make_real_model registers "smollm2", then load_demo runs with POLICY_MODEL=smollm2.
+    settings.POLICY_MODEL = str(settings.REAL_MODEL_DIR)
+    registered = ModelVersion.objects.create(name="smollm2", base_path=str(settings.REAL_MODEL_DIR))
+    call_command("load_demo")
+    assert Campaign.objects.get(name="demo").active_policy == registered
