@@ -41,7 +41,7 @@ def test_run_loop_trains_promotes_and_generates_with_the_new_policy(tmp_path: Pa
 
     call_command(
         "run_loop", campaign="loop", rounds=2, oracle=f"{__name__}:decisive", annotators=1, max_tokens=24, eval_samples=2,
-        learning_rate=5e-3, epochs=2, gate=0.0, out=tmp_path,
+        learning_rate=5e-3, epochs=2, gate=0.0, out=tmp_path, labels_per_round=7,
     )
 
     rounds = list(TrainingRound.objects.filter(campaign=campaign).order_by("number"))
@@ -51,6 +51,7 @@ def test_run_loop_trains_promotes_and_generates_with_the_new_policy(tmp_path: Pa
     # Round 2's pairs were sampled from round 1's promoted policy: the loop closed.
     jobs = list(GenerationJob.objects.filter(campaign=campaign).order_by("created_at"))
     assert len(jobs) == 2 and jobs[1].policy == rounds[0].output_version
+    assert [job.done for job in jobs] == [7, 7]  # --labels-per-round: 7 of the 8 prompts each round
     assert Completion.objects.filter(job=jobs[1], model_version=rounds[0].output_version).count() >= 2
     # Every pair was judged over the API by the simulated annotator.
     assert Judgment.objects.filter(comparison__prompt__campaign=campaign).count() > 0
