@@ -21,10 +21,12 @@ venv: $(STAMP)
 model: venv
 	$(PY) manage.py make_tiny_model
 
+# The demo samples from SmolLM2-135M-Instruct; `make run POLICY_MODEL=tiny` starts fast and offline.
+setup run: export POLICY_MODEL ?= smollm2
 setup: venv
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py collectstatic --no-input --verbosity 0
-	$(PY) manage.py make_tiny_model
+	case "$$POLICY_MODEL" in smollm2) $(PY) manage.py make_real_model ;; tiny) $(PY) manage.py make_tiny_model ;; esac
 	$(PY) manage.py load_demo
 
 run: setup

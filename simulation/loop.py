@@ -68,6 +68,7 @@ class LoopSettings:
     temperature: float = 1.0
     max_tokens: int = 64
     eval_samples: int = 8  # fresh samples per held-out prompt when scoring a round
+    prompts_per_round: int | None = None  # pairs sampled (and so labeled) per round; None: every enabled prompt
     round_config: RoundConfig = field(default_factory=RoundConfig)
 
 
@@ -178,6 +179,7 @@ def loop_run(*, campaign: Campaign, rounds: int, oracle: Oracle, oracle_name: st
                 seed=config.seed * 1_000 + number,
                 temperature=config.temperature,
                 max_tokens=config.max_tokens,
+                limit=config.prompts_per_round,
             )
             generation_services.generation_job_run(job=job)
             labeled = annotators.simulate(

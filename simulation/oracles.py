@@ -11,8 +11,17 @@ from collections.abc import Callable
 Oracle = Callable[[str, str, str], str]
 _WORD = re.compile(r"[a-z']+")
 
-# Words the "positive" oracle likes: all occur in the tiny model's corpus, rarely.
-POSITIVE_WORDS = frozenset({"happy", "kind", "warm", "gentle", "bright", "calm"})
+# Words the "positive" oracle likes. The first six occur, rarely, in the tiny model's corpus; the rest
+# (none of which it holds, so the tiny model's scores do not move) give real text such as SmolLM2's a
+# signal: with the six alone, 8 of 8 SmolLM2 pairs tied, with all of them 3 of 8 did not.
+POSITIVE_WORDS = frozenset(
+    {"happy", "kind", "warm", "gentle", "bright", "calm"}
+    | set(
+        "beautiful lovely wonderful joy joyful love loved peaceful serene delight delightful smile smiles smiling"
+        " cheerful friendly hopeful vibrant glad pleasant sweet cozy kindness laughter laugh laughed grateful"
+        " gratitude beauty radiant harmony comfort comforting tender graceful charming magical".split()
+    )
+)
 BANNED_WORD = "strange"
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: three personas, the tiny model, and the PostgreSQL-only marker."""
+"""Shared fixtures: three personas, the tiny and the real model, and the PostgreSQL-only marker."""
 
 from pathlib import Path
 
@@ -8,7 +8,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 
 from config.celery import app as celery_app
-from generation import tiny_model
+from generation import real_model, tiny_model
 from labeling import services as labeling_services
 from labeling.models import Campaign
 
@@ -30,6 +30,15 @@ def pytest_report_header(config: pytest.Config) -> str:
 def tiny_model_path() -> Path:
     """The bundled tiny model, built once (cached under var/ between runs)."""
     return tiny_model.build(settings.TINY_MODEL_DIR)
+
+
+@pytest.fixture(scope="session")
+def real_model_path() -> Path:
+    """SmolLM2-135M-Instruct, fetched and converted once by make_real_model's own code (cached under var/).
+
+    Without its vLLM check: the tests that serve it start the engine themselves.
+    """
+    return real_model.build(settings.REAL_MODEL_DIR, cache=settings.MODEL_CACHE_DIR, vllm=False)
 
 
 @pytest.fixture

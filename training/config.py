@@ -116,7 +116,8 @@ class RoundConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
-    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    # Empty: the Linear projections of the model's own attention blocks (training.dpo_worker.attention_projections).
+    lora_target_modules: tuple[str, ...] = ()
     precision: str = "auto"
     gradient_checkpointing: bool = False
     logging_steps: int = 1
@@ -161,8 +162,6 @@ class RoundConfig:
             problems.append(f"precision must be one of {', '.join(PRECISIONS)}")
         if not 0 <= self.lora_dropout < 1:
             problems.append("lora_dropout must be in [0, 1)")
-        if self.lora and not self.lora_target_modules:
-            problems.append("lora_target_modules is empty")
         if self.eval_prompts < 0 or self.eval_max_new_tokens < 1 or self.eval_batch_size < 1:
             problems.append("eval_prompts must be >= 0, eval_max_new_tokens and eval_batch_size >= 1")
         if self.gate_min_accuracy is not None and not 0 <= self.gate_min_accuracy <= 1:
@@ -189,7 +188,9 @@ class RoundConfig:
             data["lora_target_modules"] = data["lora_target_modules"].split(",")
         data = _parse(cls, data, what="round config")
         if "lora_target_modules" in data:
-            data["lora_target_modules"] = tuple(data["lora_target_modules"])
+            modules = data["lora_target_modules"]
+            names = modules.split(",") if isinstance(modules, str) else modules
+            data["lora_target_modules"] = tuple(name.strip() for name in names if name.strip())
         return cls(**data)
 
     def as_dict(self) -> dict[str, Any]:

@@ -94,14 +94,32 @@ def load_model(
     return model.to(device) if device else model
 
 
-def lora_config(config: RoundConfig):
+def attention_projections(model) -> list[str]:
+    """The names of the projection layers inside the model's attention blocks (q/k/v/o_proj for Llama,
+    c_attn/c_proj for GPT-2, ...): LoRA's targets follow the architecture instead of a list written for one."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    names = {
+        child_name
+        for module in model.modules()
+        if type(module).__name__.endswith("Attention")
+        for child_name, child in module.named_children()
+        if isinstance(child, (torch.nn.Linear, Conv1D))
+    }
+    if not names:
+        raise ValueError(f"no attention projections found in {type(model).__name__}: set lora_target_modules")
+    return sorted(names)
+
+
+def lora_config(config: RoundConfig, model):
     from peft import LoraConfig
 
     return LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=list(config.lora_target_modules),
+        target_modules=list(config.lora_target_modules) or attention_projections(model),
         task_type="CAUSAL_LM",
     )
 
@@ -151,7 +169,7 @@ def build_trainer(spec: dict[str, Any], config: RoundConfig, *, train_dataset, c
         args=dpo_args(config, Path(spec["output_dir"]) / "checkpoints"),
         train_dataset=train_dataset,
         processing_class=tokenizer,
-        peft_config=lora_config(config) if config.lora and not continue_adapter else None,
+        peft_config=lora_config(config, model) if config.lora and not continue_adapter else None,
         callbacks=list(callbacks),
     )
     trainer.remove_callback(PrinterCallback)  # our EventCallback reports the same logs

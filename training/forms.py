@@ -24,7 +24,11 @@ class RoundConfigForm(forms.Form):
     )
     lora = forms.BooleanField(initial=_DEFAULT.lora, required=False, label="LoRA (off: full fine-tuning)")
     lora_r = forms.IntegerField(initial=_DEFAULT.lora_r, min_value=1, label="LoRA rank")
-    lora_target_modules = forms.CharField(initial=",".join(_DEFAULT.lora_target_modules), help_text="Comma-separated.")
+    lora_target_modules = forms.CharField(
+        initial=",".join(_DEFAULT.lora_target_modules),
+        required=False,
+        help_text="Comma-separated; empty: the model's attention projections.",
+    )
     min_agreement = forms.FloatField(initial=_AGGREGATION.min_agreement, min_value=0.0, max_value=1.0)
     min_judgments = forms.IntegerField(initial=_AGGREGATION.min_judgments, min_value=1)
     gate_min_accuracy = forms.FloatField(

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _load_settings(*, show: str = "settings.DEBUG", **env: str) -> subprocess.CompletedProcess:
     """Start Django in a subprocess with `env` and print the expression `show`."""
-    ours = {"DATABASE_URL", "DATABASE_PREPARE", "DEBUG", "SECRET_KEY", "VAR_DIR"}
+    ours = {"DATABASE_URL", "DATABASE_PREPARE", "DEBUG", "SECRET_KEY", "VAR_DIR", "POLICY_MODEL"}
     clean = {k: v for k, v in os.environ.items() if k not in ours}
     script = "import django; django.setup(); from django.conf import settings; from django.db import connection"
     return subprocess.run(
@@ -133,3 +133,18 @@ def test_https_settings_come_from_the_environment():
         "False",
         "True",
     ]
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, "var/models/tiny"),
+        ({"POLICY_MODEL": "tiny"}, "var/models/tiny"),
+        ({"POLICY_MODEL": "smollm2"}, "var/models/smollm2"),
+        ({"POLICY_MODEL": "/models/Qwen2.5-0.5B-Instruct"}, "/models/Qwen2.5-0.5B-Instruct"),
+    ],
+)
+def test_policy_model_names_the_models_the_app_builds_or_takes_a_path(env, expected):
+    result = _load_settings(show="settings.POLICY_MODEL", VAR_DIR="var", **env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected

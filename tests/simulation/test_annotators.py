@@ -19,6 +19,7 @@ def test_oracles_prefer_by_their_rule():
     assert oracles.shorter("", "one two", "one two three") == "a"
     assert oracles.longer("", "one two", "one two three") == "b"
     assert oracles.positive("", "a happy kind day", "a day") == "a"
+    assert oracles.positive("", "a day", "a peaceful, lovely day") == "b"  # real text's pleasant words count too
     assert oracles.no_banned("", "a strange day", "a day") == "b"
     assert oracles.shorter("", "same words", "Same  words") == "tie"
 

@@ -41,7 +41,7 @@ def test_run_loop_works_on_a_scratch_copy_and_closes_the_loop_there(tmp_path: Pa
 
     call_command(
         "run_loop", campaign="loop", rounds=2, oracle=f"{__name__}:decisive", annotators=1, max_tokens=24, eval_samples=2,
-        learning_rate=5e-3, epochs=2, gate=0.0, gate_tolerance=1.0, min_heldout_pairs=1, kl_budget=1e6, out=tmp_path,
+        learning_rate=5e-3, epochs=2, gate=0.0, gate_tolerance=1.0, min_heldout_pairs=1, kl_budget=1e6, out=tmp_path, labels_per_round=7,
     )
 
     # The human campaign is untouched: no pairs, no judgments, no rounds.
@@ -60,6 +60,7 @@ def test_run_loop_works_on_a_scratch_copy_and_closes_the_loop_there(tmp_path: Pa
     after_first = rounds[0].output_version if rounds[0].status == RoundStatus.PROMOTED else rounds[0].start_version
     assert len(jobs) == 2 and jobs[1].policy == after_first == rounds[1].start_version
     assert Completion.objects.filter(job=jobs[1], model_version=after_first).count() >= 2
+    assert [job.done for job in jobs] == [7, 7]  # --labels-per-round: 7 of the 8 prompts each round
 
     report = json.loads((tmp_path / "loop.json").read_text())
     assert [r["round"] for r in report["rounds"]] == [0, 1, 2]

@@ -76,7 +76,7 @@ def trainer_for(rows, tokenizer, tmp_path, *, model, ref_model=None, lora=False,
         args=dpo_worker.dpo_args(config, tmp_path, max_steps=steps),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=dpo_worker.lora_config(config) if lora else None,
+        peft_config=dpo_worker.lora_config(config, model) if lora else None,
         callbacks=[logs],
     )
     return trainer, logs

@@ -19,7 +19,7 @@ Pick the answer a thoughtful person would rather receive.
 
 
 class Command(BaseCommand):
-    help = "Load the demo: a campaign with prompts, the tiny model as its policy, a demo admin and annotator."
+    help = "Load the demo: a campaign with prompts, POLICY_MODEL (smollm2 under `make run`) as its policy, a demo admin and annotator."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--campaign", default="demo")

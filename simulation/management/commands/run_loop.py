@@ -25,6 +25,7 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--max-tokens", type=int, default=64)
         parser.add_argument("--eval-samples", type=int, default=8, help="Samples per held-out prompt when scoring.")
+        parser.add_argument("--labels-per-round", type=int, help="Pairs sampled (and labeled) per round; default: all prompts.")
         parser.add_argument("--beta", type=float, default=0.1)
         # The loop's defaults are bench/loop.py's (measured to improve the tiny model within 3 rounds);
         # a round started from the admin keeps RoundConfig's gentler ones.
@@ -74,6 +75,7 @@ class Command(BaseCommand):
             seed=o["seed"],
             max_tokens=o["max_tokens"],
             eval_samples=o["eval_samples"],
+            prompts_per_round=o["labels_per_round"],
             round_config=round_config,
         )
         if not o["in_place"]:
