@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The front door, as a new user meets it: a fresh clone, the README's first command, no settings.
 
-Clones the commit under test into a temporary folder, runs `make run` there with
-none of the README's settings variables set (the embedded defaults: SQLite, the
-filesystem broker, the tiny model), then over HTTP: the admin gets a token and
+Clones the commit under test into a temporary folder, runs `make run POLICY_MODEL=tiny`
+there (the README's first command with its documented switch to the tiny model:
+the demo's SmolLM2 is tested by the slow tests) with none of the README's settings
+variables set (the embedded defaults: SQLite, the filesystem broker), then over HTTP: the admin gets a token and
 starts an 8-prompt generation job, which must succeed; the annotator leases a
 pair and judges it; the labeling page's script is served. Then it stops
 everything as Ctrl-C does and checks that every process stopped by itself.
@@ -85,7 +86,7 @@ class Server:
         self.clone, self.log = clone, log
         with log.open("wb") as out:
             self.process = subprocess.Popen(
-                ["make", "run", f"PORT={port}"], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT,
+                ["make", "run", "POLICY_MODEL=tiny", f"PORT={port}"], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
 
@@ -200,7 +201,7 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if k not in settings_variables() | {"TEST_REDIS_URL"}}
     http = Http(f"http://127.0.0.1:{port}")
     server = Server(clone, port, env, workdir / "make-run.log")
-    print(f"first run: {commit.strip()[:12]} cloned into {clone}, `make run PORT={port}` (log {server.log})", flush=True)
+    print(f"first run: {commit.strip()[:12]} cloned into {clone}, `make run POLICY_MODEL=tiny PORT={port}` (log {server.log})", flush=True)
     try:
         wait_until_served(http, server)
         timings["served_s"] = round(time.monotonic() - started, 1)
