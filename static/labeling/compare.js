@@ -299,9 +299,12 @@ function back() {
 // Show the prefetched pair at once, then send `request` for the pair just left
 // and prefetch the one after. The next prefetch waits for the request, so the
 // server never hands back the pair that is still being submitted.
+let advances = 0; // pairs left so far: a late answer offers its undo only if nothing came after it
+
 async function advance(request, label) {
   if (busy || !current) return;
   busy = true;
+  advances += 1;
   forgetUndo(); // `u` means the answer just given: it is offered again once that one is stored
   const done = current;
   const loadingTimer = setTimeout(() => { el.loading.hidden = false; }, 150);
@@ -344,10 +347,11 @@ function submit() {
     time_ms: timeOnTask(),
   };
   notice("");
+  const mine = advances + 1;
   advance(async (pair) => {
     const { status, data } = await api(`/api/labeling/assignments/${pair.assignment_id}/submit/`, body, { retries: RETRIES });
     if (status === 200 || status === 201) {
-      offerUndo(pair, answerLabel(body));
+      if (mine === advances) offerUndo(pair, answerLabel(body));
       return null;
     }
     return data?.detail || `Your answer was not stored (${status}).`;
