@@ -407,7 +407,7 @@ class FlagOutSerializer(serializers.Serializer):
 class FlagView(APIView):
     @extend_schema(
         request=FlagInSerializer,
-        responses={200: FlagOutSerializer, 404: OpenApiResponse(description="No such assignment of yours."), 400: ErrorSerializer},
+        responses={200: FlagOutSerializer, 404: OpenApiResponse(description="No such assignment of yours.")},
         summary="Flag a pair (unsafe, broken, unclear) and move on: you will not see it again",
     )
     def post(self, request: Request, pk: int) -> Response:
