@@ -110,7 +110,8 @@ def test_a_candidate_equal_to_its_incumbent_is_promoted_in_at_most_1_of_20_seede
     promoted = 0
     for seed in range(20):
         torch.manual_seed(seed)
-        candidate = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_path), dpo_worker.lora_config(config))
+        start = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+        candidate = get_peft_model(start, dpo_worker.lora_config(config, start))
         candidate.eval()
         pairs = evaluation.tokenized_pairs(tokenizer, _heldout_rows(seed, 60), max_length=config.max_length)
         scored = {"beta": config.beta, "pad_token_id": tokenizer.pad_token_id}
