@@ -20,6 +20,7 @@ samples_per_s (ours) and overhead_ratio = (ours_s - ours_train_s) / ours_train_s
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -183,6 +184,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-dpo-"))
     os.environ["DATABASE_URL"] = args.database_url or f"sqlite:///{work / 'bench.sqlite3'}"
+    os.environ.setdefault("SECRET_KEY", secrets.token_hex(32))  # a deployment's DATABASE_URL needs one
     os.environ["ARTIFACTS_DIR"] = str(work / "artifacts")
     os.environ["CELERY_TASK_ALWAYS_EAGER"] = "1"  # the training task runs here, through Celery's call path
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")

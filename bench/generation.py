@@ -29,6 +29,7 @@ Prints one JSON line last (completions per second).
 import argparse
 import json
 import os
+import secrets
 import statistics
 import sys
 import time
@@ -53,6 +54,7 @@ def setup_database() -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
         os.environ["DATABASE_URL"] = f"sqlite:///{path}"
+        os.environ.setdefault("SECRET_KEY", secrets.token_hex(32))  # a deployment's DATABASE_URL needs one
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
     from django.core.management import call_command

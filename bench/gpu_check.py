@@ -91,11 +91,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
     os.environ.update(
         VAR_DIR=str(work),
-        DATABASE_URL=f"sqlite:///{work / 'db.sqlite3'}",
         POLICY_MODEL=str(ROOT / "var" / "models" / "smollm2"),
         VLLM_GPU_MEMORY_UTILIZATION=str(args.gpu_memory_utilization),
         DJANGO_SETTINGS_MODULE="config.settings",
     )
+    os.environ.pop("DATABASE_URL", None)  # the embedded default: SQLite (and its own secret key) under VAR_DIR
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     import django
 

@@ -9,6 +9,7 @@ one, which must be empty). Prints one JSON line last.
 import argparse
 import json
 import os
+import secrets
 import random
 import sys
 import tempfile
@@ -28,6 +29,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-import-"))
     os.environ["VAR_DIR"] = str(work)
     os.environ["DATABASE_URL"] = args.database_url or f"sqlite:///{work / 'db.sqlite3'}"
+    os.environ.setdefault("SECRET_KEY", secrets.token_hex(32))  # a deployment's DATABASE_URL needs one
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
 

@@ -76,10 +76,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-loop-"))
     os.environ.update(
         VAR_DIR=str(work),
-        DATABASE_URL=f"sqlite:///{work / 'db.sqlite3'}",
         POLICY_MODEL=str(ROOT / "var" / "models" / args.policy),
         DJANGO_SETTINGS_MODULE="config.settings",
     )
+    os.environ.pop("DATABASE_URL", None)  # the embedded default: SQLite (and its own secret key) under VAR_DIR
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     import django
