@@ -42,6 +42,7 @@ _BATCH = 2000
 class ImportResult:
     created: int
     duplicates: int
+    format: str = ""  # as detected, for people: "CSV", "JSONL (chat messages)", ... (importers.describe_format)
     rows: tuple[importers.PromptRow, ...] = field(default=(), repr=False, compare=False)  # the created prompts' rows
 
     def __str__(self) -> str:
@@ -66,15 +67,15 @@ def prompts_import(
 ) -> ImportResult:
     """Import a prompt file whole or not at all.
 
-    The file is parsed and validated first (a bad line raises PromptFileError
-    naming it); only then is anything written, in one transaction. Prompts whose
+    The file is parsed and validated first (bad lines raise PromptFileError
+    listing them); only then is anything written, in one transaction. Prompts whose
     normalized content already exists in the campaign, or repeats earlier in the
     file, are skipped and counted.
     """
     fmt = fmt or importers.detect_format(source)
     name = os.path.basename(source)
     with tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {name}", disable=not progress) as bar:
-        rows = list(importers.parse(_counting(stream, bar), source=name, fmt=fmt))
+        rows = importers.parse(_counting(stream, bar), source=name, fmt=fmt)
 
     with transaction.atomic():
         # Lock the campaign row: concurrent imports into one campaign queue up
@@ -102,7 +103,12 @@ def prompts_import(
         for start in tqdm(range(0, len(prompts), _BATCH), desc="storing", unit="batch", disable=not progress):
             Prompt.objects.bulk_create(prompts[start : start + _BATCH])
         _attach_tags(prompts, [row.tags for row in fresh.values()])
-    return ImportResult(created=len(prompts), duplicates=len(rows) - len(prompts), rows=tuple(fresh.values()))
+    return ImportResult(
+        created=len(prompts),
+        duplicates=len(rows) - len(prompts),
+        format=importers.describe_format(fmt, rows),
+        rows=tuple(fresh.values()),
+    )
 
 
 def _attach_tags(prompts: list[Prompt], tag_lists: list[list[str]]) -> None:

@@ -95,7 +95,7 @@ def test_same_prompt_may_live_in_two_campaigns(campaign):
         ('{"prompt": "x", "split": "test"}', "field 'split' must be one of train, heldout"),
         ('{"prompt": "x", "priority": "high"}', "field 'priority' must be an integer"),
         ('{"prompt": "x", "tags": "a,b"}', "field 'tags' must be a list"),
-        ('{"messages": [{"role": "robot", "content": "x"}]}', "messages[0].role must be one of"),
+        ('{"messages": [{"role": "robot", "content": "x"}]}', "field 'messages[0].role' must be one of"),
         ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}', "last message"),
         ('["a list"]', "must be a JSON object"),
     ],
@@ -193,7 +193,7 @@ _GOOD = b'{"prompt": "fine"}\n'
         ("nul.csv", b"prompt,tags\nfine,t\na\x00b,t", "line 3: field 'prompt' contains a NUL"),
         ("tags.csv", b"prompt,tags\nfine,t\nx,ok;t\x00", "line 3: field 'tags[1]' contains a NUL"),
         ("bytes.csv", b"prompt,tags\nfine,t\n\xff,t", "line 3: field 'prompt' contains U+DCFF"),
-        ("long.csv", b"prompt\nfine\n" + b"x" * 200_000, "line 3: CSV: field larger than field limit (131072)"),
+        ("long.csv", b"prompt\nfine\n" + b"x" * 200_000, "line 3: field 'prompt' is longer than the CSV field limit (131,072"),
     ],
 )
 def test_input_no_column_can_store_is_refused_naming_file_line_and_field(campaign, tmp_path: Path, name, line, reason):
