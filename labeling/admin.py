@@ -3,6 +3,7 @@ import os
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -166,27 +167,45 @@ class PromptAdmin(admin.ModelAdmin):
     def upload_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_add_permission(request):
             return HttpResponse(status=403)
-        form = PromptUploadForm(request.POST or None, request.FILES or None)
+        form = PromptUploadForm(
+            request.POST or None, request.FILES or None, can_create_campaign=request.user.has_perm("labeling.add_campaign")
+        )
+        refused: PromptFileError | None = None
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]
+            name = os.path.basename(upload.name)
             # surrogateescape: a byte that is not UTF-8 is reported by line and field (importers.parse).
             stream = io.TextIOWrapper(upload.file, encoding="utf-8", errors="surrogateescape", newline="")
+            new = form.new_campaign_settings()
             try:
-                result = services.prompts_import(
-                    campaign=form.cleaned_data["campaign"],
-                    stream=stream,
-                    source=upload.name,
-                    fmt=form.cleaned_data["format"] or None,
-                )
+                # One transaction: a refused file leaves no new, empty campaign behind.
+                with transaction.atomic():
+                    campaign = services.campaign_get_or_create(**new)[0] if new else form.cleaned_data["campaign"]
+                    result = services.prompts_import(
+                        campaign=campaign, stream=stream, source=name, fmt=form.cleaned_data["format"] or None
+                    )
             except PromptFileError as exc:
-                form.add_error("file", f"Nothing was imported. {exc}")
+                refused = exc
+                lines = f"{exc.count} bad line{'s' if exc.count != 1 else ''}"
+                form.add_error("file", f"Nothing was imported: {name} has {lines} (listed above).")
             else:
-                campaign = form.cleaned_data["campaign"]
-                self.message_user(request, f"From {upload.name} into {campaign}: {result}.", messages.SUCCESS)
+                # Not starting with the file's name: the admin capitalises a message's first letter.
+                self.message_user(
+                    request,
+                    f"Imported {result.created} prompts from {name} ({result.format}) into "
+                    f"{'the new campaign ' if new else ''}{campaign}; skipped {result.duplicates} duplicates.",
+                    messages.SUCCESS,
+                )
                 # Land on the prompts of this file (the import stores its name as their source).
-                query = urlencode({"campaign__id__exact": campaign.pk, "source": os.path.basename(upload.name)[:255]})
+                query = urlencode({"campaign__id__exact": campaign.pk, "source": name[:255]})
                 return HttpResponseRedirect(f"{reverse('admin:labeling_prompt_changelist')}?{query}")
-        context = {**self.admin_site.each_context(request), "title": "Import prompts", "form": form, "opts": self.model._meta}
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Import prompts",
+            "form": form,
+            "refused": refused,
+            "opts": self.model._meta,
+        }
         return render(request, "admin/labeling/prompt/upload.html", context)
 
 

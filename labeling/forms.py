@@ -3,13 +3,66 @@ from django import forms
 from labeling.importers import FORMATS
 from labeling.models import Campaign, Choice
 
+_NEW_CAMPAIGN_FIELDS = ["annotations_per_pair", "strength_scale", "allow_tie", "allow_both_bad", "rationale_required"]
+
 
 class PromptUploadForm(forms.Form):
-    campaign = forms.ModelChoiceField(queryset=Campaign.objects.all())
+    """A prompt file, into an existing campaign or a new one made from the name and settings given here."""
+
+    campaign = forms.ModelChoiceField(
+        queryset=Campaign.objects.all(), required=False, empty_label="(a new campaign, named below)"
+    )
     file = forms.FileField(help_text="JSONL (prompt or messages), CSV with a 'prompt' column, or HH-RLHF JSONL.")
     format = forms.ChoiceField(
         choices=[("", "Detect from the file name")] + [(f, f) for f in FORMATS], required=False
     )
+    new_campaign = forms.CharField(
+        max_length=Campaign._meta.get_field("name").max_length, required=False, label="New campaign's name"
+    )
+    # The new campaign's settings: the model's own fields, so its defaults and choices have one home.
+    annotations_per_pair = Campaign._meta.get_field("annotations_per_pair").formfield(required=False, min_value=1)
+    strength_scale = Campaign._meta.get_field("strength_scale").formfield(required=False)
+    allow_tie = Campaign._meta.get_field("allow_tie").formfield()
+    allow_both_bad = Campaign._meta.get_field("allow_both_bad").formfield()
+    rationale_required = Campaign._meta.get_field("rationale_required").formfield()
+
+    def __init__(self, *args, can_create_campaign: bool, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.can_create_campaign = can_create_campaign
+        if not can_create_campaign:
+            for name in ["new_campaign", *_NEW_CAMPAIGN_FIELDS]:
+                del self.fields[name]
+            self.fields["campaign"].required = True
+
+    def file_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in ["campaign", "file", "format"]]
+
+    def new_campaign_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in ["new_campaign", *_NEW_CAMPAIGN_FIELDS] if name in self.fields]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if not self.can_create_campaign:
+            return data
+        name = (data.get("new_campaign") or "").strip()
+        if data.get("campaign") and name:
+            self.add_error("new_campaign", "Pick an existing campaign or name a new one, not both.")
+        elif not data.get("campaign") and not name:
+            self.add_error("campaign", "Pick a campaign, or name a new one below.")
+        elif name and Campaign.objects.filter(name=name).exists():
+            self.add_error("new_campaign", f"A campaign named {name!r} exists: pick it above.")
+        data["new_campaign"] = name
+        return data
+
+    def new_campaign_settings(self) -> dict | None:
+        """The new campaign's name and settings (for services.campaign_get_or_create), or None for an existing one."""
+        if self.cleaned_data.get("campaign"):
+            return None
+        settings = {}
+        for name in _NEW_CAMPAIGN_FIELDS:
+            value = self.cleaned_data[name]
+            settings[name] = Campaign._meta.get_field(name).get_default() if value in (None, "") else value
+        return {"name": self.cleaned_data["new_campaign"], **settings}
 
 
 class HeldoutSplitForm(forms.Form):

@@ -1,27 +1,40 @@
+import html
 import json
+import re
 
 import pytest
+from django.contrib.auth.models import Permission, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from labeling.models import Prompt, Split
+from labeling.models import Campaign, Prompt, Split
 
 pytestmark = pytest.mark.django_db
 
 
-def _upload(client, campaign, name: str, content: str | bytes):
+def _upload(client, campaign, name: str, content: str | bytes, **fields):
     data = content if isinstance(content, bytes) else content.encode()
     return client.post(
         reverse("admin:labeling_prompt_upload"),
-        {"campaign": campaign.pk, "file": SimpleUploadedFile(name, data), "format": ""},
+        {"campaign": campaign.pk if campaign else "", "file": SimpleUploadedFile(name, data), "format": "", **fields},
         follow=True,
     )
+
+
+def _problems(response) -> list[list[str]]:
+    """The rows of the page's table of bad lines: file, line, field, problem."""
+    table = response.content.decode().split('id="import-problems"', 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]
+    return [[html.unescape(cell) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)] for row in rows]
 
 
 def test_admin_upload_imports_and_reports_counts(client, admin_user, campaign):
     client.force_login(admin_user)
     response = _upload(client, campaign, "p.jsonl", '{"prompt": "one"}\n{"prompt": "two"}\n{"prompt": "one"}\n')
-    assert "From p.jsonl into helpfulness: imported 2 prompts, skipped 1 duplicates" in response.content.decode()
+    assert (
+        "Imported 2 prompts from p.jsonl (JSONL (prompt text)) into helpfulness; skipped 1 duplicates."
+        in response.content.decode()
+    )
     assert Prompt.objects.filter(campaign=campaign).count() == 2
     # The admin lands on the prompts just imported, not on the unfiltered list.
     path, query = response.redirect_chain[-1][0].split("?")
@@ -34,23 +47,116 @@ def test_admin_upload_of_a_bad_file_shows_the_line_and_stores_nothing(client, ad
     client.force_login(admin_user)
     response = _upload(client, campaign, "p.jsonl", '{"prompt": "one"}\n{"prompt": "two"\n')
     assert response.status_code == 200
-    assert "Nothing was imported. p.jsonl line 2: invalid JSON" in response.content.decode()
+    assert "Nothing was imported: p.jsonl has 1 bad line (listed above)." in response.content.decode()
+    assert _problems(response)[0][:3] == ["p.jsonl", "2", "—"]
+    assert _problems(response)[0][3].startswith("invalid JSON")
     assert Prompt.objects.count() == 0
 
 
 def test_admin_upload_names_a_nul_or_a_byte_that_is_not_utf8_and_stores_nothing(client, admin_user, campaign):
     client.force_login(admin_user)
     response = _upload(client, campaign, "p.csv", b"prompt,tags\nfine,t\nbad\x00,t\n")
-    assert "Nothing was imported. p.csv line 3: field &#x27;prompt&#x27; contains a NUL" in response.content.decode()
+    assert _problems(response) == [["p.csv", "3", "prompt", "contains a NUL character (U+0000), which text columns cannot store"]]
     response = _upload(client, campaign, "latin1.csv", "prompt\nfine\ncaf\u00e9\n".encode("latin-1"))
-    assert "latin1.csv line 3: field &#x27;prompt&#x27; contains U+DCE9" in response.content.decode()
+    file, line, field, problem = _problems(response)[0]
+    assert (file, line, field) == ("latin1.csv", "3", "prompt") and problem.startswith("contains U+DCE9")
     assert Prompt.objects.count() == 0
+
+
+def test_admin_upload_lists_every_bad_line_up_to_the_cap_and_counts_the_rest(client, admin_user, campaign):
+    client.force_login(admin_user)
+    lines = [json.dumps({"prompt": f"good {i}"}) if i % 2 else json.dumps({"prompt": ""}) for i in range(1, 131)]
+    lines[2] = '{"prompt": "x", "split": "test"}'
+    response = _upload(client, campaign, "many.jsonl", "\n".join(lines) + "\n")
+    problems = _problems(response)
+    assert len(problems) == 50
+    assert problems[0] == ["many.jsonl", "2", "prompt", "must be a non-empty string"]
+    assert problems[1] == ["many.jsonl", "3", "split", "must be one of train, heldout, not 'test'"]
+    assert [p[1] for p in problems[2:4]] == ["4", "6"]
+    assert "and 16 more bad lines." in response.content.decode()  # 66 bad lines in all
+    assert "Nothing was imported: many.jsonl has 66 bad lines (listed above)." in response.content.decode()
+    assert Prompt.objects.count() == 0
+
+
+def test_admin_upload_names_the_column_of_a_csv_field_over_the_size_limit(client, admin_user, campaign):
+    client.force_login(admin_user)
+    content = b'id,prompt,tags\n1,fine,t\n2,"' + b"x" * 200_000 + b'",t\n3,,t\n'
+    response = _upload(client, campaign, "long.csv", content)
+    [[file, line, field, problem]] = _problems(response)
+    assert (file, line, field) == ("long.csv", "3", "prompt")
+    assert problem.startswith("is longer than the CSV field limit (131,072 characters); for longer prompts use JSONL.")
+    assert Prompt.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "name, content, detected",
+    [
+        ("hh_sample.jsonl", json.dumps({"chosen": "\n\nHuman: Hi?\n\nAssistant: Yo.", "rejected": "\n\nHuman: Hi?\n\nAssistant: No."}), "HH-RLHF (JSONL)"),
+        ("chat.jsonl", json.dumps({"messages": [{"role": "user", "content": "Hi?"}]}), "JSONL (chat messages)"),
+        ("both.jsonl", '{"prompt": "a"}\n' + json.dumps({"messages": [{"role": "user", "content": "b"}]}), "JSONL (prompt text and chat messages)"),
+        ("sheet.csv", "prompt\nWhat is a tide?", "CSV"),
+    ],
+)
+def test_admin_upload_message_names_the_file_as_uploaded_and_the_detected_format(
+    client, admin_user, campaign, name, content, detected
+):
+    client.force_login(admin_user)
+    page = html.unescape(_upload(client, campaign, name, content + "\n").content.decode())
+    assert re.search(rf"Imported [12] prompts from {re.escape(name)} \({re.escape(detected)}\) into helpfulness", page)
+    assert name.capitalize() not in page
+
+
+def test_admin_upload_creates_a_new_campaign_with_the_settings_given(client, admin_user):
+    client.force_login(admin_user)
+    response = _upload(
+        client, None, "p.jsonl", '{"prompt": "one"}\n', new_campaign="  kites  ", annotations_per_pair="3",
+        strength_scale="none", allow_tie="on",
+    )
+    kites = Campaign.objects.get(name="kites")
+    assert (kites.annotations_per_pair, kites.strength_scale, kites.allow_tie, kites.allow_both_bad) == (3, "none", True, False)
+    assert kites.prompts.get().text == "one"
+    assert "into the new campaign kites;" in response.content.decode()
+
+
+def test_admin_upload_refusing_a_file_leaves_no_new_campaign_behind(client, admin_user):
+    client.force_login(admin_user)
+    response = _upload(client, None, "p.jsonl", '{"prompt": ""}\n', new_campaign="kites")
+    assert "Nothing was imported" in response.content.decode()
+    assert not Campaign.objects.filter(name="kites").exists()
+
+
+@pytest.mark.parametrize(
+    "pick, new_name, error",
+    [
+        (True, "kites", "Pick an existing campaign or name a new one, not both."),
+        (False, "", "Pick a campaign, or name a new one below."),
+        (False, "helpfulness", "A campaign named &#x27;helpfulness&#x27; exists: pick it above."),
+    ],
+)
+def test_admin_upload_needs_exactly_one_campaign(client, admin_user, campaign, pick, new_name, error):
+    client.force_login(admin_user)
+    response = _upload(client, campaign if pick else None, "p.jsonl", '{"prompt": "one"}\n', new_campaign=new_name)
+    assert error in response.content.decode()
+    assert Prompt.objects.count() == 0 and Campaign.objects.count() == 1
+
+
+def test_staff_without_campaign_permission_imports_only_into_existing_campaigns(client, campaign):
+    clerk = User.objects.create_user("clerk", password="clerk-password-1", is_staff=True)
+    clerk.user_permissions.add(Permission.objects.get(codename="add_prompt"), Permission.objects.get(codename="view_prompt"))
+    client.force_login(clerk)
+    form = client.get(reverse("admin:labeling_prompt_upload")).content.decode()
+    assert 'name="new_campaign"' not in form
+    response = _upload(client, None, "p.jsonl", '{"prompt": "one"}\n', new_campaign="kites")
+    assert "This field is required." in response.content.decode()
+    assert not Campaign.objects.filter(name="kites").exists()
+    _upload(client, campaign, "p.jsonl", '{"prompt": "one"}\n')
+    assert campaign.prompts.count() == 1
 
 
 def test_admin_upload_accepts_a_utf8_byte_order_mark(client, admin_user, campaign):
     client.force_login(admin_user)
     response = _upload(client, campaign, "excel.csv", b"\xef\xbb\xbfprompt\nWhat is a tide?\n")
-    assert "imported 1 prompts" in response.content.decode()
+    assert "Imported 1 prompts from excel.csv (CSV)" in response.content.decode()
     assert Prompt.objects.get().text == "What is a tide?"
 
 
