@@ -13,7 +13,7 @@ from rest_framework.authtoken.admin import TokenAdmin
 from rest_framework.authtoken.models import TokenProxy
 
 from labeling import authentication, services
-from labeling.forms import GoldAnswerForm, HeldoutSplitForm, PromptUploadForm
+from labeling.forms import GoldAnswerForm, HeldoutSplitForm, PromptAdminForm, PromptUploadForm
 from labeling.importers import PromptFileError
 from labeling.models import Assignment, Campaign, Comparison, Flag, Judgment, Prompt, Tag
 
@@ -115,6 +115,7 @@ class PromptAdmin(admin.ModelAdmin):
     filter_horizontal = ["tags"]
     actions = ["enable", "disable", "assign_heldout"]
     change_list_template = "admin/labeling/prompt/change_list.html"
+    form = PromptAdminForm
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("tags")

@@ -1,7 +1,11 @@
-from django import forms
+import json
 
+from django import forms
+from django.core.exceptions import ValidationError
+
+from labeling import importers
 from labeling.importers import FORMATS
-from labeling.models import Campaign, Choice
+from labeling.models import Campaign, Choice, Prompt
 
 _NEW_CAMPAIGN_FIELDS = ["annotations_per_pair", "strength_scale", "allow_tie", "allow_both_bad", "rationale_required"]
 
@@ -74,3 +78,67 @@ class GoldAnswerForm(forms.Form):
     gold_choice = forms.ChoiceField(
         choices=Choice.choices, label="Gold answer", help_text="The answer every selected pair is known to have."
     )
+
+
+class TurnsWidget(forms.Textarea):
+    """The chat turns' JSON, in a textarea that static/labeling/turns.js hides behind rows of role + text.
+
+    Without JavaScript the JSON stays editable as it is.
+    """
+
+    class Media:
+        js = ["labeling/turns.js"]
+        css = {"all": ["labeling/turns.css"]}
+
+    def __init__(self) -> None:
+        super().__init__(attrs={"data-turns": "", "data-roles": json.dumps(importers.ROLES), "rows": 6, "cols": 80})
+
+
+class TurnsField(forms.JSONField):
+    """A chat prompt's turns; no turns at all means a plain-text prompt (None)."""
+
+    widget = TurnsWidget
+    _PARTS = {"role": "the role ", "content": "the text ", "": ""}
+
+    def clean(self, value: str) -> list[dict] | None:
+        turns = super().clean(value)
+        if turns in (None, []):
+            return None
+        try:
+            return importers.chat_messages(turns)
+        except importers.TurnError as exc:
+            if exc.turn is None:
+                raise ValidationError(f"The turns {exc.reason}.") from None
+            last = " (the last)" if isinstance(turns, list) and exc.turn == len(turns) - 1 else ""
+            raise ValidationError(f"Turn {exc.turn + 1}{last}: {self._PARTS[exc.part]}{exc.reason}.") from None
+
+
+class PromptAdminForm(forms.ModelForm):
+    """A prompt is plain text or chat turns; its content hash follows its content (one per campaign)."""
+
+    messages = TurnsField(
+        required=False,
+        label="Chat turns",
+        help_text="A chat prompt's turns in order; the last is the user's (the model answers it). "
+        "Leave it empty for a plain-text prompt.",
+    )
+
+    class Meta:
+        model = Prompt
+        fields = "__all__"
+
+    def clean(self) -> dict:
+        data = super().clean()
+        text, turns = data.get("text", ""), data.get("messages")
+        if "messages" in self.errors or "text" in self.errors:
+            return data
+        if turns and text.strip():
+            raise ValidationError("A prompt is plain text or chat turns, not both: empty one of them.")
+        if not turns and not text.strip():
+            raise ValidationError("Write the prompt's text or add its chat turns.")
+        digest = importers.content_hash(text=text, messages=turns)
+        campaign = data.get("campaign")
+        if campaign and Prompt.objects.filter(campaign=campaign, content_hash=digest).exclude(pk=self.instance.pk).exists():
+            raise ValidationError("The campaign has a prompt with the same content already.")
+        self.instance.content_hash = digest
+        return data

@@ -1,4 +1,5 @@
 import html
+import io
 import json
 import re
 
@@ -7,6 +8,7 @@ from django.contrib.auth.models import Permission, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from labeling import importers, services
 from labeling.models import Campaign, Prompt, Split
 
 pytestmark = pytest.mark.django_db
@@ -228,3 +230,81 @@ def test_editing_a_prompts_priority_in_the_admin_reorders_its_pairs(client, admi
     assert response.status_code == 302, response.content.decode()[:2000]
     pair.refresh_from_db()
     assert pair.priority == 9
+
+
+# --- Chat prompts edited as turns ----------------------------------------------------------------
+
+_KITE = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "What is a kite?"},
+    {"role": "assistant", "content": "A toy that flies."},
+    {"role": "user", "content": "How do I fly one?"},
+]
+
+
+def _chat_prompt(campaign) -> Prompt:
+    services.prompts_import(
+        campaign=campaign, stream=io.StringIO(json.dumps({"messages": _KITE}) + "\n"), source="chat.jsonl"
+    )
+    return Prompt.objects.get(campaign=campaign)
+
+
+def _save_turns(client, prompt: Prompt, turns, text: str = ""):
+    return client.post(
+        reverse("admin:labeling_prompt_change", args=[prompt.pk]),
+        {"campaign": prompt.campaign_id, "text": text, "messages": json.dumps(turns) if turns is not None else "",
+         "enabled": "on", "priority": "0", "split": "train", "source": prompt.source, "external_id": ""},
+    )
+
+
+def test_chat_prompt_change_form_offers_the_turns_editor_over_its_json(client, admin_user, campaign):
+    prompt = _chat_prompt(campaign)
+    client.force_login(admin_user)
+    page = client.get(reverse("admin:labeling_prompt_change", args=[prompt.pk])).content.decode()
+    assert "labeling/turns.js" in page and 'data-turns=""' in page
+    assert 'data-roles="[&quot;system&quot;, &quot;user&quot;, &quot;assistant&quot;]"' in page
+    assert "How do I fly one?" in page
+
+
+def test_saving_edited_turns_stores_them_and_refreshes_the_content_hash(client, admin_user, campaign):
+    prompt = _chat_prompt(campaign)
+    client.force_login(admin_user)
+    turns = [*_KITE[1:], {"role": "assistant", "content": "Into the wind."}, {"role": "user", "content": "And then?"}]
+    response = _save_turns(client, prompt, turns)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    prompt.refresh_from_db()
+    assert prompt.messages == turns
+    assert prompt.content_hash == importers.content_hash(text="", messages=turns)
+
+
+@pytest.mark.parametrize(
+    "turns, error",
+    [
+        ([*_KITE[:3]], "Turn 3 (the last): the role must be user: the last message is the user&#x27;s turn"),
+        ([_KITE[0], {"role": "user", "content": "  "}, _KITE[3]], "Turn 2: the text must be a non-empty string."),
+        ([{"role": "robot", "content": "beep"}, _KITE[3]], "Turn 1: the role must be one of system, user, assistant."),
+        ([{"role": "user", "content": "x", "name": "ada"}], "Turn 1 (the last): must be an object with exactly"),
+        ({"role": "user"}, "The turns must be a non-empty list of {role, content}."),
+    ],
+)
+def test_turns_that_break_a_rule_are_refused_naming_the_turn(client, admin_user, campaign, turns, error):
+    prompt = _chat_prompt(campaign)
+    client.force_login(admin_user)
+    response = _save_turns(client, prompt, turns)
+    assert response.status_code == 200
+    assert error in response.content.decode()
+    prompt.refresh_from_db()
+    assert prompt.messages == _KITE
+
+
+def test_a_prompt_is_text_or_turns_and_unique_in_its_campaign(client, admin_user, campaign):
+    prompt = _chat_prompt(campaign)
+    services.prompts_import(campaign=campaign, stream=io.StringIO('{"prompt": "Hello there"}\n'), source="p.jsonl")
+    client.force_login(admin_user)
+    assert "plain text or chat turns, not both" in _save_turns(client, prompt, _KITE, text="Hi").content.decode()
+    assert "Write the prompt&#x27;s text or add its chat turns." in _save_turns(client, prompt, None).content.decode()
+    same = _save_turns(client, prompt, None, text="Hello   there ")
+    assert "The campaign has a prompt with the same content already." in same.content.decode()
+    assert _save_turns(client, prompt, None, text="A kite, please.").status_code == 302
+    prompt.refresh_from_db()
+    assert (prompt.text, prompt.messages) == ("A kite, please.", None)
