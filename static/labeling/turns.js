@@ -38,7 +38,7 @@ function turnsEditor(source) {
 
   function row(turn, index) {
     const item = document.createElement("li");
-    item.className = "turn";
+    item.className = index === badTurn ? "turn turn-error" : "turn";
     const label = document.createElement("span");
     label.className = "turn-number";
     label.textContent = `Turn ${index + 1}`;
@@ -58,7 +58,7 @@ function turnsEditor(source) {
     remove.className = "button turn-remove";
     remove.textContent = "Remove";
     remove.setAttribute("aria-label", `Remove turn ${index + 1}`);
-    remove.addEventListener("click", () => { turns.splice(index, 1); render(); });
+    remove.addEventListener("click", () => { turns.splice(index, 1); badTurn = -1; render(); });
     const head = document.createElement("div");
     head.className = "turn-head";
     head.append(label, role, remove);
@@ -70,6 +70,10 @@ function turnsEditor(source) {
     list.replaceChildren(...turns.map(row));
     sync();
   }
+
+  // The server names a bad turn ("Turn 3: ..."): outline that one, not every row of the field.
+  const error = source.closest(".form-row")?.querySelector(".errorlist")?.textContent.match(/^\s*Turn (\d+)/);
+  let badTurn = error ? Number(error[1]) - 1 : -1;
 
   add.addEventListener("click", () => {
     const last = turns[turns.length - 1];
