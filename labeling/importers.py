@@ -234,6 +234,9 @@ def _parse_csv(stream: Iterable[str]) -> Iterator[PromptRow | LineProblem]:
         if None in record:
             yield LineProblem(number, "", "more fields than the header has columns")
             continue
+        if not (record.get("prompt") or "").strip():
+            yield LineProblem(number, "prompt", "is empty")
+            continue
         tags = record.get("tags") or ""
         record = {k: v for k, v in record.items() if v not in (None, "")}
         record["tags"] = [t.strip() for t in re.split(r"[;|,]", tags) if t.strip()]

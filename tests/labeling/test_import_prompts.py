@@ -220,3 +220,20 @@ def test_a_utf8_byte_order_mark_is_accepted(campaign, tmp_path: Path, name, cont
     prompt = Prompt.objects.get()
     assert prompt.text == "What is a tide?"
     assert sorted(prompt.tags.values_list("name", flat=True)) == ["moon", "sea"]
+
+
+def test_command_lists_every_bad_line_up_to_the_cap_then_counts_the_rest(campaign, tmp_path: Path, monkeypatch):
+    from labeling import importers
+
+    monkeypatch.setattr(importers, "PROBLEMS_SHOWN", 3)
+    path = tmp_path / "bad.csv"
+    path.write_text("prompt,split\nok,train\n,train\nx,test\ny,\n\"z\",heldout,extra\nw,nope\nv,never\n")
+    with pytest.raises(CommandError) as err:
+        call_command("import_prompts", str(path), campaign=campaign.name, quiet=True)
+    assert str(err.value).splitlines() == [
+        "nothing was imported: bad.csv line 3: field 'prompt' is empty",
+        "bad.csv line 4: field 'split' must be one of train, heldout, not 'test'",
+        "bad.csv line 6: more fields than the header has columns",
+        "and 2 more bad lines",
+    ]
+    assert Prompt.objects.count() == 0
