@@ -308,3 +308,14 @@ def test_a_prompt_is_text_or_turns_and_unique_in_its_campaign(client, admin_user
     assert _save_turns(client, prompt, None, text="A kite, please.").status_code == 302
     prompt.refresh_from_db()
     assert (prompt.text, prompt.messages) == ("A kite, please.", None)
+
+
+def test_prompt_list_filtered_to_one_campaign_and_file_leaves_out_those_columns(client, admin_user, campaign):
+    client.force_login(admin_user)
+    _upload(client, campaign, "p.jsonl", '{"prompt": "one"}\n')
+    url = reverse("admin:labeling_prompt_changelist")
+    everything = client.get(url).content.decode()
+    assert "column-campaign" in everything and "column-source_name" in everything and "column-created" in everything
+    one_file = client.get(url, {"campaign__id__exact": campaign.pk, "source": "p.jsonl"}).content.decode()
+    assert "column-campaign" not in one_file and "column-source_name" not in one_file
+    assert "column-short_text" in one_file and "column-created" in one_file
