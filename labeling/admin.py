@@ -122,6 +122,14 @@ class PromptAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("tags")
 
+    def get_fields(self, request: HttpRequest, obj: Prompt | None = None) -> list[str]:
+        fields = list(super().get_fields(request, obj))
+        if obj is not None and obj.messages:
+            # A chat prompt's turns come first; its (empty) text field after them.
+            fields.remove("messages")
+            fields.insert(fields.index("text"), "messages")
+        return fields
+
     def get_list_display(self, request: HttpRequest) -> list[str]:
         # A column that would say the same on every row (the list filtered to one campaign or one
         # file, as after an import) gives its width to the prompt.

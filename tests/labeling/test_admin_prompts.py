@@ -319,3 +319,32 @@ def test_prompt_list_filtered_to_one_campaign_and_file_leaves_out_those_columns(
     one_file = client.get(url, {"campaign__id__exact": campaign.pk, "source": "p.jsonl"}).content.decode()
     assert "column-campaign" not in one_file and "column-source_name" not in one_file
     assert "column-short_text" in one_file and "column-created" in one_file
+
+
+def test_a_chat_prompts_turns_come_before_its_empty_text_field(client, admin_user, campaign):
+    prompt = _chat_prompt(campaign)
+    client.force_login(admin_user)
+    page = client.get(reverse("admin:labeling_prompt_change", args=[prompt.pk])).content.decode()
+    assert page.index('name="messages"') < page.index('name="text"')
+    plain = Prompt.objects.create(campaign=campaign, text="Plain", content_hash=importers.content_hash(text="Plain", messages=None))
+    page = client.get(reverse("admin:labeling_prompt_change", args=[plain.pk])).content.decode()
+    assert page.index('name="text"') < page.index('name="messages"')
+
+
+def test_prompts_added_in_the_admin_get_their_content_hash(client, admin_user, campaign):
+    client.force_login(admin_user)
+    url = reverse("admin:labeling_prompt_add")
+    fields = {"campaign": campaign.pk, "enabled": "on", "priority": "0", "split": "train", "source": "", "external_id": ""}
+    assert client.post(url, {**fields, "text": "First", "messages": ""}).status_code == 302
+    turns = [{"role": "user", "content": "Second"}]
+    assert client.post(url, {**fields, "text": "", "messages": json.dumps(turns)}).status_code == 302
+    hashes = set(Prompt.objects.values_list("content_hash", flat=True))
+    assert hashes == {importers.content_hash(text="First", messages=None), importers.content_hash(text="", messages=turns)}
+
+
+def test_the_uploaded_file_name_is_shown_as_text(client, admin_user, campaign):
+    client.force_login(admin_user)
+    page = _upload(client, campaign, "<img src=x onerror=alert(1)>.jsonl", '{"prompt": ""}\n').content.decode()
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;.jsonl" in page
+    page = _upload(client, campaign, "<img src=x onerror=alert(1)>.jsonl", '{"prompt": "ok"}\n').content.decode()
+    assert "<img src=x" not in page and "from &lt;img src=x onerror=alert(1)&gt;.jsonl (JSONL (prompt text))" in page
