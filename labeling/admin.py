@@ -194,9 +194,8 @@ class PromptAdmin(admin.ModelAdmin):
     def upload_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_add_permission(request):
             return HttpResponse(status=403)
-        form = PromptUploadForm(
-            request.POST or None, request.FILES or None, can_create_campaign=request.user.has_perm("labeling.add_campaign")
-        )
+        can_create = request.user.has_perm("labeling.add_campaign")
+        form = PromptUploadForm(request.POST or None, request.FILES or None, can_create_campaign=can_create)
         refused: PromptFileError | None = None
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]

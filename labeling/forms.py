@@ -138,7 +138,8 @@ class PromptAdminForm(forms.ModelForm):
             raise ValidationError("Write the prompt's text or add its chat turns.")
         digest = importers.content_hash(text=text, messages=turns)
         campaign = data.get("campaign")
-        if campaign and Prompt.objects.filter(campaign=campaign, content_hash=digest).exclude(pk=self.instance.pk).exists():
+        twins = Prompt.objects.filter(campaign=campaign, content_hash=digest).exclude(pk=self.instance.pk)
+        if campaign and twins.exists():
             raise ValidationError("The campaign has a prompt with the same content already.")
         self.instance.content_hash = digest
         return data

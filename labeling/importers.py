@@ -40,7 +40,8 @@ class LineProblem:
     problem: str
 
     def __str__(self) -> str:
-        return f"line {self.line}: field '{self.field}' {self.problem}" if self.field else f"line {self.line}: {self.problem}"
+        where = f"line {self.line}: field '{self.field}'" if self.field else f"line {self.line}:"
+        return f"{where} {self.problem}"
 
 
 class PromptFileError(ValueError):
@@ -339,7 +340,8 @@ def chat_messages(value: object) -> list[dict]:
             raise TurnError(i, "content", "must be a non-empty string")
         messages.append({"role": message["role"], "content": message["content"]})
     if messages[-1]["role"] != "user":
-        raise TurnError(len(messages) - 1, "role", "must be user: the last message is the user's turn (the model answers it)")
+        last = len(messages) - 1
+        raise TurnError(last, "role", "must be user: the last message is the user's turn (the model answers it)")
     return messages
 
 

@@ -90,12 +90,16 @@ def test_admin_upload_names_the_column_of_a_csv_field_over_the_size_limit(client
     assert Prompt.objects.count() == 0
 
 
+_HH = "\n\nHuman: Hi?\n\nAssistant: "
+_HI = {"role": "user", "content": "Hi?"}
+
+
 @pytest.mark.parametrize(
     "name, content, detected",
     [
-        ("hh_sample.jsonl", json.dumps({"chosen": "\n\nHuman: Hi?\n\nAssistant: Yo.", "rejected": "\n\nHuman: Hi?\n\nAssistant: No."}), "HH-RLHF (JSONL)"),
-        ("chat.jsonl", json.dumps({"messages": [{"role": "user", "content": "Hi?"}]}), "JSONL (chat messages)"),
-        ("both.jsonl", '{"prompt": "a"}\n' + json.dumps({"messages": [{"role": "user", "content": "b"}]}), "JSONL (prompt text and chat messages)"),
+        ("hh_sample.jsonl", json.dumps({"chosen": _HH + "Yo.", "rejected": _HH + "No."}), "HH-RLHF (JSONL)"),
+        ("chat.jsonl", json.dumps({"messages": [_HI]}), "JSONL (chat messages)"),
+        ("both.jsonl", '{"prompt": "a"}\n' + json.dumps({"messages": [_HI]}), "JSONL (prompt text and chat messages)"),
         ("sheet.csv", "prompt\nWhat is a tide?", "CSV"),
     ],
 )
