@@ -3,7 +3,6 @@ import os
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -203,13 +202,15 @@ class PromptAdmin(admin.ModelAdmin):
             # surrogateescape: a byte that is not UTF-8 is reported by line and field (importers.parse).
             stream = io.TextIOWrapper(upload.file, encoding="utf-8", errors="surrogateescape", newline="")
             new = form.new_campaign_settings()
+            file_args = {"stream": stream, "source": name, "fmt": form.cleaned_data["format"] or None}
             try:
-                # One transaction: a refused file leaves no new, empty campaign behind.
-                with transaction.atomic():
-                    campaign = services.campaign_get_or_create(**new)[0] if new else form.cleaned_data["campaign"]
-                    result = services.prompts_import(
-                        campaign=campaign, stream=stream, source=name, fmt=form.cleaned_data["format"] or None
+                if new:
+                    campaign, _, result = services.prompts_import_into_named_campaign(
+                        name=form.cleaned_data["new_campaign"], campaign_settings=new, **file_args
                     )
+                else:
+                    campaign = form.cleaned_data["campaign"]
+                    result = services.prompts_import(campaign=campaign, **file_args)
             except PromptFileError as exc:
                 refused = exc
                 lines = f"{exc.count} bad line{'s' if exc.count != 1 else ''}"

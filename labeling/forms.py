@@ -59,14 +59,14 @@ class PromptUploadForm(forms.Form):
         return data
 
     def new_campaign_settings(self) -> dict | None:
-        """The new campaign's name and settings (for services.campaign_get_or_create), or None for an existing one."""
+        """The new campaign's settings (its name is `new_campaign`), or None when an existing one was picked."""
         if self.cleaned_data.get("campaign"):
             return None
         settings = {}
         for name in _NEW_CAMPAIGN_FIELDS:
             value = self.cleaned_data[name]
             settings[name] = Campaign._meta.get_field(name).get_default() if value in (None, "") else value
-        return {"name": self.cleaned_data["new_campaign"], **settings}
+        return settings
 
 
 class HeldoutSplitForm(forms.Form):

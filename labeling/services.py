@@ -111,6 +111,27 @@ def prompts_import(
     )
 
 
+def prompts_import_into_named_campaign(
+    *,
+    name: str,
+    campaign_settings: dict[str, object] | None = None,
+    stream: io.TextIOBase,
+    source: str,
+    fmt: str | None = None,
+    size: int | None = None,
+    progress: bool = False,
+) -> tuple[Campaign, bool, ImportResult]:
+    """prompts_import into the campaign called `name`, created with `campaign_settings` when missing.
+
+    One transaction: a refused file (PromptFileError) leaves no new, empty campaign behind.
+    Returns the campaign, whether it was created, and the import's result.
+    """
+    with transaction.atomic():
+        campaign, created = campaign_get_or_create(name=name, **(campaign_settings or {}))
+        result = prompts_import(campaign=campaign, stream=stream, source=source, fmt=fmt, size=size, progress=progress)
+    return campaign, created, result
+
+
 def _attach_tags(prompts: list[Prompt], tag_lists: list[list[str]]) -> None:
     names = {name for tags in tag_lists for name in tags}
     if not names:

@@ -121,7 +121,7 @@ def test_command_imports_shows_progress_and_reimport_adds_nothing(campaign, tmp_
     path.write_text("".join(json.dumps({"prompt": f"prompt number {i}", "tags": ["t"]}) + "\n" for i in range(300)))
     call_command("import_prompts", str(path), campaign=campaign.name)
     out = capsys.readouterr()
-    assert "imported 300 prompts, skipped 0 duplicates" in out.out
+    assert "p.jsonl (JSONL (prompt text)): imported 300 prompts, skipped 0 duplicates" in out.out
     assert "reading p.jsonl" in out.err  # tqdm writes its bar to stderr
     call_command("import_prompts", str(path), campaign=campaign.name)
     assert "imported 0 prompts, skipped 300 duplicates" in capsys.readouterr().out

@@ -1,7 +1,6 @@
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 
 from labeling import services
 from labeling.importers import FORMATS, PromptFileError
@@ -25,12 +24,10 @@ class Command(BaseCommand):
         if not file.is_file():
             raise CommandError(f"{file}: no such file")
         try:
-            # One transaction: a rejected file doesn't even leave a new, empty campaign behind.
             # surrogateescape: a byte that is not UTF-8 is reported by line and field (importers.parse).
-            with transaction.atomic(), file.open(encoding="utf-8", errors="surrogateescape", newline="") as stream:
-                target, created = services.campaign_get_or_create(name=campaign)
-                result = services.prompts_import(
-                    campaign=target,
+            with file.open(encoding="utf-8", errors="surrogateescape", newline="") as stream:
+                target, created, result = services.prompts_import_into_named_campaign(
+                    name=campaign,
                     stream=stream,
                     source=str(file),
                     fmt=format,
@@ -41,7 +38,7 @@ class Command(BaseCommand):
             raise CommandError(f"nothing was imported: {exc}") from None
         if created:
             self.stdout.write(f"created campaign {campaign!r}")
-        self.stdout.write(self.style.SUCCESS(f"{file.name}: {result}"))
+        self.stdout.write(self.style.SUCCESS(f"{file.name} ({result.format}): {result}"))
         self._warn_over_context(target, file.name, result)
 
     def _warn_over_context(self, campaign, name: str, result: services.ImportResult) -> None:
