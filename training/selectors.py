@@ -3,10 +3,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import F, Q, QuerySet
 
 from generation.models import ModelVersion
-from labeling.models import Campaign, JudgmentSource, Split
+from labeling.models import Campaign, ComparisonStatus, Judgment, JudgmentSource, Split
 from training.export import AggregationPolicy, preferences_count
 from training.models import RoundMetric, TrainingRound
 
@@ -57,6 +57,31 @@ def round_evidence(*, campaign: Campaign, policy: AggregationPolicy, min_heldout
         "min_heldout_pairs": min_heldout_pairs,
         "gate_can_decide": heldout >= min_heldout_pairs,
     }
+
+
+def ab_games(*, campaign: Campaign, sources: tuple[str, ...]) -> list[tuple[int, int, str]]:
+    """(policy of side a, policy of side b, choice) for every judgment of `sources` on an A/B pair of the
+    campaign (its two completions from different policies), retired pairs left out."""
+    return list(
+        Judgment.objects.filter(comparison__prompt__campaign=campaign, source__in=sources)
+        .exclude(comparison__status=ComparisonStatus.RETIRED)
+        .exclude(comparison__completion_a__model_version=F("comparison__completion_b__model_version"))
+        .order_by("pk")
+        .values_list(
+            "comparison__completion_a__model_version_id", "comparison__completion_b__model_version_id", "choice"
+        )
+    )
+
+
+def campaign_versions(*, campaign: Campaign) -> list[ModelVersion]:
+    """Every policy that sampled for the campaign or came out of one of its rounds, oldest first."""
+    return list(
+        ModelVersion.objects.filter(
+            Q(completions__prompt__campaign=campaign) | Q(produced_by__campaign=campaign)
+        )
+        .distinct()
+        .order_by("created_at", "pk")
+    )
 
 
 def round_metrics(*, training_round: TrainingRound) -> QuerySet[RoundMetric]:
