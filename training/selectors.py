@@ -7,7 +7,7 @@ from django.db.models import F, Q, QuerySet
 
 from generation.models import ModelVersion
 from labeling.models import Campaign, ComparisonStatus, Judgment, JudgmentSource, Split
-from training.export import AggregationPolicy, preferences_count
+from training.export import OUTCOMES, AggregationPolicy, preferences_count, preferences_outcomes
 from training.models import RoundMetric, TrainingRound
 
 
@@ -37,25 +37,62 @@ def preferences_new_count(*, campaign: Campaign, policy: AggregationPolicy) -> i
 
 
 def round_evidence(*, campaign: Campaign, policy: AggregationPolicy, min_heldout_pairs: int) -> dict:
-    """What a round would stand on now: settled preferences per split and source, the unsettled pairs left
-    out, and whether the held-out ones are enough for the gate to decide."""
+    """What a round would stand on now: per split, the settled preferences (`settled`, also per source), and
+    every other comparison of the split with the reason it gives no row (`dropped`, keys of
+    training.export.OUTCOMES; `unsettled` is one of them); and whether the held-out ones are enough for the
+    gate to decide."""
     counts: dict = {}
     for split in (Split.TRAIN, Split.HELDOUT):
+        outcomes = preferences_outcomes(campaign=campaign, split=split, policy=policy)
         by_source = {
-            source: preferences_count(
-                campaign=campaign, split=split, policy=replace(policy, sources=(source,))
-            )
+            source: preferences_count(campaign=campaign, split=split, policy=replace(policy, sources=(source,)))
             for source in JudgmentSource.values
         }
-        settled = preferences_count(campaign=campaign, split=split, policy=policy)
-        everything = preferences_count(campaign=campaign, split=split, policy=replace(policy, settled_only=False))
-        counts[split] = {"settled": settled, "by_source": by_source, "unsettled": everything - settled}
+        settled = outcomes.pop("kept")
+        counts[split] = {
+            "settled": settled,
+            "by_source": by_source,
+            "unsettled": outcomes["unsettled"],
+            "dropped": outcomes,
+            "comparisons": settled + sum(outcomes.values()),
+        }
     heldout = counts[Split.HELDOUT]["settled"]
     return {
         **counts,
         "sources": list(policy.sources),
         "min_heldout_pairs": min_heldout_pairs,
         "gate_can_decide": heldout >= min_heldout_pairs,
+    }
+
+
+def evidence_table(columns: list[tuple[str, dict]]) -> dict:
+    """round_evidence results side by side (e.g. a round's "at start" and "at export"), as a section per split
+    of rows (label, [count per column]) for the start form and the round page; a missing count shows as "–"."""
+
+    def cell(evidence: dict, split: str, *path: str) -> int | str:
+        value = evidence.get(split, {})
+        for key in path:
+            value = value.get(key, {}) if isinstance(value, dict) else {}
+        return value if isinstance(value, int) else "–"
+
+    sections = []
+    for split, name in ((Split.TRAIN, "Training"), (Split.HELDOUT, "Held-out")):
+        rows = [("settled preferences (the rows the round uses)", [cell(e, split, "settled") for _, e in columns])]
+        for source in JudgmentSource.values:
+            rows.append((f"settled on {source} votes alone", [cell(e, split, "by_source", source) for _, e in columns]))
+        for outcome, label in OUTCOMES.items():
+            if outcome != "kept":
+                rows.append((f"dropped: {label}", [cell(e, split, "dropped", outcome) for _, e in columns]))
+        rows.append(("comparisons in all", [cell(e, split, "comparisons") for _, e in columns]))
+        sections.append({"name": name, "rows": rows})
+    return {
+        "columns": [label for label, _ in columns],
+        "sections": sections,
+        "sources": [", ".join(e.get("sources", [])) or "–" for _, e in columns],
+        "gate": [
+            "–" if not e else f"{'yes' if e['gate_can_decide'] else 'no'} (needs {e['min_heldout_pairs']} held-out)"
+            for _, e in columns
+        ],
     }
 
 

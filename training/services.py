@@ -126,6 +126,7 @@ def round_start(
                 start_version=start,
                 reference_version=reference,
                 config=config.as_dict(),
+                evidence={"start": _evidence(campaign=campaign, config=config)},
                 created_by=created_by,
             )
     except IntegrityError as exc:
@@ -134,6 +135,14 @@ def round_start(
 
     transaction.on_commit(lambda: tasks.round_run.delay(training_round.pk))
     return training_round
+
+
+def _evidence(*, campaign: Campaign, config: RoundConfig) -> dict:
+    return selectors.round_evidence(
+        campaign=campaign,
+        policy=AggregationPolicy.from_dict(config.aggregation),
+        min_heldout_pairs=config.gate_min_heldout_pairs,
+    )
 
 
 def round_cancel(*, training_round: TrainingRound) -> bool:
@@ -271,7 +280,9 @@ def _round_train(training_round: TrainingRound, reporter: _RoundReporter) -> Non
     train = snapshot_create(campaign=campaign, split=Split.TRAIN, policy=policy)
     heldout = snapshot_create(campaign=campaign, split=Split.HELDOUT, policy=policy)
     training_round.snapshot, training_round.heldout_snapshot = train, heldout
-    training_round.save(update_fields=["snapshot", "heldout_snapshot"])
+    # Judgments that arrived since the start count here: this is what the round trained on.
+    training_round.evidence = {**training_round.evidence, "export": _evidence(campaign=campaign, config=config)}
+    training_round.save(update_fields=["snapshot", "heldout_snapshot", "evidence"])
     reporter.mark("exported")
     seconds = reporter.marks["exported"]
     reporter.note(f"exported {train.row_count} training and {heldout.row_count} held-out pairs in {seconds:.1f} s")
