@@ -40,7 +40,8 @@ def _style(ax: Axes, *, title: str, xlabel: str) -> None:
     """Whole-number x ticks (steps, rounds) and plain y values: no offset like "+6.931e-1" above the axis."""
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel, fontsize=8)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # min_n_ticks=1: with fewer than two whole numbers in view (one round) MaxNLocator would fall back to 0.1 steps.
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.ticklabel_format(axis="y", useOffset=False)
     ax.tick_params(labelsize=8)
 
@@ -100,6 +101,8 @@ def campaign_rounds_figure(rounds: Sequence[TrainingRound]) -> Figure:
                 ax.scatter([p[0] for p in chosen], [p[1] for p in chosen], color=color, label=label, zorder=2)
         ax.legend(fontsize=8)
         ax.set_xlim(0.5, last + 0.5)
+        if key == "kl":
+            ax.set_ylim(bottom=0)
     return figure
 
 
