@@ -69,21 +69,21 @@ def evidence_table(columns: list[tuple[str, dict]]) -> dict:
     """round_evidence results side by side (e.g. a round's "at start" and "at export"), as a section per split
     of rows (label, [count per column]) for the start form and the round page; a missing count shows as "–"."""
 
-    def cell(evidence: dict, split: str, *path: str) -> int | str:
-        value = evidence.get(split, {})
-        for key in path:
-            value = value.get(key, {}) if isinstance(value, dict) else {}
-        return value if isinstance(value, int) else "–"
+    def counts(split: str, *path: str) -> list[int | str]:
+        cells = []
+        for _, evidence in columns:
+            value = evidence.get(split, {})
+            for key in path:
+                value = value.get(key, {}) if isinstance(value, dict) else {}
+            cells.append(value if isinstance(value, int) else "–")
+        return cells
 
     sections = []
     for split, name in ((Split.TRAIN, "Training"), (Split.HELDOUT, "Held-out")):
-        rows = [("settled preferences (the rows the round uses)", [cell(e, split, "settled") for _, e in columns])]
-        for source in JudgmentSource.values:
-            rows.append((f"settled on {source} votes alone", [cell(e, split, "by_source", source) for _, e in columns]))
-        for outcome, label in OUTCOMES.items():
-            if outcome != "kept":
-                rows.append((f"dropped: {label}", [cell(e, split, "dropped", outcome) for _, e in columns]))
-        rows.append(("comparisons in all", [cell(e, split, "comparisons") for _, e in columns]))
+        rows = [("settled preferences (the rows the round uses)", counts(split, "settled"))]
+        rows += [(f"settled on {s} votes alone", counts(split, "by_source", s)) for s in JudgmentSource.values]
+        rows += [(f"dropped: {label}", counts(split, "dropped", key)) for key, label in OUTCOMES.items() if key != "kept"]
+        rows.append(("comparisons in all", counts(split, "comparisons")))
         sections.append({"name": name, "rows": rows})
     return {
         "columns": [label for label, _ in columns],

@@ -38,7 +38,8 @@ def round_detail(request: HttpRequest, pk: int) -> HttpResponse:
         pk=pk,
     )
     evidence = training_round.evidence
-    columns = [(label, evidence[key]) for key, label in (("start", "at start"), ("export", "at export")) if key in evidence]
+    moments = (("start", "at start"), ("export", "at export"))
+    columns = [(label, evidence[key]) for key, label in moments if key in evidence]
     table = selectors.evidence_table(columns) if columns else None
     return render(request, "training/round_detail.html", {"round": training_round, "evidence_table": table})
 

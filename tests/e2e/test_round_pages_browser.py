@@ -43,7 +43,8 @@ def test_rounds_index_and_round_page_in_a_browser(page, live_server, admin_user,
     for i, (a, b, p_b) in enumerate([(base, round1, 0.7), (round1, round2, 0.6), (base, round2, 0.8)] * 10):
         vote = "b" if rng.random() < p_b else "a"
         PairFactory(campaign=campaign, policy=a).pair(votes=[vote], policy_b=b, text=f"ab {i}", split=Split.HELDOUT)
-    pairs.pair(votes=["a", "b"], sources=["simulated", "simulated"], policy_b=round2, text="scripted", split=Split.HELDOUT)
+    scripted = ["simulated", "simulated"]
+    pairs.pair(votes=["a", "b"], sources=scripted, policy_b=round2, text="scripted", split=Split.HELDOUT)
 
     evidence = selectors.round_evidence(campaign=campaign, policy=AggregationPolicy(), min_heldout_pairs=50)
     ab_job = GenerationJob.objects.create(campaign=campaign, policy=round1, policy_b=base)

@@ -96,7 +96,10 @@ def test_curves_show_plain_loss_values_on_whole_number_steps(started_round):
 def test_cross_round_chart_clips_kl_at_zero_with_a_note_and_has_whole_round_ticks(campaign, tiny_policy):
     rounds = [
         TrainingRound(
-            campaign=campaign, number=n, status=RoundStatus.GATED, eval_results={"accuracy": 0.5, "kl": kl, "margin": 1e-4}
+            campaign=campaign,
+            number=n,
+            status=RoundStatus.GATED,
+            eval_results={"accuracy": 0.5, "kl": kl, "margin": 1e-4},
         )
         for n, kl in ((1, -0.02), (2, 0.5))
     ]
@@ -125,7 +128,9 @@ def test_cross_round_chart_while_the_first_round_runs_says_no_data_yet(campaign,
     assert all(texts(ax) == [plots.NO_DATA] for ax in figure.axes)
 
 
-def test_rounds_page_and_api_show_the_leaderboard(client, admin_user, alice, campaign, pairs, tiny_policy, started_round):
+def test_rounds_page_and_api_show_the_leaderboard(
+    client, admin_user, alice, campaign, pairs, tiny_policy, started_round
+):
     later = ModelVersion.objects.create(name="round-1 policy", base_path=tiny_policy.base_path, parent=tiny_policy)
     for i in range(4):
         pairs.pair(votes=["b"], policy_b=later, text=f"ab {i}", split=Split.HELDOUT)
