@@ -22,12 +22,19 @@ _SCORE = {Choice.A: 1.0, Choice.B: 0.0, Choice.TIE: 0.5, Choice.BOTH_BAD: 0.5}
 
 
 def bt_fit(
-    winners: np.ndarray, losers: np.ndarray, scores: np.ndarray, weights: np.ndarray, *, players: int
+    winners: np.ndarray,
+    losers: np.ndarray,
+    scores: np.ndarray,
+    weights: np.ndarray,
+    *,
+    players: int,
+    start: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bradley-Terry strengths (natural log-odds units, mean zero) of `players` from games: winners[k]
-    against losers[k], scoring scores[k] in [0, 1] for winners[k], weights[k] times."""
-    theta = np.zeros(players)
-    for _ in range(100):
+    against losers[k], scoring scores[k] in [0, 1] for winners[k], weights[k] times. Newton's method from
+    `start` (zeros by default; a bootstrap starts from the point estimate, a few steps away)."""
+    theta = np.zeros(players) if start is None else start.copy()
+    for _ in range(200):
         p = 1 / (1 + np.exp(theta[losers] - theta[winners]))
         residual = weights * (scores - p)
         gradient = np.bincount(winners, residual, players) - np.bincount(losers, residual, players) - _RIDGE * theta
@@ -35,7 +42,8 @@ def bt_fit(
         hessian = np.diag(np.bincount(winners, w, players) + np.bincount(losers, w, players) + _RIDGE)
         np.add.at(hessian, (winners, losers), -w)
         np.add.at(hessian, (losers, winners), -w)
-        step = np.linalg.solve(hessian, gradient)
+        # Clipped: where a policy won (almost) every game the curvature is tiny and a full step overshoots.
+        step = np.clip(np.linalg.solve(hessian, gradient), -2.0, 2.0)
         theta += step
         if np.abs(step).max() < 1e-9:
             break
@@ -78,25 +86,34 @@ def ratings(
     a, b, score = groups[:, 0].astype(int), groups[:, 1].astype(int), groups[:, 2]
     anchor_index = index[anchor if anchor in index else games[0][0]]
 
-    def fit(weights: np.ndarray) -> np.ndarray:
-        theta = bt_fit(a, b, score, weights.astype(float), players=len(ids))
+    def fit(weights: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+        return bt_fit(a, b, score, weights.astype(float), players=len(ids), start=start)
+
+    def elo(theta: np.ndarray) -> np.ndarray:
         return ANCHOR_RATING + SCALE * (theta - theta[anchor_index])
 
-    point = fit(counts)
+    theta = fit(counts)
+    point = elo(theta)
     rng = np.random.default_rng(seed)
     # Resampling the judgments with replacement is a multinomial draw over the groups.
-    samples = np.array([fit(rng.multinomial(len(games), counts / len(games))) for _ in range(bootstrap)])
+    samples = np.array(
+        [elo(fit(rng.multinomial(len(games), counts / len(games)), start=theta)) for _ in range(bootstrap)]
+    )
     lower, upper = np.percentile(samples, [2.5, 97.5], axis=0) if bootstrap else (point, point)
     return {player: (float(point[i]), float(lower[i]), float(upper[i])) for player, i in index.items()}
 
 
 def campaign_leaderboard(*, campaign: Campaign, sources: tuple[str, ...] = (JudgmentSource.HUMAN,)) -> dict:
     """Every policy version of the campaign, rated from its A/B judgments of `sources` (human only by default),
-    anchored at 1000 on the campaign's first policy (round 0). Policies without A/B games are listed unrated."""
+    anchored at 1000 on the campaign's first policy (round 0) when it has played (else on the oldest that
+    has). Policies without A/B games are listed unrated."""
     games = selectors.ab_games(campaign=campaign, sources=sources)
     versions = selectors.campaign_versions(campaign=campaign)
-    root = selectors.version_root(version=versions[0]).pk if versions else None
-    rated = ratings(games, anchor=root)
+    players = {p for a, b, _ in games for p in (a, b)}
+    # Round 0, the root of the policy chain, when it has played; else the oldest policy that has.
+    roots = [selectors.version_root(version=versions[0])] if versions else []
+    anchor = next((v.pk for v in [*roots, *versions] if v.pk in players), None)
+    rated = ratings(games, anchor=anchor)
     played: dict[int, int] = {}
     won: dict[int, float] = {}
     for a, b, choice in games:
@@ -118,7 +135,7 @@ def campaign_leaderboard(*, campaign: Campaign, sources: tuple[str, ...] = (Judg
     ]
     rows.sort(key=lambda r: -r.rating)
     return {
-        "anchor": {"version_id": root, "rating": ANCHOR_RATING} if root in rated else None,
+        "anchor": None if anchor is None else {"version_id": anchor, "rating": ANCHOR_RATING},
         "judgments": len(games),
         "sources": list(sources),
         "ties": "tie and both-bad judgments count as half a win for each side",

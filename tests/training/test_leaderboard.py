@@ -96,3 +96,20 @@ def test_policies_without_ab_judgments_are_listed_unrated(campaign, pairs, tiny_
 
     assert board["ratings"] == [] and board["anchor"] is None
     assert board["unrated"] == [{"version_id": tiny_policy.pk, "name": tiny_policy.name}]
+
+
+@pytest.mark.django_db
+def test_without_games_of_round_0_the_oldest_policy_that_played_is_the_anchor(
+    campaign, pairs, tiny_policy, later_policy
+):
+    latest = ModelVersion.objects.create(name="round-2", base_path=tiny_policy.base_path, parent=later_policy)
+    pairs.pair(votes=["a"], text="single")  # round 0 sampled, but has no A/B game
+    ab = type(pairs)(campaign=campaign, policy=later_policy)
+    for i in range(3):
+        ab.pair(votes=["b"], policy_b=latest, text=f"ab {i}")
+
+    board = leaderboard.campaign_leaderboard(campaign=campaign)
+
+    assert board["anchor"] == {"version_id": later_policy.pk, "rating": 1000.0}
+    assert [r["name"] for r in board["ratings"]] == ["round-2", "round-1"]
+    assert board["unrated"] == [{"version_id": tiny_policy.pk, "name": tiny_policy.name}]
