@@ -84,3 +84,25 @@ def test_rounds_index_and_round_page_in_a_browser(page, live_server, admin_user,
 
     page.goto(live_server.url + reverse("training:round", args=[running.pk]))
     page.screenshot(path=str(SCREENSHOTS / "training-round-running.png"), full_page=True)
+
+
+def test_the_admin_start_form_shows_what_a_round_would_stand_on(page, live_server, admin_user, campaign):
+    policy = ModelVersion.objects.create(name="tiny-base", base_path="var/models/tiny")
+    campaign.annotations_per_pair = 2
+    campaign.save()
+    pairs = PairFactory(campaign=campaign, policy=policy)
+    for i in range(16):
+        pairs.pair(votes=["a", "a"], text=f"train {i}")
+    pairs.pair(votes=["a"], text="half judged")
+    pairs.pair(votes=["a", "a"], text="held out", split=Split.HELDOUT)
+    log_in(page, live_server, "ada", "ada-password-1")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    page.goto(live_server.url + reverse("admin:labeling_campaign_changelist"))
+    page.check(f"input[name='_selected_action'][value='{campaign.pk}']")
+    page.select_option("select[name='action']", "start_dpo_round")
+    page.click("button[name='index']")
+
+    assert page.locator("table.evidence").is_visible() and page.locator("#id_ab_share").is_visible()
+    assert "will not be promoted" in page.inner_text("#content")
+    page.screenshot(path=str(SCREENSHOTS / "training-start-form.png"), full_page=True)
