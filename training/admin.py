@@ -124,6 +124,7 @@ class TrainingRoundAdmin(admin.ModelAdmin):
         "reference_version",
         "output_version",
         "config",
+        "evidence",
         "eval_results",
         "log_tail",
         "error",

@@ -118,6 +118,7 @@ class RoundOutput(serializers.ModelSerializer):
             "start_version",
             "reference_version",
             "output_version",
+            "evidence",
             "eval_results",
             "error",
             "log_tail",

@@ -131,6 +131,7 @@ def test_round_api_starts_shows_and_cancels_rounds(admin_user, alice, campaign, 
     assert started.status_code == 201 and started.json()["config"]["beta"] == 0.2
     assert again.status_code == 409
     assert detail.json()["status"] == "queued" and detail.json()["metrics"] == []
+    assert detail.json()["evidence"]["start"]["train"]["settled"] == 0  # what it stood on when started
     assert cancelled.json()["status"] == "cancelled"
     assert cancelled_again.status_code == 409
 
