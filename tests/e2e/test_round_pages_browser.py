@@ -24,6 +24,17 @@ pytestmark = [
 SCREENSHOTS = Path(settings.BASE_DIR) / "var" / "screenshots"
 
 
+def judged(campaign, *, policy: ModelVersion, settled: int) -> PairFactory:
+    """N = 2 judgments a pair: `settled` training pairs both judges agree on, and one still half judged."""
+    campaign.annotations_per_pair = 2
+    campaign.save()
+    pairs = PairFactory(campaign=campaign, policy=policy)
+    for i in range(settled):
+        pairs.pair(votes=["a", "a"], text=f"train {i}")
+    pairs.pair(votes=["a"], text="half judged")
+    return pairs
+
+
 def fits_the_window(page) -> bool:
     return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
@@ -32,12 +43,7 @@ def test_rounds_index_and_round_page_in_a_browser(page, live_server, admin_user,
     base = ModelVersion.objects.create(name="tiny-base", base_path="var/models/tiny")
     round1 = ModelVersion.objects.create(name="helpfulness/dpo-round-1", base_path=base.base_path, parent=base)
     round2 = ModelVersion.objects.create(name="helpfulness/dpo-round-2", base_path=base.base_path, parent=round1)
-    campaign.annotations_per_pair = 2
-    campaign.save()
-    pairs = PairFactory(campaign=campaign, policy=base)
-    for i in range(12):
-        pairs.pair(votes=["a", "a"], text=f"train {i}")
-    pairs.pair(votes=["a"], text="half judged")
+    pairs = judged(campaign, policy=base, settled=12)
     pairs.pair(votes=["tie", "both_bad"], text="no winner")
     rng = random.Random(0)
     for i, (a, b, p_b) in enumerate([(base, round1, 0.7), (round1, round2, 0.6), (base, round2, 0.8)] * 10):
@@ -88,12 +94,7 @@ def test_rounds_index_and_round_page_in_a_browser(page, live_server, admin_user,
 
 def test_the_admin_start_form_shows_what_a_round_would_stand_on(page, live_server, admin_user, campaign):
     policy = ModelVersion.objects.create(name="tiny-base", base_path="var/models/tiny")
-    campaign.annotations_per_pair = 2
-    campaign.save()
-    pairs = PairFactory(campaign=campaign, policy=policy)
-    for i in range(16):
-        pairs.pair(votes=["a", "a"], text=f"train {i}")
-    pairs.pair(votes=["a"], text="half judged")
+    pairs = judged(campaign, policy=policy, settled=16)
     pairs.pair(votes=["a", "a"], text="held out", split=Split.HELDOUT)
     log_in(page, live_server, "ada", "ada-password-1")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
