@@ -42,6 +42,7 @@ CONFIG = {
     "eval_batch_size": 64,
     "logging_steps": 10,
     "regenerate": False,
+    "ab_share": 0.0,
 }
 TOPICS = [
     "the sea",

@@ -144,7 +144,7 @@ def main() -> None:
                                 oracle=oracles.resolve("positive"), noise=0.0, seed=0)
 
         config = RoundConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=256, learning_rate=1e-4,
-                             eval_prompts=16, eval_max_new_tokens=64, gate_min_accuracy=0.0, regenerate=False,
+                             eval_prompts=16, eval_max_new_tokens=64, gate_min_accuracy=0.0, regenerate=False, ab_share=0.0,
                              # A throughput check, not a promotion decision: the gate is opened wide.
                              gate_min_heldout_pairs=1, gate_tolerance=1.0, kl_budget=1e6,
                              aggregation={"sources": ["simulated"]})

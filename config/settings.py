@@ -362,6 +362,10 @@ TRAINING_GATE_MIN_ACCURACY = env_float("TRAINING_GATE_MIN_ACCURACY", 0.5, low=0.
 TRAINING_GATE_MIN_HELDOUT_PAIRS = env_int("TRAINING_GATE_MIN_HELDOUT_PAIRS", 50, minimum=1)
 # The most a round's candidate may drift from its reference: mean KL per sampled completion, in nats.
 TRAINING_KL_BUDGET = env_float("TRAINING_KL_BUDGET", 10.0, low=0.0, high=1e9)
+# After a promotion, an A/B generation job (new policy against the one it replaced) samples this share of the
+# campaign's enabled held-out prompts, rounded up; their human judgments place every policy on one
+# Bradley-Terry scale (/training/). 0: no A/B job.
+TRAINING_AB_SHARE = env_float("TRAINING_AB_SHARE", 0.5, low=0.0, high=1.0)
 RETRAIN_MIN_NEW_PREFERENCES = env_int("RETRAIN_MIN_NEW_PREFERENCES", 50, minimum=1)
 
 LOGGING = {

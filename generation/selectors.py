@@ -24,14 +24,18 @@ def prompts_to_sample(
     policy_b: ModelVersion | None = None,
     only_missing: bool = True,
     limit: int | None = None,
+    split: str | None = None,
 ) -> QuerySet[Prompt]:
-    """The campaign's enabled prompts a new job would sample, in serving order, within `limit`.
+    """The campaign's enabled prompts a new job would sample, in serving order, within `limit`
+    (only those of `split` when given: a promotion's A/B job samples held-out prompts).
 
     With `only_missing`, a prompt that already has an open or settled comparison
     from the same policy (or the same A/B pair of policies, either side) is left
     out: running "Generate pairs" again samples only what is new.
     """
     prompts = Prompt.objects.filter(campaign=campaign, enabled=True).order_by("-priority", "id")
+    if split is not None:
+        prompts = prompts.filter(split=split)
     if only_missing:
         other = policy_b or policy
         paired = Comparison.objects.filter(status__in=[ComparisonStatus.OPEN, ComparisonStatus.COMPLETE]).filter(

@@ -74,6 +74,7 @@ def generation_job_create(
     top_p: float = 1.0,
     max_tokens: int = 128,
     only_missing: bool = True,
+    split: str | None = None,
     created_by: User | None = None,
 ) -> GenerationJob:
     """A queued job that nothing runs yet (generation_job_start enqueues; `generate_pairs --wait` runs it here).
@@ -104,7 +105,7 @@ def generation_job_create(
     job.full_clean()
     prompt_ids = list(
         selectors.prompts_to_sample(
-            campaign=campaign, policy=policy, policy_b=policy_b, only_missing=only_missing, limit=limit
+            campaign=campaign, policy=policy, policy_b=policy_b, only_missing=only_missing, limit=limit, split=split
         ).values_list("id", flat=True)
     )
     job.total = len(prompt_ids)

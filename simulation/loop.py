@@ -166,7 +166,8 @@ def loop_run(*, campaign: Campaign, rounds: int, oracle: Oracle, oracle_name: st
     # The loop's judges are scripts: its rounds train and are gated on simulated judgments, asked for by name.
     base = config.round_config.as_dict()
     aggregation = {**base["aggregation"], "sources": [JudgmentSource.SIMULATED.value]}
-    round_config = RoundConfig.from_dict({**base, "regenerate": False, "aggregation": aggregation})
+    # The loop samples and scores by itself: a promotion queues neither new pairs nor an A/B job.
+    round_config = RoundConfig.from_dict({**base, "regenerate": False, "ab_share": 0.0, "aggregation": aggregation})
     credentials = annotators.annotators_ensure(
         prefix=f"sim-{campaign.pk}", count=config.annotators, password="simulated-annotator-pass"
     )

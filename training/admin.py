@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from labeling.admin import action_form_page, campaign_admin_add_actions
-from labeling.models import Campaign, Split
+from labeling.models import Campaign
 from training import selectors, services
 from training.export import AggregationPolicy
 from training.forms import RoundConfigForm
@@ -37,10 +37,10 @@ def start_dpo_round(
             "policy on its settled preferences, is evaluated on its held-out pairs, and replaces the active "
             "policy only if it passes the gate."
         )
-        evidence = [_evidence_line(campaign) for campaign in queryset.order_by("name")]
         return action_form_page(
-            modeladmin, request, form=form, title="Start a DPO round", intro=" ".join([intro, *evidence]),
-            submit="Start round",
+            modeladmin, request, form=form, title="Start a DPO round", intro=intro, submit="Start round",
+            template="admin/training/start_round.html",
+            evidence=[_evidence(campaign) for campaign in queryset.order_by("name")],
         )  # fmt: skip
     started = []
     for campaign in queryset:
@@ -59,28 +59,15 @@ def start_dpo_round(
     return None
 
 
-def _evidence_line(campaign: Campaign) -> str:
-    """What a round of the campaign would stand on with the default aggregation, and whether the gate can decide."""
+def _evidence(campaign: Campaign) -> tuple[Campaign, dict, bool, int]:
+    """What a round of the campaign would stand on now with the form's defaults, and whether the gate can decide."""
     evidence = selectors.round_evidence(
         campaign=campaign,
         policy=AggregationPolicy(),
         min_heldout_pairs=settings.TRAINING_GATE_MIN_HELDOUT_PAIRS,
     )
-
-    def split(name: str, counts: dict) -> str:
-        others = ", ".join(f"{n} {source}" for source, n in counts["by_source"].items() if source != "human" and n)
-        return (
-            f"{counts['settled']} settled human {name} pairs ({counts['unsettled']} unsettled left out"
-            f"{'; not counted: ' + others if others else ''})"
-        )
-
-    line = f"{campaign.name}: {split('training', evidence[Split.TRAIN])}, {split('held-out', evidence[Split.HELDOUT])}."
-    if not evidence["gate_can_decide"]:
-        line += (
-            f" Fewer than the {evidence['min_heldout_pairs']} held-out pairs the gate needs: this round will be "
-            "\"not evaluated\" and will not be promoted."
-        )
-    return line
+    table = selectors.evidence_table([("now", evidence)])
+    return campaign, table, evidence["gate_can_decide"], evidence["min_heldout_pairs"]
 
 
 campaign_admin_add_actions(export_preferences, start_dpo_round)
@@ -137,6 +124,7 @@ class TrainingRoundAdmin(admin.ModelAdmin):
         "reference_version",
         "output_version",
         "config",
+        "evidence",
         "eval_results",
         "log_tail",
         "error",

@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from config.api import DetailSerializer
 from labeling.models import Campaign
-from training import selectors, services
+from training import leaderboard, selectors, services
 from training.config import RoundConfig
 from training.export import FORMATS, PROMPT_FORMATS, SPLITS, AggregationPolicy
 from training.models import PreferenceSnapshot, TrainingRound
@@ -118,6 +118,7 @@ class RoundOutput(serializers.ModelSerializer):
             "start_version",
             "reference_version",
             "output_version",
+            "evidence",
             "eval_results",
             "error",
             "log_tail",
@@ -184,3 +185,45 @@ class RoundCancelApi(APIView):
             )
         training_round.refresh_from_db()
         return Response(RoundOutput(training_round).data)
+
+
+class RatingOutput(serializers.Serializer):
+    version_id = serializers.IntegerField()
+    name = serializers.CharField()
+    rating = serializers.FloatField(help_text="Elo-like: 400 points is 10:1 odds; the campaign's first policy is 1000.")
+    lower = serializers.FloatField(help_text="95% bootstrap interval, low end.")
+    upper = serializers.FloatField(help_text="95% bootstrap interval, high end.")
+    games = serializers.IntegerField(help_text="Human A/B judgments this policy took part in.")
+    wins = serializers.FloatField(help_text="Of them, won (a tie or both-bad counts half).")
+
+
+class UnratedOutput(serializers.Serializer):
+    version_id = serializers.IntegerField()
+    name = serializers.CharField()
+
+
+class AnchorOutput(serializers.Serializer):
+    version_id = serializers.IntegerField()
+    rating = serializers.FloatField()
+
+
+class LeaderboardOutput(serializers.Serializer):
+    anchor = AnchorOutput(allow_null=True, help_text="The policy pinned at 1000 (null: nothing rated yet).")
+    judgments = serializers.IntegerField(help_text="Human A/B judgments the fit used.")
+    sources = serializers.ListField(child=serializers.CharField())
+    ties = serializers.CharField()
+    bootstrap_rounds = serializers.IntegerField()
+    ratings = RatingOutput(many=True)
+    unrated = UnratedOutput(many=True, help_text="Policies of the campaign with no A/B judgment yet.")
+
+
+class LeaderboardApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        responses=LeaderboardOutput,
+        summary="Staff: every policy of a campaign on one Bradley-Terry scale, from human A/B judgments",
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        campaign = get_object_or_404(Campaign, pk=pk)
+        return Response(LeaderboardOutput(leaderboard.campaign_leaderboard(campaign=campaign)).data)

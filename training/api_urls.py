@@ -11,4 +11,5 @@ urlpatterns = [
     path("rounds/", api.RoundStartApi.as_view(), name="round-start"),
     path("rounds/<int:pk>/", api.RoundDetailApi.as_view(), name="round-detail"),
     path("rounds/<int:pk>/cancel/", api.RoundCancelApi.as_view(), name="round-cancel"),
+    path("campaigns/<int:pk>/leaderboard/", api.LeaderboardApi.as_view(), name="leaderboard"),
 ]

@@ -139,6 +139,9 @@ class RoundConfig:
     gate_tolerance: float = 0.0
     # Queue a generation job with the new policy once it is promoted (closes the loop).
     regenerate: bool = True
+    # Once promoted, an A/B job of the new policy against the one it replaced samples this share of the
+    # held-out prompts (None: TRAINING_AB_SHARE; 0: none): the leaderboard's evidence.
+    ab_share: float | None = None
     aggregation: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -170,6 +173,8 @@ class RoundConfig:
             problems.append("gate_min_heldout_pairs must be at least 1")
         if self.kl_budget is not None and self.kl_budget < 0:
             problems.append("kl_budget must be at least 0")
+        if self.ab_share is not None and not 0 <= self.ab_share <= 1:
+            problems.append("ab_share must be between 0 and 1")
         if not 0 <= self.gate_tolerance <= 1:
             problems.append("gate_tolerance must be between 0 and 1")
         if not all(_MODULE_NAME.fullmatch(name) for name in self.lora_target_modules):

@@ -37,8 +37,21 @@ def _heldout_q() -> Q:
     return Q(prompt__split=Split.HELDOUT) | Q(completion_a__is_heldout=True) | Q(completion_b__is_heldout=True)
 
 
-def preferences_queryset(*, campaign: Campaign, split: str, policy: AggregationPolicy) -> QuerySet[Comparison]:
-    """The comparisons that aggregate to a preference row, annotated with their votes, in export order."""
+# Why a comparison of the split gives no row, in the order they are decided; "kept" gives one.
+OUTCOMES = {
+    "kept": "kept",
+    "not_judged": "no counted vote yet",
+    "unsettled": "unsettled (fewer votes than the campaign's N)",
+    "too_few_votes": "fewer counted votes than min_judgments",
+    "tie_or_both_bad": "judged a tie or both bad",
+    "no_majority": "votes split evenly between a and b",
+    "below_agreement": "winner below the minimum agreement",
+}
+
+
+def _comparisons_voted(*, campaign: Campaign, split: str, policy: AggregationPolicy) -> QuerySet[Comparison]:
+    """Every comparison of the split, annotated with its votes, its `chosen_side` ("a", "b" or "") and its
+    `outcome` (a key of OUTCOMES)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}")
     qs = Comparison.objects.filter(prompt__campaign=campaign)
@@ -61,11 +74,7 @@ def preferences_queryset(*, campaign: Campaign, split: str, policy: AggregationP
         strength_a=Avg("judgments__strength", filter=counted & Q(judgments__choice=Choice.A)),
         strength_b=Avg("judgments__strength", filter=counted & Q(judgments__choice=Choice.B)),
         last_judged_at=Max("judgments__created_at", filter=counted),
-    )
-    if policy.settled_only:
-        qs = qs.annotate(n_judged=F("n_a") + F("n_b") + F("n_tie") + F("n_bad")).filter(
-            Q(n_judged__gte=campaign.annotations_per_pair) | Q(n_imported__gt=0)
-        )
+    ).annotate(n_judged=F("n_a") + F("n_b") + F("n_tie") + F("n_bad"))
     tie_votes = F("n_tie") if policy.drop_ties else Value(0)
     bad_votes = F("n_bad") if policy.drop_both_bad else Value(0)
     qs = qs.annotate(
@@ -86,7 +95,34 @@ def preferences_queryset(*, campaign: Campaign, split: str, policy: AggregationP
             When(wins("a", "b"), then=Value("a")), When(wins("b", "a"), then=Value("b")), default=Value("")
         )
     )
-    return qs.filter(chosen_side__in=["a", "b"]).order_by("id")
+    # An imported judgment is a data set's settled label on its own.
+    unsettled = ~Q(n_judged__gte=campaign.annotations_per_pair) & ~Q(n_imported__gt=0)
+    settling = [When(unsettled, then=Value("unsettled"))] if policy.settled_only else []
+    return qs.annotate(
+        outcome=Case(
+            When(n_judged=0, then=Value("not_judged")),
+            *settling,
+            When(chosen_side__in=["a", "b"], then=Value("kept")),
+            When(n_counted__lt=policy.min_judgments, then=Value("too_few_votes")),
+            When(Q(n_rivals__gt=0) & Q(n_rivals__gte=Greatest("n_a", "n_b")), then=Value("tie_or_both_bad")),
+            When(n_a=F("n_b"), then=Value("no_majority")),
+            default=Value("below_agreement"),
+        )
+    )
+
+
+def preferences_queryset(*, campaign: Campaign, split: str, policy: AggregationPolicy) -> QuerySet[Comparison]:
+    """The comparisons that aggregate to a preference row, annotated with their votes, in export order."""
+    return _comparisons_voted(campaign=campaign, split=split, policy=policy).filter(outcome="kept").order_by("id")
+
+
+def preferences_outcomes(*, campaign: Campaign, split: str, policy: AggregationPolicy) -> dict[str, int]:
+    """How many of the split's comparisons each OUTCOME has under `policy` (every key, zeros included)."""
+    counts = dict.fromkeys(OUTCOMES, 0)
+    # Counted here, not in SQL: the outcome is computed from aggregates, and SQL cannot group by those.
+    for outcome in _comparisons_voted(campaign=campaign, split=split, policy=policy).values_list("outcome", flat=True):
+        counts[outcome] += 1
+    return counts
 
 
 def preferences_count(*, campaign: Campaign, split: str, policy: AggregationPolicy, judged_after: Any = None) -> int:

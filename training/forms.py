@@ -45,12 +45,20 @@ class RoundConfigForm(forms.Form):
         required=False,
         help_text="Queue a generation job with the new policy once promoted.",
     )
+    ab_share = forms.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        label="A/B share",
+        help_text="Once promoted, an A/B job of the new policy against the one it replaced samples this share "
+        "of the held-out prompts (0: none); human judgments of it rank every policy on /training/.",
+    )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["gate_min_accuracy"].initial = settings.TRAINING_GATE_MIN_ACCURACY
         self.fields["gate_min_heldout_pairs"].initial = settings.TRAINING_GATE_MIN_HELDOUT_PAIRS
         self.fields["kl_budget"].initial = settings.TRAINING_KL_BUDGET
+        self.fields["ab_share"].initial = settings.TRAINING_AB_SHARE
 
     def clean(self) -> dict:
         data = super().clean()

@@ -59,6 +59,11 @@ class TrainingRound(models.Model):
     status = models.CharField(max_length=12, choices=RoundStatus.choices, default=RoundStatus.QUEUED)
     progress = models.FloatField(default=0.0)
     eval_results = models.JSONField(default=dict, blank=True)
+    evidence = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the round stands on (training.selectors.round_evidence): at \"start\" and at \"export\".",
+    )
     log_tail = models.TextField(blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

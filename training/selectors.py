@@ -3,11 +3,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import F, Q, QuerySet
 
 from generation.models import ModelVersion
-from labeling.models import Campaign, JudgmentSource, Split
-from training.export import AggregationPolicy, preferences_count
+from labeling.models import Campaign, ComparisonStatus, Judgment, JudgmentSource, Split
+from training.export import OUTCOMES, AggregationPolicy, preferences_count, preferences_outcomes
 from training.models import RoundMetric, TrainingRound
 
 
@@ -37,19 +37,25 @@ def preferences_new_count(*, campaign: Campaign, policy: AggregationPolicy) -> i
 
 
 def round_evidence(*, campaign: Campaign, policy: AggregationPolicy, min_heldout_pairs: int) -> dict:
-    """What a round would stand on now: settled preferences per split and source, the unsettled pairs left
-    out, and whether the held-out ones are enough for the gate to decide."""
+    """What a round would stand on now: per split, the settled preferences (`settled`, also per source), and
+    every other comparison of the split with the reason it gives no row (`dropped`, keys of
+    training.export.OUTCOMES; `unsettled` is one of them); and whether the held-out ones are enough for the
+    gate to decide."""
     counts: dict = {}
     for split in (Split.TRAIN, Split.HELDOUT):
+        outcomes = preferences_outcomes(campaign=campaign, split=split, policy=policy)
         by_source = {
-            source: preferences_count(
-                campaign=campaign, split=split, policy=replace(policy, sources=(source,))
-            )
+            source: preferences_count(campaign=campaign, split=split, policy=replace(policy, sources=(source,)))
             for source in JudgmentSource.values
         }
-        settled = preferences_count(campaign=campaign, split=split, policy=policy)
-        everything = preferences_count(campaign=campaign, split=split, policy=replace(policy, settled_only=False))
-        counts[split] = {"settled": settled, "by_source": by_source, "unsettled": everything - settled}
+        settled = outcomes.pop("kept")
+        counts[split] = {
+            "settled": settled,
+            "by_source": by_source,
+            "unsettled": outcomes["unsettled"],
+            "dropped": outcomes,
+            "comparisons": settled + sum(outcomes.values()),
+        }
     heldout = counts[Split.HELDOUT]["settled"]
     return {
         **counts,
@@ -57,6 +63,62 @@ def round_evidence(*, campaign: Campaign, policy: AggregationPolicy, min_heldout
         "min_heldout_pairs": min_heldout_pairs,
         "gate_can_decide": heldout >= min_heldout_pairs,
     }
+
+
+def evidence_table(columns: list[tuple[str, dict]]) -> dict:
+    """round_evidence results side by side (e.g. a round's "at start" and "at export"), as a section per split
+    of rows (label, [count per column]) for the start form and the round page; a missing count shows as "–"."""
+
+    def counts(split: str, *path: str) -> list[int | str]:
+        cells = []
+        for _, evidence in columns:
+            value = evidence.get(split, {})
+            for key in path:
+                value = value.get(key, {}) if isinstance(value, dict) else {}
+            cells.append(value if isinstance(value, int) else "–")
+        return cells
+
+    sections = []
+    for split, name in ((Split.TRAIN, "Training"), (Split.HELDOUT, "Held-out")):
+        rows = [("settled preferences (the rows the round uses)", counts(split, "settled"))]
+        rows += [(f"settled on {s} votes alone", counts(split, "by_source", s)) for s in JudgmentSource.values]
+        rows += [(f"dropped: {label}", counts(split, "dropped", key)) for key, label in OUTCOMES.items() if key != "kept"]
+        rows.append(("comparisons in all", counts(split, "comparisons")))
+        sections.append({"name": name, "rows": rows})
+    return {
+        "columns": [label for label, _ in columns],
+        "sections": sections,
+        "sources": [", ".join(e.get("sources", [])) or "–" for _, e in columns],
+        "gate": [
+            "–" if not e else f"{'yes' if e['gate_can_decide'] else 'no'} (needs {e['min_heldout_pairs']} held-out)"
+            for _, e in columns
+        ],
+    }
+
+
+def ab_games(*, campaign: Campaign, sources: tuple[str, ...]) -> list[tuple[int, int, str]]:
+    """(policy of side a, policy of side b, choice) for every judgment of `sources` on an A/B pair of the
+    campaign (its two completions from different policies), retired pairs left out."""
+    return list(
+        Judgment.objects.filter(comparison__prompt__campaign=campaign, source__in=sources)
+        .exclude(comparison__status=ComparisonStatus.RETIRED)
+        .exclude(comparison__completion_a__model_version=F("comparison__completion_b__model_version"))
+        .order_by("pk")
+        .values_list(
+            "comparison__completion_a__model_version_id", "comparison__completion_b__model_version_id", "choice"
+        )
+    )
+
+
+def campaign_versions(*, campaign: Campaign) -> list[ModelVersion]:
+    """Every policy that sampled for the campaign or came out of one of its rounds, oldest first."""
+    return list(
+        ModelVersion.objects.filter(
+            Q(completions__prompt__campaign=campaign) | Q(produced_by__campaign=campaign)
+        )
+        .distinct()
+        .order_by("created_at", "pk")
+    )
 
 
 def round_metrics(*, training_round: TrainingRound) -> QuerySet[RoundMetric]:

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import time
 import uuid
@@ -108,6 +109,7 @@ def round_start(
         "gate_min_accuracy": settings.TRAINING_GATE_MIN_ACCURACY,
         "gate_min_heldout_pairs": settings.TRAINING_GATE_MIN_HELDOUT_PAIRS,
         "kl_budget": settings.TRAINING_KL_BUDGET,
+        "ab_share": settings.TRAINING_AB_SHARE,
     }
     # Frozen into the round's config: a later settings change does not re-judge old rounds.
     unset = {name: value for name, value in gate_settings.items() if getattr(config, name) is None}
@@ -124,6 +126,7 @@ def round_start(
                 start_version=start,
                 reference_version=reference,
                 config=config.as_dict(),
+                evidence={"start": _evidence(campaign=campaign, config=config)},
                 created_by=created_by,
             )
     except IntegrityError as exc:
@@ -132,6 +135,14 @@ def round_start(
 
     transaction.on_commit(lambda: tasks.round_run.delay(training_round.pk))
     return training_round
+
+
+def _evidence(*, campaign: Campaign, config: RoundConfig) -> dict:
+    return selectors.round_evidence(
+        campaign=campaign,
+        policy=AggregationPolicy.from_dict(config.aggregation),
+        min_heldout_pairs=config.gate_min_heldout_pairs,
+    )
 
 
 def round_cancel(*, training_round: TrainingRound) -> bool:
@@ -269,7 +280,9 @@ def _round_train(training_round: TrainingRound, reporter: _RoundReporter) -> Non
     train = snapshot_create(campaign=campaign, split=Split.TRAIN, policy=policy)
     heldout = snapshot_create(campaign=campaign, split=Split.HELDOUT, policy=policy)
     training_round.snapshot, training_round.heldout_snapshot = train, heldout
-    training_round.save(update_fields=["snapshot", "heldout_snapshot"])
+    # Judgments that arrived since the start count here: this is what the round trained on.
+    training_round.evidence = {**training_round.evidence, "export": _evidence(campaign=campaign, config=config)}
+    training_round.save(update_fields=["snapshot", "heldout_snapshot", "evidence"])
     reporter.mark("exported")
     seconds = reporter.marks["exported"]
     reporter.note(f"exported {train.row_count} training and {heldout.row_count} held-out pairs in {seconds:.1f} s")
@@ -322,20 +335,40 @@ def _round_promote(*, round_id: int, eval_results: dict[str, Any], log_tail: str
         parent=start,
     )
     training_round.output_version = version
+    labeling_services.campaign_set_active_policy(campaign=training_round.campaign, policy_id=version.pk)
     training_round.status = RoundStatus.PROMOTED
-    training_round.eval_results = eval_results
+    # The queued jobs' ids live here only: the round page links to them from eval_results["queued_jobs"].
+    training_round.eval_results = {
+        **eval_results,
+        "queued_jobs": _promotion_jobs(training_round=training_round, config=config),
+    }
     training_round.progress = 1.0
     training_round.log_tail = log_tail
     training_round.finished_at = timezone.now()
     training_round.save(
         update_fields=["output_version", "status", "eval_results", "progress", "log_tail", "finished_at"]
     )
-    labeling_services.campaign_set_active_policy(campaign=training_round.campaign, policy_id=version.pk)
-    if config.regenerate:
-        from generation.services import generation_job_start  # lazily: written alongside this app
-
-        generation_job_start(campaign=training_round.campaign, policy=version)
     return True
+
+
+def _promotion_jobs(*, training_round: TrainingRound, config: RoundConfig) -> dict[str, int]:
+    """Queue what a promotion asks for: new pairs from the new policy (`regenerate`) and an A/B job of the
+    new policy against the one it replaced on a share of the held-out prompts (`ab_share`)."""
+    campaign, new, previous = training_round.campaign, training_round.output_version, training_round.start_version
+    jobs = {}
+    if config.regenerate:
+        jobs["regenerate"] = generation_services.generation_job_start(campaign=campaign, policy=new).pk
+    ab_share = settings.TRAINING_AB_SHARE if config.ab_share is None else config.ab_share
+    heldout_prompts = campaign.prompts.filter(enabled=True, split=Split.HELDOUT).count()
+    if ab_share > 0 and heldout_prompts:
+        jobs["ab"] = generation_services.generation_job_start(
+            campaign=campaign,
+            policy=new,
+            policy_b=previous,
+            split=Split.HELDOUT,
+            limit=math.ceil(ab_share * heldout_prompts),
+        ).pk
+    return jobs
 
 
 def _round_finish(*, round_id: int, status: str, from_states: Iterable[str], **fields: Any) -> None:

@@ -5,7 +5,7 @@ from django.views.decorators.http import require_POST
 
 from labeling.access import staff_required
 from labeling.models import Campaign
-from training import plots, selectors, services
+from training import leaderboard, plots, selectors, services
 from training.models import TrainingRound
 
 
@@ -22,6 +22,7 @@ def rounds_index(request: HttpRequest) -> HttpResponse:
             campaign,
             list(selectors.rounds_for_campaign(campaign=campaign).order_by("-number")[:50]),
             selectors.loop_report_read(campaign=campaign),
+            leaderboard.campaign_leaderboard(campaign=campaign),
         )
         for campaign in Campaign.objects.filter(training_rounds__isnull=False).distinct().order_by("name")
     ]
@@ -36,7 +37,11 @@ def round_detail(request: HttpRequest, pk: int) -> HttpResponse:
         ),
         pk=pk,
     )
-    return render(request, "training/round_detail.html", {"round": training_round})
+    evidence = training_round.evidence
+    moments = (("start", "at start"), ("export", "at export"))
+    columns = [(label, evidence[key]) for key, label in moments if key in evidence]
+    table = selectors.evidence_table(columns) if columns else None
+    return render(request, "training/round_detail.html", {"round": training_round, "evidence_table": table})
 
 
 @staff_required

@@ -55,13 +55,14 @@ class PairFactory:
         is_gold: bool = False,
         heldout_completion: bool = False,
         prompt: Prompt | None = None,
+        policy_b: ModelVersion | None = None,
     ) -> Comparison:
         prompt = prompt or self.prompt(text="" if messages else text, messages=messages, split=split)
         completions = [
             Completion.objects.create(
-                prompt=prompt, model_version=self.policy, text=t, backend="test", is_heldout=heldout_completion
+                prompt=prompt, model_version=policy, text=t, backend="test", is_heldout=heldout_completion
             )
-            for t in (a, b)
+            for t, policy in ((a, self.policy), (b, policy_b or self.policy))
         ]
         comparison = Comparison.objects.create(
             prompt=prompt,

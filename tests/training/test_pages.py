@@ -131,6 +131,7 @@ def test_round_api_starts_shows_and_cancels_rounds(admin_user, alice, campaign, 
     assert started.status_code == 201 and started.json()["config"]["beta"] == 0.2
     assert again.status_code == 409
     assert detail.json()["status"] == "queued" and detail.json()["metrics"] == []
+    assert detail.json()["evidence"]["start"]["train"]["settled"] == 0  # what it stood on when started
     assert cancelled.json()["status"] == "cancelled"
     assert cancelled_again.status_code == 409
 
@@ -169,6 +170,8 @@ def test_start_form_says_what_a_round_would_stand_on_and_lands_on_the_round_page
     for i in range(16):
         pairs.pair(votes=["a", "a"], text=f"train {i}")
     pairs.pair(votes=["a"], text="waiting for its second vote")
+    pairs.pair(votes=["tie", "tie"], text="a tie")
+    pairs.pair(votes=["a", "b"], text="split")
     pairs.pair(votes=["b", "b"], sources=["simulated", "simulated"], text="judged by scripts", split="heldout")
     for i in range(2):
         pairs.pair(votes=["a", "a"], text=f"held out {i}", split="heldout")
@@ -176,11 +179,21 @@ def test_start_form_says_what_a_round_would_stand_on_and_lands_on_the_round_page
     changelist = reverse("admin:labeling_campaign_changelist")
     action = {"action": "start_dpo_round", "_selected_action": [campaign.pk]}
 
-    page = client.post(changelist, action).content.decode()
+    response = client.post(changelist, action)
 
-    assert "16 settled human training pairs (1 unsettled left out)" in page
-    assert "2 settled human held-out pairs (0 unsettled left out; not counted: 1 simulated)" in page
+    page = response.content.decode()
+    (shown, table, can_decide, _), = response.context["evidence"]
+    train, heldout = ({label: cells for label, cells in section["rows"]} for section in table["sections"])
+    assert shown == campaign and table["columns"] == ["now"] and not can_decide
+    assert train["settled preferences (the rows the round uses)"] == [16]
+    assert train["dropped: unsettled (fewer votes than the campaign's N)"] == [1]
+    assert train["dropped: judged a tie or both bad"] == [1]
+    assert train["dropped: votes split evenly between a and b"] == [1]
+    assert train["comparisons in all"] == [19]
+    assert heldout["settled preferences (the rows the round uses)"] == [2]
+    assert heldout["settled on simulated votes alone"] == [1] and heldout["dropped: no counted vote yet"] == [1]
     assert "Fewer than the 50 held-out pairs the gate needs" in page and "will not be promoted" in page
+    assert "A/B share" in page and "Queue a generation job with the new policy once promoted." in page
 
     form = client.post(changelist, action).context["form"]
     config = {name: field.initial for name, field in form.fields.items() if field.initial is not None}

@@ -29,6 +29,7 @@ FAST = {
     "eval_prompts": 2,
     "eval_max_new_tokens": 16,
     "regenerate": False,
+    "ab_share": 0.0,
     "gate_min_heldout_pairs": 12,
 }
 TOPICS = ["the sea", "a red kite", "bread", "the moon", "a summer storm", "running", "a library", "snow"]
@@ -73,6 +74,7 @@ def test_round_started_from_the_admin_is_promoted_and_the_next_generation_job_sa
 ):
     settings.GENERATION_BACKEND = "transformers"  # the vLLM engine is covered by generation's tests
     settings.TRAINING_GATE_MIN_HELDOUT_PAIRS = 12
+    settings.TRAINING_AB_SHARE = 0.5
     add_pairs(pairs)
     client.force_login(admin_user)
     changelist = reverse("admin:labeling_campaign_changelist")
@@ -110,9 +112,14 @@ def test_round_started_from_the_admin_is_promoted_and_the_next_generation_job_sa
     campaign.refresh_from_db()
     assert campaign.active_policy == version
 
-    job = GenerationJob.objects.get()
+    queued = training_round.eval_results["queued_jobs"]
+    job = GenerationJob.objects.get(pk=queued["regenerate"])
     assert job.policy == version and job.status == "succeeded", job.error
     assert Completion.objects.filter(job=job, model_version=version).count() == 2 * campaign.prompts.count()
+    # The form's A/B share (TRAINING_AB_SHARE, 0.5): half of the 12 held-out prompts, new policy against old.
+    ab = GenerationJob.objects.get(pk=queued["ab"])
+    assert (ab.policy, ab.policy_b, ab.total, ab.status) == (version, tiny_policy, 6, "succeeded"), ab.error
+    assert Completion.objects.filter(job=ab, model_version=tiny_policy).count() == 6
 
 
 @pytest.mark.slow
