@@ -205,6 +205,11 @@ class _RoundReporter:
             self.progress = event["step"] / event["max_steps"] if event["max_steps"] else 0.0
         elif kind == "log":
             self._store_metric(event)
+        elif kind == "selected":
+            self.note(
+                f"kept {event['kept']} training pairs, dropped {event['dropped']} "
+                f"with a posterior below {event['min_posterior']}"
+            )
         elif kind == "trained":
             self.mark("trained")
             self.trained = event
