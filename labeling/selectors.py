@@ -17,6 +17,7 @@ from labeling.models import (
     ComparisonStatus,
     Flag,
     Judgment,
+    Split,
 )
 
 SIDES = ("left", "right")
@@ -84,6 +85,23 @@ def judgments_mine_today(*, annotator: User, campaign: Campaign) -> int:
     return Judgment.objects.filter(
         annotator=annotator, created_at__gte=start, comparison__prompt__campaign=campaign
     ).count()
+
+
+def selection_candidates(*, campaign: Campaign) -> QuerySet[Comparison]:
+    """Regular training pairs that nobody has judged or picked yet: what active selection chooses among."""
+    return (
+        Comparison.objects.filter(
+            prompt__campaign=campaign,
+            prompt__enabled=True,
+            prompt__split=Split.TRAIN,
+            status=ComparisonStatus.OPEN,
+            is_gold=False,
+            judgments_count=0,
+            selected_by="",
+        )
+        .select_related("prompt", "completion_a", "completion_b")
+        .order_by("id")
+    )
 
 
 def campaign_progress(*, campaign: Campaign) -> tuple[int, int]:

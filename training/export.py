@@ -120,6 +120,7 @@ def _row(comparison: Comparison, *, conversational: bool, reliability: Reliabili
     winner_votes = comparison.n_a if a_wins else comparison.n_b
     strength = comparison.strength_a if a_wins else comparison.strength_b
     posterior = reliability.winner_posterior(comparison.pk, comparison.chosen_side)
+    margin = comparison.policy_margin
     if conversational:
         prompt_value: Any = _messages(prompt_model_input(prompt))
         chosen_value: Any = [{"role": "assistant", "content": chosen.text}]
@@ -144,6 +145,10 @@ def _row(comparison: Comparison, *, conversational: bool, reliability: Reliabili
         "agreement": round(winner_votes / counted, 6),
         "strength": None if strength is None else round(float(strength), 6),
         "posterior": None if posterior is None else round(posterior, 6),
+        # Active selection (labeling.selection): why the pair was labeled, and the policy's margin for chosen
+        # over rejected when it was scored.
+        "selected_by": comparison.selected_by,
+        "policy_margin": None if margin is None else round(margin if a_wins else -margin, 6),
     }
 
 
@@ -174,6 +179,8 @@ def _schema(conversational: bool) -> pa.Schema:
             ("agreement", pa.float64()),
             ("strength", pa.float64()),
             ("posterior", pa.float64()),
+            ("selected_by", pa.string()),
+            ("policy_margin", pa.float64()),
         ]
     )
 

@@ -16,9 +16,10 @@ from tqdm import tqdm
 
 from generation import services as generation_services
 from generation.models import ModelVersion
+from labeling import selectors as labeling_selectors
 from labeling import services as labeling_services
-from labeling.models import Campaign, Split
-from training import gate, runner, selectors
+from labeling.models import Campaign, PairSelection, Split
+from training import gate, runner, scoring, selectors
 from training.config import RoundConfig
 from training.export import AggregationPolicy, export_to_file, preferences_count
 from training.models import ACTIVE_ROUND_STATES, PreferenceSnapshot, RoundMetric, RoundStatus, TrainingRound
@@ -33,6 +34,18 @@ class RoundAlreadyActive(Exception):
 
 class RoundError(Exception):
     """A round cannot go on (no data, a worker that said nothing); recorded on the round as its error."""
+
+
+def pairs_score_and_select(*, campaign: Campaign, budget: int, seed: int = 0) -> dict[int, str]:
+    """Score the campaign's candidate pairs with its active policy (uncertainty selection only), then pick
+    the next `budget` pairs for humans (labeling.selection). Model work runs before any transaction."""
+    candidates = list(labeling_selectors.selection_candidates(campaign=campaign))
+    if campaign.pair_selection == PairSelection.UNCERTAINTY and candidates:
+        policy = generation_services.campaign_policy_next(campaign=campaign)
+        margins = scoring.candidate_margins(comparisons=candidates, policy=policy)
+    else:
+        margins = {c.pk: None for c in candidates}
+    return labeling_services.pairs_select(campaign=campaign, margins=margins, budget=budget, seed=seed)
 
 
 def artifacts_dir() -> Path:
