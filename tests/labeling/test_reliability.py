@@ -146,3 +146,7 @@ def test_dashboard_shows_reliability_and_flags_the_left_clicker(client, admin_us
     assert 'class="num reliability flag"' in page and "reliability (95% interval)" in page
     comparison = Comparison.objects.filter(prompt__campaign=campaign).first()
     assert quality.campaign_reliability(campaign=campaign).winner_posterior(comparison.pk, "a") > 0.9
+    api = {a["username"]: a for a in client.get(reverse("api-progress", args=[campaign.pk])).json()["annotators"]}
+    assert api["bob"]["reliability"] == pytest.approx(lines["bob"][0].reliability)
+    assert api["bob"]["reliability_low"] <= api["bob"]["reliability"] <= api["bob"]["reliability_high"]
+    assert api["bob"]["left_bias"] > 0.5
