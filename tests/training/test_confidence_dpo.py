@@ -138,3 +138,15 @@ def test_trl_functional_is_restored_after_each_step(tiny_model_path, tmp_path):
     )
 
     assert trl_dpo.F is F
+
+
+def test_the_round_form_offers_both_posterior_options():
+    from training.forms import RoundConfigForm
+
+    initial = {name: field.initial for name, field in RoundConfigForm().fields.items() if field.initial is not None}
+    form = RoundConfigForm({**initial, "lora": "on", "min_posterior": "0.7", "posterior_smoothing": "on"})
+
+    assert form.is_valid(), form.errors
+    assert (form.config.min_posterior, form.config.posterior_smoothing) == (0.7, True)
+    refused = RoundConfigForm({**initial, "loss_type": "ipo", "posterior_smoothing": "on"})
+    assert not refused.is_valid() and "posterior_smoothing needs loss_type" in str(refused.errors)
