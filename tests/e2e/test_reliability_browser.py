@@ -49,3 +49,25 @@ def test_noisy_and_left_clicking_annotators_stand_out_on_the_dashboard(page, liv
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.locator("table.annotators").scroll_into_view_if_needed()
     page.screenshot(path=str(SCREENSHOTS / "i15-dashboard-reliability.png"), full_page=True)
+
+
+def test_the_comparison_admin_shows_why_each_pair_was_picked_and_its_margin(page, live_server, admin_user, campaign):
+    campaign.pair_selection = "uncertainty"
+    campaign.save(update_fields=["pair_selection"])
+    pairs = make_pairs(campaign, 6)
+    margins = dict(zip([p.pk for p in pairs], [2.5, -0.04, 1.25, 0.3, -3.0, 0.9]))
+    services.pairs_select(campaign=campaign, margins=margins, budget=3)
+
+    log_in(page, live_server, "ada", "ada-password-1")
+    page.goto(live_server.url + reverse("admin:labeling_comparison_changelist") + "?o=1")
+
+    rows = page.eval_on_selector_all(
+        "#result_list tbody tr",
+        "rows => rows.map(r => [r.querySelector('.field-selected_by').innerText, r.querySelector('.field-policy_margin').innerText])",
+    )
+    # Budget 3 with a 20% random share: the two least sure pairs, and one more drawn at random.
+    assert sorted(margin for why, margin in rows if why == "uncertainty") == ["-0.04", "0.3"]
+    assert [why for why, _ in rows].count("random") == 1 and [why for why, _ in rows].count("-") == 3  # the admin's empty value
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size({"width": 1900, "height": 900})  # the list is wider than the default viewport
+    page.screenshot(path=str(SCREENSHOTS / "i15-admin-comparisons-selection.png"), full_page=True)
