@@ -104,6 +104,13 @@ def selection_candidates(*, campaign: Campaign) -> QuerySet[Comparison]:
     )
 
 
+def picked_open_count(*, campaign: Campaign) -> int:
+    """Pairs of the current batch of human work (picked by active selection) that still need judgments."""
+    return Comparison.objects.filter(
+        prompt__campaign=campaign, status=ComparisonStatus.OPEN, is_gold=False, selection_rank__gt=0
+    ).count()
+
+
 def campaign_progress(*, campaign: Campaign) -> tuple[int, int]:
     """(judgments done, judgments needed) over the campaign's regular, enabled, unretired pairs."""
     n = campaign.annotations_per_pair

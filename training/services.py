@@ -36,16 +36,27 @@ class RoundError(Exception):
     """A round cannot go on (no data, a worker that said nothing); recorded on the round as its error."""
 
 
-def pairs_score_and_select(*, campaign: Campaign, budget: int, seed: int = 0) -> dict[int, str]:
-    """Score the campaign's candidate pairs with its active policy (uncertainty selection only), then pick
-    the next `budget` pairs for humans (labeling.selection). Model work runs before any transaction."""
-    candidates = list(labeling_selectors.selection_candidates(campaign=campaign))
+# Human labels per batch: the label budget per round of the issue that asked for active selection.
+SELECTION_BUDGET = 150
+
+
+def pairs_score_and_select(*, campaign: Campaign, budget: int = SELECTION_BUDGET, seed: int = 0) -> dict[int, str]:
+    """Top the campaign's batch of human work up to `budget` open picked pairs: score its candidate pairs with
+    its active policy (uncertainty selection only), then pick (labeling.selection).
+
+    Topping up makes a second call (a redelivered task) a no-op until humans finish part of the batch.
+    Model work runs before any transaction.
+    """
+    budget_left = budget - labeling_selectors.picked_open_count(campaign=campaign)
+    candidates = list(labeling_selectors.selection_candidates(campaign=campaign)) if budget_left > 0 else []
     if campaign.pair_selection == PairSelection.UNCERTAINTY and candidates:
         policy = generation_services.campaign_policy_next(campaign=campaign)
         margins = scoring.candidate_margins(comparisons=candidates, policy=policy)
     else:
         margins = {c.pk: None for c in candidates}
-    return labeling_services.pairs_select(campaign=campaign, margins=margins, budget=budget, seed=seed)
+    if not margins:
+        return {}
+    return labeling_services.pairs_select(campaign=campaign, margins=margins, budget=budget_left, seed=seed)
 
 
 def artifacts_dir() -> Path:

@@ -3,13 +3,14 @@
 import pytest
 import torch
 from django.core.management import call_command
+from django.urls import reverse
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from generation.models import ModelVersion
 from generation.selectors import prompt_model_input
 from labeling import services as labeling_services
 from labeling.models import Comparison, PairSelection, Split
-from training import evaluation, export, scoring, services
+from training import evaluation, export, scoring, services, tasks
 from training.export import AggregationPolicy
 from training.models import RoundStatus, TrainingRound
 
@@ -92,10 +93,13 @@ def test_select_pairs_command_gives_humans_the_least_sure_pairs_first_and_the_ex
 
     least_sure = sorted(margins, key=lambda pk: abs(margins[pk]))[:2]
     assert set(Comparison.objects.filter(selection_rank=1).values_list("pk", flat=True)) == set(least_sure)
-    # The next batch comes from the pairs not picked yet: the next least sure ones.
-    assert set(services.pairs_score_and_select(campaign=campaign, budget=2)) == set(
-        sorted(margins, key=lambda pk: abs(margins[pk]))[2:4]
-    )
+    # The batch is full until humans finish some of it (a redelivered task picks nothing); then it is
+    # topped up with the next least sure pairs.
+    assert services.pairs_score_and_select(campaign=campaign, budget=2) == {}
+    Comparison.objects.filter(pk=least_sure[0]).update(status="complete")
+    assert tasks.pairs_select.apply(args=[campaign.pk, 2]).get() == 1
+    batch = set(Comparison.objects.filter(selection_rank=1, status="open").values_list("pk", flat=True))
+    assert batch == {least_sure[1], sorted(margins, key=lambda pk: abs(margins[pk]))[2]}
     # Once judged, the row says why the pair was labeled and the margin for its chosen side.
     judged = pairs.pair(votes=["b"], text="judged", a="x", b="y")
     labeling_services.pairs_select(campaign=campaign, margins={judged.pk: 0.25}, budget=1)
@@ -105,3 +109,21 @@ def test_select_pairs_command_gives_humans_the_least_sure_pairs_first_and_the_ex
         if r["comparison_id"] == judged.pk
     ]
     assert (row["selected_by"], row["policy_margin"]) == ("uncertainty", -0.25)
+
+
+def test_the_campaign_admin_action_queues_a_top_up_after_commit(
+    client, admin_user, campaign, django_capture_on_commit_callbacks, monkeypatch
+):
+    queued = []
+    monkeypatch.setattr(tasks.pairs_select, "delay", lambda campaign_id: queued.append(campaign_id))
+    client.force_login(admin_user)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("admin:labeling_campaign_changelist"),
+            {"action": "select_pairs", "_selected_action": [campaign.pk]},
+            follow=True,
+        )
+
+    assert queued == [campaign.pk]
+    assert "topped up to 150 pairs" in response.content.decode()

@@ -12,7 +12,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--campaign", required=True, help="Campaign name.")
-        parser.add_argument("--budget", type=int, default=150, help="How many pairs humans should label next.")
+        parser.add_argument(
+            "--budget", type=int, default=services.SELECTION_BUDGET, help="Open picked pairs to top the batch up to."
+        )
         parser.add_argument("--seed", type=int, default=0)
 
     def handle(self, *args, **options) -> None:
