@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from labeling import login_guard, quality, queue, selectors, services
 from labeling.models import Assignment, Campaign, FlagReason, StrengthScale
 from labeling.rendering import markdown_to_safe_html
+from labeling.reliability import AnnotatorReliability
 
 SHOWN_CHOICES = ("left", "right", "tie", "both_bad")
 NOT_A_MEMBER = "This campaign is open to its chosen annotators only; ask your lead to add you."
@@ -156,6 +157,14 @@ class AnnotatorQualitySerializer(serializers.Serializer):
     left_p_value = serializers.FloatField(allow_null=True, help_text="Two-sided binomial test against 1/2.")
     tie_rate = serializers.FloatField(allow_null=True)
     both_bad_rate = serializers.FloatField(allow_null=True)
+    reliability = serializers.FloatField(
+        allow_null=True, help_text="Estimated probability of a correct answer (Dawid-Skene over these judgments)."
+    )
+    reliability_low = serializers.FloatField(allow_null=True, help_text="95% Beta posterior interval, low end.")
+    reliability_high = serializers.FloatField(allow_null=True, help_text="95% Beta posterior interval, high end.")
+    left_bias = serializers.FloatField(
+        allow_null=True, help_text="P(left | right truly better) - P(right | left truly better)."
+    )
 
 
 class CampaignQualitySerializer(serializers.Serializer):
@@ -196,6 +205,17 @@ def _tally_data(tally: quality.Tally) -> dict:
     }
 
 
+def _reliability_data(reliability: AnnotatorReliability | None) -> dict:
+    if reliability is None:
+        return {"reliability": None, "reliability_low": None, "reliability_high": None, "left_bias": None}
+    return {
+        "reliability": reliability.reliability,
+        "reliability_low": reliability.low,
+        "reliability_high": reliability.high,
+        "left_bias": reliability.left_bias,
+    }
+
+
 def report_data(report: quality.CampaignReport) -> dict:
     return CampaignQualitySerializer(
         {
@@ -205,7 +225,10 @@ def report_data(report: quality.CampaignReport) -> dict:
             "pairwise_agreement": report.pairwise_agreement,
             "krippendorff_alpha": report.krippendorff_alpha,
             **_tally_data(report.overall),
-            "annotators": [{"username": name, **_tally_data(t)} for name, t in report.annotators.items()],
+            "annotators": [
+                {"username": name, **_tally_data(t), **_reliability_data(report.annotator_reliability(name))}
+                for name, t in report.annotators.items()
+            ],
         }
     ).data
 

@@ -24,6 +24,11 @@ class StrengthScale(models.TextChoices):
     THREE = "three", "Slightly / clearly / much better"
 
 
+class PairSelection(models.TextChoices):
+    RANDOM = "random", "Random (serving order)"
+    UNCERTAINTY = "uncertainty", "Where the policy is least sure"
+
+
 class Campaign(models.Model):
     name = models.CharField(max_length=200, unique=True)
     guidelines = models.TextField(blank=True, help_text="Markdown, shown to annotators one click away.")
@@ -47,6 +52,18 @@ class Campaign(models.Model):
         help_text="A chat prompt longer than the policy's context loses its earliest turns (never the last user "
         "turn) instead of being skipped.",
     )
+    pair_selection = models.CharField(
+        max_length=12,
+        choices=PairSelection.choices,
+        default=PairSelection.RANDOM,
+        help_text="How a batch of human work is picked from more candidate pairs than the label budget "
+        "(labeling.selection).",
+    )
+    selection_random_share = models.FloatField(
+        default=0.2,
+        help_text="With uncertainty selection, the share of each batch still picked at random, "
+        "so the estimates stay calibrated (0-1).",
+    )
     is_active = models.BooleanField(default=True)
     open_to_everyone = models.BooleanField(
         default=True, help_text="Every annotator may label it; otherwise only the members and groups chosen below."
@@ -65,6 +82,10 @@ class Campaign(models.Model):
             models.CheckConstraint(condition=Q(annotations_per_pair__gte=1), name="campaign_n_at_least_1"),
             models.CheckConstraint(condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="campaign_gold_rate_0_1"),
             models.CheckConstraint(condition=Q(lease_seconds__gte=10), name="campaign_lease_at_least_10s"),
+            models.CheckConstraint(
+                condition=Q(selection_random_share__gte=0) & Q(selection_random_share__lte=1),
+                name="campaign_selection_random_share_0_1",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -138,6 +159,17 @@ class Comparison(models.Model):
         help_text="The prompt's priority, copied here so the work queue sorts on one indexed table "
         "(labeling.services.prompts_set_priority keeps both in step).",
     )
+    # Active selection (labeling.selection): within one priority, selected pairs are served first.
+    selection_rank = models.IntegerField(default=0, help_text="1: picked for the current batch of human work.")
+    selected_by = models.CharField(
+        max_length=12, blank=True, help_text="uncertainty or random: why the batch picked it (empty: never picked)."
+    )
+    policy_margin = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="The policy's implicit reward margin, beta * (log-ratio of a - log-ratio of b) against its "
+        "reference, when the pair was scored; near 0: the policy cannot tell the two apart.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -157,6 +189,7 @@ class Comparison(models.Model):
             # stops at the first free one; completed pairs leave the index.
             models.Index(
                 models.F("priority").desc(),
+                models.F("selection_rank").desc(),
                 "id",
                 name="comparison_queue",
                 condition=Q(status="open", is_gold=False),

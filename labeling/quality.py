@@ -16,6 +16,7 @@ from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from labeling import selectors
+from labeling.reliability import AnnotatorReliability, Observation, ReliabilityResult, dawid_skene
 from labeling.models import (
     Assignment,
     AssignmentState,
@@ -209,15 +210,37 @@ class CampaignReport:
     by_source: dict[str, int]  # every stored judgment of the campaign, by source (those left out shown apart)
     skips: dict[str, int] = field(default_factory=dict)  # per annotator: pairs given back without a flag
     flags: dict[str, int] = field(default_factory=dict)  # per annotator: pairs flagged
+    reliability: ReliabilityResult | None = None  # the Dawid-Skene fit over the same judgments
+
+    def annotator_reliability(self, name: str) -> AnnotatorReliability | None:
+        return self.reliability.annotators.get(name) if self.reliability else None
+
+    def reliability_stands_out(self, name: str) -> bool:
+        """Their 95% interval lies wholly below the median annotator's reliability: worth a look."""
+        mine = self.annotator_reliability(name)
+        if mine is None or len(self.reliability.annotators) < 3:
+            return False
+        median = statistics.median(r.reliability for r in self.reliability.annotators.values())
+        return mine.high < median
 
     @property
     def fraction(self) -> float:
         return self.done / self.needed if self.needed else 1.0
 
     @property
-    def annotator_lines(self) -> list[tuple[str, Tally, int, int]]:
-        """(name, tally, skips, flags) per annotator, for the dashboard's table."""
-        return [(name, t, self.skips.get(name, 0), self.flags.get(name, 0)) for name, t in self.annotators.items()]
+    def annotator_lines(self) -> list[tuple[str, Tally, int, int, AnnotatorReliability | None, bool]]:
+        """(name, tally, skips, flags, reliability, stands out) per annotator, for the dashboard's table."""
+        return [
+            (
+                name,
+                t,
+                self.skips.get(name, 0),
+                self.flags.get(name, 0),
+                self.annotator_reliability(name),
+                self.reliability_stands_out(name),
+            )
+            for name, t in self.annotators.items()
+        ]
 
 
 def _rows(campaign: Campaign, sources: Sequence[str]) -> list[_Row]:
@@ -298,7 +321,19 @@ def campaign_report(*, campaign: Campaign, sources: Sequence[str] = (JudgmentSou
         ),
         skips=skips,
         flags=flags,
+        reliability=_reliability(rows),
     )
+
+
+def _reliability(rows: Sequence[_Row]) -> ReliabilityResult:
+    observations = [Observation(r.annotator, r.comparison_id, r.choice, r.left_is_a) for r in rows]
+    gold = {r.comparison_id: r.gold_choice for r in rows if r.is_gold and r.gold_choice}
+    return dawid_skene(observations, gold=gold)
+
+
+def campaign_reliability(*, campaign: Campaign, sources: Sequence[str] = (JudgmentSource.HUMAN,)) -> ReliabilityResult:
+    """The Dawid-Skene fit over the campaign's judgments from `sources`: per annotator and per comparison."""
+    return _reliability(_rows(campaign, sources))
 
 
 def _skips_and_flags(campaign: Campaign) -> tuple[dict[str, int], dict[str, int]]:

@@ -160,14 +160,14 @@ def comparison_claim_sql(
     may predate a lease committed a moment ago.
 
     For regular pairs it walks the comparison_queue index (open, non-gold, by
-    priority then age) and stops at the first free row.
+    priority, then pairs the active selection picked, then age) and stops at the first free row.
     """
     where, params = _claimable(campaign=campaign, annotator=annotator, gold=gold, now=now)
     sql = ["SELECT c.id", *where]
     if exclude:
         sql.append(f"AND c.id NOT IN ({', '.join(['%s'] * len(exclude))})")
         params += exclude
-    sql.append("ORDER BY c.priority DESC, c.id LIMIT 1")
+    sql.append("ORDER BY c.priority DESC, c.selection_rank DESC, c.id LIMIT 1")
     if lock and connection.features.has_select_for_update_skip_locked:
         sql.append("FOR UPDATE OF c SKIP LOCKED")
     return "\n".join(sql), params

@@ -17,6 +17,7 @@ from labeling.models import (
     ComparisonStatus,
     Flag,
     Judgment,
+    Split,
 )
 
 SIDES = ("left", "right")
@@ -83,6 +84,30 @@ def judgments_mine_today(*, annotator: User, campaign: Campaign) -> int:
     start = timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
     return Judgment.objects.filter(
         annotator=annotator, created_at__gte=start, comparison__prompt__campaign=campaign
+    ).count()
+
+
+def selection_candidates(*, campaign: Campaign) -> QuerySet[Comparison]:
+    """Regular training pairs that nobody has judged or picked yet: what active selection chooses among."""
+    return (
+        Comparison.objects.filter(
+            prompt__campaign=campaign,
+            prompt__enabled=True,
+            prompt__split=Split.TRAIN,
+            status=ComparisonStatus.OPEN,
+            is_gold=False,
+            judgments_count=0,
+            selected_by="",
+        )
+        .select_related("prompt", "completion_a", "completion_b")
+        .order_by("id")
+    )
+
+
+def picked_open_count(*, campaign: Campaign) -> int:
+    """Pairs of the current batch of human work (picked by active selection) that still need judgments."""
+    return Comparison.objects.filter(
+        prompt__campaign=campaign, status=ComparisonStatus.OPEN, is_gold=False, selection_rank__gt=0
     ).count()
 
 

@@ -2,7 +2,7 @@ import hashlib
 import io
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -15,7 +15,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from tqdm import tqdm
 
-from labeling import authentication, importers, queue, selectors
+from labeling import authentication, importers, queue, selection, selectors
 from labeling.models import (
     SIMULATED_GROUP,
     Assignment,
@@ -264,6 +264,36 @@ def prompts_set_priority(*, prompts: QuerySet[Prompt], priority: int) -> int:
         Prompt.objects.filter(pk__in=batch).update(priority=priority)
         Comparison.objects.filter(prompt_id__in=batch).update(priority=priority)
     return len(ids)
+
+
+@transaction.atomic
+def pairs_select(*, campaign: Campaign, margins: Mapping[int, float | None], budget: int, seed: int = 0) -> dict[int, str]:
+    """Pick the next batch of human work among scored candidates, by the campaign's pair_selection.
+
+    Every candidate keeps its margin (shown in the admin, exported); the picks are
+    served first within their priority. Ids that are not open regular pairs of
+    the campaign are ignored.
+    """
+    candidates = {
+        pk: margins[pk]
+        for pk in Comparison.objects.filter(
+            pk__in=list(margins), prompt__campaign=campaign, status=ComparisonStatus.OPEN, is_gold=False
+        ).values_list("pk", flat=True)
+    }
+    picks = selection.choose(
+        candidates,
+        budget=budget,
+        mode=campaign.pair_selection,
+        random_share=campaign.selection_random_share,
+        seed=seed,
+    )
+    rows = list(Comparison.objects.filter(pk__in=list(candidates)).select_for_update())
+    for row in rows:
+        row.policy_margin = candidates[row.pk]
+        row.selected_by = picks.get(row.pk, "")
+        row.selection_rank = 1 if row.pk in picks else 0
+    Comparison.objects.bulk_update(rows, ["policy_margin", "selected_by", "selection_rank"], batch_size=_BATCH)
+    return picks
 
 
 class LabelingError(Exception):

@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.defaultfilters import pluralize
@@ -8,7 +9,7 @@ from django.utils.html import format_html, format_html_join
 
 from labeling.admin import action_form_page, campaign_admin_add_actions
 from labeling.models import Campaign
-from training import selectors, services
+from training import selectors, services, tasks
 from training.export import AggregationPolicy
 from training.forms import RoundConfigForm
 from training.models import PreferenceSnapshot, RoundMetric, TrainingRound
@@ -70,7 +71,20 @@ def _evidence(campaign: Campaign) -> tuple[Campaign, dict, bool, int]:
     return campaign, table, evidence["gate_can_decide"], evidence["min_heldout_pairs"]
 
 
-campaign_admin_add_actions(export_preferences, start_dpo_round)
+@admin.action(description="Pick the next batch for humans (by the campaign's pair selection)")
+def select_pairs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+    ids = list(queryset.values_list("pk", flat=True))
+    for campaign_id in ids:
+        transaction.on_commit(lambda campaign_id=campaign_id: tasks.pairs_select.delay(campaign_id))
+    modeladmin.message_user(
+        request,
+        f"Queued: each selected campaign's batch is topped up to {services.SELECTION_BUDGET} pairs "
+        "served first (see each comparison's \"selected by\" and policy margin).",
+        messages.SUCCESS,
+    )
+
+
+campaign_admin_add_actions(export_preferences, start_dpo_round, select_pairs)
 
 
 @admin.register(PreferenceSnapshot)

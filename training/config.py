@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "sigmoid_norm")
+# The loss types whose per-pair loss TRL computes as -logsigmoid(beta * delta): per-pair smoothing applies to them.
+SMOOTHABLE_LOSS_TYPES = ("sigmoid", "sigmoid_norm")
 REFERENCES = ("previous", "initial")
 PRECISIONS = ("auto", "fp32", "bf16")
 # labeling.models.JudgmentSource's values, spelled out: this module stays Django-free.
@@ -142,6 +144,12 @@ class RoundConfig:
     # Once promoted, an A/B job of the new policy against the one it replaced samples this share of the
     # held-out prompts (None: TRAINING_AB_SHARE; 0: none): the leaderboard's evidence.
     ab_share: float | None = None
+    # Per-pair confidence from the annotators' reliability: each exported row's `posterior` is the probability
+    # that its chosen completion is truly the better one (labeling.reliability).
+    # Training pairs below this posterior are dropped (0: all kept). Held-out pairs are never dropped.
+    min_posterior: float = 0.0
+    # Train with conservative DPO's label smoothing per pair, eps = 1 - posterior (training.confidence_dpo).
+    posterior_smoothing: bool = False
     aggregation: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -177,6 +185,10 @@ class RoundConfig:
             problems.append("ab_share must be between 0 and 1")
         if not 0 <= self.gate_tolerance <= 1:
             problems.append("gate_tolerance must be between 0 and 1")
+        if not 0 <= self.min_posterior <= 1:
+            problems.append("min_posterior must be between 0 and 1")
+        if self.posterior_smoothing and self.loss_type not in SMOOTHABLE_LOSS_TYPES:
+            problems.append(f"posterior_smoothing needs loss_type {' or '.join(SMOOTHABLE_LOSS_TYPES)}")
         if not all(_MODULE_NAME.fullmatch(name) for name in self.lora_target_modules):
             problems.append("lora_target_modules must be module names (letters, digits, _ and .)")
         try:

@@ -154,7 +154,11 @@ def build_trainer(spec: dict[str, Any], config: RoundConfig, *, train_dataset, c
     reference pass); otherwise the reference is loaded and passed explicitly.
     """
     from transformers import AutoTokenizer, PrinterCallback
-    from trl import DPOTrainer
+
+    if config.posterior_smoothing:
+        from training.confidence_dpo import ConfidenceDPOTrainer as Trainer
+    else:
+        from trl import DPOTrainer as Trainer
 
     policy, reference = spec["policy"], spec["reference"]
     tokenizer = AutoTokenizer.from_pretrained(policy["base_path"])
@@ -163,7 +167,7 @@ def build_trainer(spec: dict[str, Any], config: RoundConfig, *, train_dataset, c
     ref_model = None
     if reference != policy or not config.lora:
         ref_model = load_model(reference["base_path"], reference["adapter_path"], merge=True)
-    trainer = DPOTrainer(
+    trainer = Trainer(
         model=model,
         ref_model=ref_model,
         args=dpo_args(config, Path(spec["output_dir"]) / "checkpoints"),
@@ -174,6 +178,21 @@ def build_trainer(spec: dict[str, Any], config: RoundConfig, *, train_dataset, c
     )
     trainer.remove_callback(PrinterCallback)  # our EventCallback reports the same logs
     return trainer
+
+
+def confident_pairs(dataset, config: RoundConfig):
+    """The training rows the round keeps: those whose posterior reaches config.min_posterior."""
+    if config.min_posterior <= 0 and not config.posterior_smoothing:
+        return dataset
+    if "posterior" not in dataset.column_names:
+        raise ValueError("the training file has no posterior column (exported before reliability): export it again")
+    if config.min_posterior <= 0:
+        return dataset
+    kept = dataset.filter(lambda row: row["posterior"] is not None and row["posterior"] >= config.min_posterior)
+    emit("selected", kept=len(kept), dropped=len(dataset) - len(kept), min_posterior=config.min_posterior)
+    if len(kept) == 0:
+        raise ValueError(f"no training pair has a posterior of at least {config.min_posterior}")
+    return kept
 
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -260,6 +279,7 @@ def run(spec: dict[str, Any]) -> None:
     train_dataset = datasets.load_dataset(
         "json", data_files=spec["train_path"], split="train", cache_dir=str(cache_dir)
     )
+    train_dataset = confident_pairs(train_dataset, config)
     trainer = build_trainer(spec, config, train_dataset=train_dataset, callbacks=[_event_callback()])
     started = time.perf_counter()
     result = trainer.train()

@@ -4,6 +4,11 @@ The aggregation runs in SQL (one grouped query, streamed with .iterator()), and
 rows are written as they arrive: memory stays constant whatever the campaign's
 size. Files carry no timestamps and rows come in comparison-id order, so the
 same judgments always give the same bytes and the same sha256.
+
+Each row's `posterior` is the probability that its chosen completion is truly
+the better one, from the campaign's Dawid-Skene fit (labeling.reliability) over
+the judgments of the policy's sources. That fit holds the campaign's judgments in
+memory (a few numbers per judgment, not their texts), fitted once per export.
 """
 
 import hashlib
@@ -22,6 +27,8 @@ from django.db.models.functions import Greatest
 
 from generation.selectors import prompt_model_input
 from labeling.models import Campaign, Choice, Comparison, JudgmentSource, Split
+from labeling.quality import campaign_reliability
+from labeling.reliability import ReliabilityResult
 from training.config import AggregationPolicy
 
 FORMATS = ("jsonl", "parquet")
@@ -137,7 +144,7 @@ def _messages(value: list[dict]) -> list[dict[str, str]]:
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
 
 
-def _row(comparison: Comparison, *, conversational: bool) -> dict[str, Any]:
+def _row(comparison: Comparison, *, conversational: bool, reliability: ReliabilityResult) -> dict[str, Any]:
     a_wins = comparison.chosen_side == "a"
     chosen, rejected = (
         (comparison.completion_a, comparison.completion_b)
@@ -148,6 +155,8 @@ def _row(comparison: Comparison, *, conversational: bool) -> dict[str, Any]:
     counted = comparison.n_counted
     winner_votes = comparison.n_a if a_wins else comparison.n_b
     strength = comparison.strength_a if a_wins else comparison.strength_b
+    posterior = reliability.winner_posterior(comparison.pk, comparison.chosen_side)
+    margin = comparison.policy_margin
     if conversational:
         prompt_value: Any = _messages(prompt_model_input(prompt))
         chosen_value: Any = [{"role": "assistant", "content": chosen.text}]
@@ -171,6 +180,11 @@ def _row(comparison: Comparison, *, conversational: bool) -> dict[str, Any]:
         "votes_both_bad": comparison.n_bad,
         "agreement": round(winner_votes / counted, 6),
         "strength": None if strength is None else round(float(strength), 6),
+        "posterior": None if posterior is None else round(posterior, 6),
+        # Active selection (labeling.selection): why the pair was labeled, and the policy's margin for chosen
+        # over rejected when it was scored.
+        "selected_by": comparison.selected_by,
+        "policy_margin": None if margin is None else round(margin if a_wins else -margin, 6),
     }
 
 
@@ -200,6 +214,9 @@ def _schema(conversational: bool) -> pa.Schema:
             ("votes_both_bad", pa.int32()),
             ("agreement", pa.float64()),
             ("strength", pa.float64()),
+            ("posterior", pa.float64()),
+            ("selected_by", pa.string()),
+            ("policy_margin", pa.float64()),
         ]
     )
 
@@ -219,8 +236,9 @@ def preference_rows(
     qs = preferences_queryset(campaign=campaign, split=split, policy=policy).select_related(
         "prompt", "completion_a__model_version", "completion_b__model_version"
     )
+    reliability = campaign_reliability(campaign=campaign, sources=policy.sources)
     for comparison in qs.iterator(chunk_size=_CHUNK):
-        yield _row(comparison, conversational=conversational)
+        yield _row(comparison, conversational=conversational, reliability=reliability)
 
 
 @dataclass(frozen=True)

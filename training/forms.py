@@ -40,6 +40,18 @@ class RoundConfigForm(forms.Form):
         min_value=1, help_text="Fewer settled held-out pairs: the round is not evaluated and never promoted."
     )
     kl_budget = forms.FloatField(min_value=0.0, help_text="Most KL to the reference (nats per sample) a promoted round may have.")
+    min_posterior = forms.FloatField(
+        initial=_DEFAULT.min_posterior,
+        min_value=0.0,
+        max_value=1.0,
+        help_text="Drop training pairs whose chosen side is less likely than this to be truly better "
+        "(the annotator-reliability posterior); 0 keeps every pair.",
+    )
+    posterior_smoothing = forms.BooleanField(
+        initial=_DEFAULT.posterior_smoothing,
+        required=False,
+        help_text="Train each pair with label smoothing 1 - its posterior (conservative DPO, per pair; sigmoid loss).",
+    )
     regenerate = forms.BooleanField(
         initial=_DEFAULT.regenerate,
         required=False,

@@ -17,9 +17,10 @@ from tqdm import tqdm
 
 from generation import services as generation_services
 from generation.models import ModelVersion
+from labeling import selectors as labeling_selectors
 from labeling import services as labeling_services
-from labeling.models import Campaign, Split
-from training import gate, runner, selectors
+from labeling.models import Campaign, PairSelection, Split
+from training import gate, runner, scoring, selectors
 from training.config import RoundConfig
 from training.export import AggregationPolicy, export_to_file, preferences_count
 from training.models import ACTIVE_ROUND_STATES, PreferenceSnapshot, RoundMetric, RoundStatus, TrainingRound
@@ -34,6 +35,29 @@ class RoundAlreadyActive(Exception):
 
 class RoundError(Exception):
     """A round cannot go on (no data, a worker that said nothing); recorded on the round as its error."""
+
+
+# Human labels per batch: the label budget per round of the issue that asked for active selection.
+SELECTION_BUDGET = 150
+
+
+def pairs_score_and_select(*, campaign: Campaign, budget: int = SELECTION_BUDGET, seed: int = 0) -> dict[int, str]:
+    """Top the campaign's batch of human work up to `budget` open picked pairs: score its candidate pairs with
+    its active policy (uncertainty selection only), then pick (labeling.selection).
+
+    Topping up makes a second call (a redelivered task) a no-op until humans finish part of the batch.
+    Model work runs before any transaction.
+    """
+    budget_left = budget - labeling_selectors.picked_open_count(campaign=campaign)
+    candidates = list(labeling_selectors.selection_candidates(campaign=campaign)) if budget_left > 0 else []
+    if campaign.pair_selection == PairSelection.UNCERTAINTY and candidates:
+        policy = generation_services.campaign_policy_next(campaign=campaign)
+        margins = scoring.candidate_margins(comparisons=candidates, policy=policy)
+    else:
+        margins = {c.pk: None for c in candidates}
+    if not margins:
+        return {}
+    return labeling_services.pairs_select(campaign=campaign, margins=margins, budget=budget_left, seed=seed)
 
 
 def artifacts_dir() -> Path:
@@ -216,6 +240,11 @@ class _RoundReporter:
             self.progress = event["step"] / event["max_steps"] if event["max_steps"] else 0.0
         elif kind == "log":
             self._store_metric(event)
+        elif kind == "selected":
+            self.note(
+                f"kept {event['kept']} training pairs, dropped {event['dropped']} "
+                f"with a posterior below {event['min_posterior']}"
+            )
         elif kind == "trained":
             self.mark("trained")
             self.trained = event

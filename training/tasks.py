@@ -4,6 +4,7 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 
+from labeling.models import Campaign
 from training import runner, services
 
 
@@ -38,3 +39,12 @@ def retrain_due_campaigns(min_new_preferences: int | None = None) -> list[int]:
     """Celery beat's entry point (the schedule is a django-celery-beat PeriodicTask, editable in the admin)."""
     threshold = settings.RETRAIN_MIN_NEW_PREFERENCES if min_new_preferences is None else min_new_preferences
     return [r.pk for r in services.retrain_due_campaigns(min_new_preferences=threshold)]
+
+
+@shared_task
+def pairs_select(campaign_id: int, budget: int | None = None) -> int:
+    """Top up a campaign's batch of human work (routed to the `training` queue: scoring loads the policy)."""
+    campaign = Campaign.objects.filter(pk=campaign_id).first()
+    if campaign is None:
+        return 0
+    return len(services.pairs_score_and_select(campaign=campaign, budget=budget or services.SELECTION_BUDGET))

@@ -67,10 +67,12 @@ class Logs(TrainerCallback):
             self.steps.append(dict(logs))
 
 
-def trainer_for(rows, tokenizer, tmp_path, *, model, ref_model=None, lora=False, steps=1, lr=1e-6, batch=None):
+def trainer_for(
+    rows, tokenizer, tmp_path, *, model, ref_model=None, lora=False, steps=1, lr=1e-6, batch=None, trainer_class=DPOTrainer
+):
     config = RoundConfig(beta=BETA, learning_rate=lr, lora=lora, batch_size=batch or len(rows), max_length=128)
     logs = Logs()
-    trainer = DPOTrainer(
+    trainer = trainer_class(
         model=model,
         ref_model=ref_model,
         args=dpo_worker.dpo_args(config, tmp_path, max_steps=steps),

@@ -41,6 +41,20 @@ def test_majority_choice_becomes_chosen_with_provenance(campaign, pairs):
     assert row["strength"] == 2.5  # mean strength of the winning votes only
 
 
+def test_rows_carry_the_reliability_posterior_of_their_chosen_completion(campaign, pairs):
+    # Three annotators who agree with each other on most pairs; the last pair splits them 2-1.
+    for i in range(8):
+        pairs.pair(votes=["a", "a", "a"], text=f"agreed {i}")
+    split = pairs.pair(votes=["b", "b", "a"], text="split")
+    unanimous_b = pairs.pair(votes=["b", "b", "b"], text="unanimous b")
+
+    by_id = {row["comparison_id"]: row for row in rows(campaign)}
+
+    assert by_id[unanimous_b.pk]["posterior"] > 0.9
+    assert 0.5 < by_id[split.pk]["posterior"] < by_id[unanimous_b.pk]["posterior"]
+    assert all(0 <= row["posterior"] <= 1 for row in by_id.values())
+
+
 @pytest.mark.parametrize(
     ("votes", "policy", "kept"),
     [
@@ -213,7 +227,9 @@ def test_export_loads_with_datasets(campaign, pairs, artifacts, fmt, chat):
     )
 
     assert len(dataset) == 4
-    assert {"prompt", "chosen", "rejected", "comparison_id", "agreement", "strength"} <= set(dataset.column_names)
+    assert {"prompt", "chosen", "rejected", "comparison_id", "agreement", "strength", "posterior"} <= set(
+        dataset.column_names
+    )
     if chat:
         assert dataset[0]["chosen"] == [{"role": "assistant", "content": "good 0"}]
     else:

@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from config.celery import app as celery_app
 from generation.models import Completion, GenerationJob, ModelVersion
 from labeling.models import Campaign, Split
-from training import runner, selectors, services, tasks
+from training import export, runner, selectors, services, tasks
 from training.config import RoundConfig
 from training.export import AggregationPolicy
 from training.dpo_worker import EVENT_PREFIX
@@ -195,6 +195,38 @@ def test_gated_out_round_changes_nothing_that_serves(campaign, pairs, tiny_polic
     campaign.refresh_from_db()
     assert campaign.active_policy == tiny_policy
     assert not GenerationJob.objects.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_a_round_drops_low_posterior_pairs_and_trains_the_rest_with_per_pair_smoothing(
+    campaign, pairs, tiny_policy, artifacts
+):
+    campaign.annotations_per_pair = 3
+    campaign.save(update_fields=["annotations_per_pair"])
+    for i, topic in enumerate(TOPICS):
+        # Three judges agree on most pairs; on every third one, the third judge dissents.
+        votes = ["a", "a", "b"] if i % 3 == 0 else ["a", "a", "a"]
+        pairs.pair(votes=votes, text=f"Tell me about {topic}.", a=f"{topic.capitalize()} is lovely.", b="sea sea sea")
+    for i in range(12):
+        pairs.pair(votes=["a", "a", "a"], text=f"Describe {TOPICS[i % 8]}. ({i})", a="I like it.", b="sea", split=Split.HELDOUT)
+    train_rows = list(
+        export.preference_rows(campaign=campaign, split=Split.TRAIN, policy=AggregationPolicy(), conversational=True)
+    )
+    split_posterior = max(r["posterior"] for r in train_rows if r["votes_b"])
+    threshold = (split_posterior + min(r["posterior"] for r in train_rows if not r["votes_b"])) / 2
+    assert split_posterior < threshold  # the dissented pairs are the less certain ones
+
+    training_round = run(
+        services.round_start(
+            campaign=campaign,
+            config=RoundConfig.from_dict({**FAST, "min_posterior": threshold, "posterior_smoothing": True}),
+        )
+    )
+
+    assert training_round.status in (RoundStatus.PROMOTED, RoundStatus.GATED), training_round.error
+    assert f"kept 5 training pairs, dropped 3 with a posterior below {threshold}" in training_round.log_tail
+    assert training_round.metrics.filter(step=1).exists()
 
 
 @pytest.mark.slow

@@ -1,0 +1,152 @@
+"""The Dawid-Skene reliability model on seeded simulations with planted annotators, and on the dashboard."""
+
+import numpy as np
+import pytest
+from django.urls import reverse
+
+from labeling import quality
+from labeling.models import Comparison
+from labeling.reliability import Observation, dawid_skene
+from tests.labeling.factories import make_pairs
+from tests.labeling.test_quality import label
+
+CLEAN = [f"clean-{i}" for i in range(6)]
+FLIPPERS = ["flip-1", "flip-2"]  # answer the wrong side with probability 0.4
+LEFT_CLICKER = "always-left"
+
+
+def _other(choice: str) -> str:
+    return "b" if choice == "a" else "a"
+
+
+def simulate(seed: int, *, pairs: int = 300, per_pair: int = 3, clean_error: float = 0.05):
+    """Planted truths and annotators; every pair judged by `per_pair` annotators drawn at random, each shown in a random order."""
+    rng = np.random.default_rng(seed)
+    truth = {i: str(rng.choice(["a", "b"])) for i in range(pairs)}
+    annotators = CLEAN + FLIPPERS + [LEFT_CLICKER]
+    observations = []
+    for item, better in truth.items():
+        for who in rng.choice(annotators, per_pair, replace=False):
+            left_is_a = bool(rng.integers(2))
+            if who == LEFT_CLICKER:
+                choice = "a" if left_is_a else "b"
+            elif who in FLIPPERS:
+                choice = _other(better) if rng.random() < 0.4 else better
+            else:
+                choice = _other(better) if rng.random() < clean_error else better
+            observations.append(Observation(str(who), item, choice, left_is_a))
+    return truth, observations
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_planted_noisy_annotators_are_estimated_below_every_clean_one(seed):
+    _, observations = simulate(seed)
+
+    result = dawid_skene(observations)
+
+    worst_clean = min(result.annotators[name].reliability for name in CLEAN)
+    for noisy in [*FLIPPERS, LEFT_CLICKER]:
+        assert result.annotators[noisy].reliability < worst_clean
+        assert result.annotators[noisy].high < worst_clean  # apart, not only on average
+    assert result.converged
+
+
+def test_the_left_clicker_shows_a_left_bias_and_the_others_do_not():
+    _, observations = simulate(0)
+
+    result = dawid_skene(observations)
+
+    assert result.annotators[LEFT_CLICKER].left_bias > 0.8
+    assert all(abs(result.annotators[name].left_bias) < 0.3 for name in CLEAN)
+
+
+def test_posteriors_recover_the_planted_truth_better_than_the_majority():
+    truth, observations = simulate(0)
+    votes: dict[int, list[str]] = {}
+    for o in observations:
+        votes.setdefault(o.item, []).append(o.choice)
+
+    result = dawid_skene(observations)
+
+    model = np.mean([(result.winner_posterior(i, "a") > 0.5) == (t == "a") for i, t in truth.items()])
+    majority = np.mean([(v.count("a") > v.count("b")) == (t == "a") for t, v in ((truth[i], votes[i]) for i in truth)])
+    assert model > majority
+
+
+def test_a_pair_judged_by_three_agreeing_reliable_annotators_has_a_posterior_above_0_9():
+    _, observations = simulate(0)
+    observations += [Observation(name, "extra", "b", i % 2 == 0) for i, name in enumerate(CLEAN[:3])]
+
+    result = dawid_skene(observations)
+
+    assert result.winner_posterior("extra", "b") > 0.9
+    assert result.winner_posterior("extra", "a") < 0.05
+
+
+def test_gold_truth_is_clamped_and_decides_between_two_annotators_who_always_disagree():
+    # With two annotators who disagree on every pair, only gold says which of them is right.
+    observations = []
+    for item in range(40):
+        observations.append(Observation("right", item, "a", item % 2 == 0))
+        observations.append(Observation("wrong", item, "b", item % 3 == 0))
+    gold = {item: "a" for item in range(10)}
+
+    result = dawid_skene(observations, gold=gold)
+
+    assert result.posteriors[0] == (1.0, 0.0, 0.0)
+    assert result.annotators["right"].reliability > 0.8 > 0.2 > result.annotators["wrong"].reliability
+    assert result.winner_posterior(30, "a") > 0.9  # a pair with no gold follows the annotator gold vindicated
+
+
+def test_ties_and_both_bad_are_the_neither_class():
+    observations = [Observation(name, 1, choice, True) for name, choice in (("x", "tie"), ("y", "both_bad"), ("z", "tie"))]
+
+    result = dawid_skene(observations)
+
+    p_a, p_b, p_neither = result.posteriors[1]
+    assert p_neither > max(p_a, p_b)
+
+
+def test_no_judgments_give_an_empty_result():
+    result = dawid_skene([])
+    assert result.annotators == {} and result.posteriors == {}
+    assert result.winner_posterior(1, "a") is None
+
+
+def test_interval_contains_the_estimate_and_narrows_with_more_judgments():
+    _, few = simulate(0, pairs=40)
+    _, many = simulate(0, pairs=400)
+
+    small, large = dawid_skene(few).annotators["clean-0"], dawid_skene(many).annotators["clean-0"]
+
+    for r in (small, large):
+        assert r.low <= r.reliability <= r.high
+    assert large.high - large.low < small.high - small.low
+
+
+@pytest.mark.django_db
+def test_dashboard_shows_reliability_and_flags_the_left_clicker(client, admin_user, campaign, alice, bob, django_user_model):
+    campaign.annotations_per_pair = 3
+    campaign.save()
+    make_pairs(campaign, 30)
+    carol = django_user_model.objects.create_user("carol", password="x")
+    # Alice and Carol answer the truth ("a" is better on every pair); Bob always clicks left.
+    for i in range(30):
+        label(campaign, alice, "left" if i % 2 == 0 else "right", left_is_a=i % 2 == 0)
+        label(campaign, bob, "left", left_is_a=i % 3 == 0)
+        label(campaign, carol, "left" if i % 4 == 0 else "right", left_is_a=i % 4 == 0)
+
+    report = quality.campaign_report(campaign=campaign)
+    client.force_login(admin_user)
+    page = client.get(reverse("campaign-dashboard", args=[campaign.pk])).content.decode()
+
+    lines = {name: (rel, stands_out) for name, _, _, _, rel, stands_out in report.annotator_lines}
+    assert lines["bob"][1] and not lines["alice"][1] and not lines["carol"][1]
+    assert lines["bob"][0].reliability < 0.7 < lines["alice"][0].reliability
+    assert 'class="num reliability flag"' in page and "reliability (95% interval)" in page
+    comparison = Comparison.objects.filter(prompt__campaign=campaign).first()
+    assert quality.campaign_reliability(campaign=campaign).winner_posterior(comparison.pk, "a") > 0.9
+    api = {a["username"]: a for a in client.get(reverse("api-progress", args=[campaign.pk])).json()["annotators"]}
+    assert api["bob"]["reliability"] == pytest.approx(lines["bob"][0].reliability)
+    assert api["bob"]["reliability_low"] <= api["bob"]["reliability"] <= api["bob"]["reliability_high"]
+    assert api["bob"]["left_bias"] > 0.5

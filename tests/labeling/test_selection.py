@@ -1,0 +1,73 @@
+"""Active pair selection: which candidates humans judge first, stored per comparison and served first."""
+
+import pytest
+from django.urls import reverse
+
+from labeling import selection, services
+from labeling.models import Comparison, PairSelection
+from tests.labeling.factories import make_pairs
+
+
+def test_uncertainty_picks_the_smallest_margins_and_keeps_a_random_share():
+    margins = {i: (i - 10.3) / 4 for i in range(40)}  # |margin| smallest around i = 10, no ties
+
+    picks = selection.choose(margins, budget=10, mode=selection.UNCERTAINTY, random_share=0.2, seed=1)
+
+    uncertain = sorted(i for i, why in picks.items() if why == selection.UNCERTAINTY)
+    randoms = [i for i, why in picks.items() if why == selection.RANDOM]
+    assert len(picks) == 10 and len(randoms) == 2
+    assert uncertain == sorted(sorted(margins, key=lambda i: abs(margins[i]))[:8])
+    assert not set(randoms) & set(uncertain)
+    assert picks == selection.choose(margins, budget=10, mode=selection.UNCERTAINTY, random_share=0.2, seed=1)
+
+
+def test_random_mode_ignores_margins_and_draws_the_whole_budget_uniformly():
+    margins = {i: 0.0 if i < 5 else 9.0 for i in range(100)}
+
+    picks = selection.choose(margins, budget=20, mode=selection.RANDOM, random_share=0.2, seed=0)
+
+    assert len(picks) == 20 and set(picks.values()) == {selection.RANDOM}
+    assert len(set(picks) - set(range(5))) > 10  # not the five least-sure ones
+
+
+def test_unscored_candidates_are_only_picked_at_random_and_fill_the_budget():
+    margins = {1: None, 2: 0.5, 3: None}
+
+    picks = selection.choose(margins, budget=2, mode=selection.UNCERTAINTY, random_share=0.0)
+    assert picks[2] == selection.UNCERTAINTY and len(picks) == 2  # the budget is filled at random
+    assert [why for pk, why in picks.items() if pk != 2] == [selection.RANDOM]
+    assert set(selection.choose(margins, budget=10, mode=selection.UNCERTAINTY, random_share=0.5)) == {1, 2, 3}
+    with pytest.raises(ValueError):
+        selection.choose(margins, budget=1, mode="greedy", random_share=0.2)
+
+
+@pytest.mark.django_db
+def test_picked_pairs_store_their_margin_and_are_served_before_older_pairs(campaign, alice):
+    campaign.pair_selection = PairSelection.UNCERTAINTY
+    campaign.selection_random_share = 0.0
+    campaign.save()
+    pairs = make_pairs(campaign, 6)
+    margins = {p.pk: m for p, m in zip(pairs, [3.0, -2.0, 1.5, 0.01, -4.0, -0.2])}
+
+    picks = services.pairs_select(campaign=campaign, margins=margins, budget=2)
+
+    assert picks == {pairs[3].pk: "uncertainty", pairs[5].pk: "uncertainty"}
+    stored = {c.pk: (c.policy_margin, c.selected_by, c.selection_rank) for c in Comparison.objects.all()}
+    assert stored[pairs[3].pk] == (0.01, "uncertainty", 1)
+    assert stored[pairs[0].pk] == (3.0, "", 0)
+    served = [services.assignment_next(campaign=campaign, annotator=alice).comparison_id]
+    assert served[0] == pairs[3].pk  # ahead of the older, unpicked pairs 0-2
+
+
+@pytest.mark.django_db
+def test_admin_lists_why_a_pair_was_picked_and_its_margin(client, admin_user, campaign):
+    pairs = make_pairs(campaign, 2)
+    services.pairs_select(campaign=campaign, margins={pairs[0].pk: -0.123456, pairs[1].pk: 2.5}, budget=1)
+    client.force_login(admin_user)
+
+    listing = client.get(reverse("admin:labeling_comparison_changelist")).content.decode()
+    detail = client.get(reverse("admin:labeling_comparison_change", args=[pairs[0].pk])).content.decode()
+
+    assert "Policy margin" in listing and "-0.123456" in listing
+    assert "Selected by" in listing and "random" in listing
+    assert "-0.123456" in detail

@@ -1,0 +1,129 @@
+"""Candidate pairs scored with the active policy's implicit reward margin, then picked for humans."""
+
+import pytest
+import torch
+from django.core.management import call_command
+from django.urls import reverse
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from generation.models import ModelVersion
+from generation.selectors import prompt_model_input
+from labeling import services as labeling_services
+from labeling.models import Comparison, PairSelection, Split
+from training import evaluation, export, scoring, services, tasks
+from training.export import AggregationPolicy
+from training.models import RoundStatus, TrainingRound
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def trained_policy(campaign, tiny_policy, tiny_model_path, tmp_path) -> ModelVersion:
+    """A policy that differs from its reference (the tiny model with seeded noise), as a round produced it."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=generator))
+    model.save_pretrained(tmp_path / "policy")
+    AutoTokenizer.from_pretrained(tiny_model_path).save_pretrained(tmp_path / "policy")
+    version = ModelVersion.objects.create(name="round-1", base_path=str(tmp_path / "policy"), parent=tiny_policy)
+    TrainingRound.objects.create(
+        campaign=campaign,
+        number=1,
+        reference_version=tiny_policy,
+        start_version=tiny_policy,
+        output_version=version,
+        config={"beta": 0.2},
+        status=RoundStatus.PROMOTED,
+    )
+    labeling_services.campaign_set_active_policy(campaign=campaign, policy_id=version.pk)
+    campaign.refresh_from_db()
+    return version
+
+
+def candidates(pairs, n: int = 6) -> list[Comparison]:
+    return [
+        pairs.pair(votes=[], text=f"Tell me about thing {i}.", a=f"Thing {i} is nice.", b="sea " * (i + 1))
+        for i in range(n)
+    ]
+
+
+def test_margins_are_the_policy_implicit_reward_margins_against_its_round_reference(
+    campaign, pairs, trained_policy, tiny_policy
+):
+    comparisons = candidates(pairs)
+
+    margins = scoring.candidate_margins(comparisons=comparisons, policy=trained_policy)
+
+    tokenizer = AutoTokenizer.from_pretrained(trained_policy.base_path)
+    c = comparisons[2]
+    head, (a, b) = evaluation.split_completions(
+        tokenizer,
+        prompt_model_input(c.prompt),
+        [[{"role": "assistant", "content": c.completion_a.text}], [{"role": "assistant", "content": c.completion_b.text}]],
+    )
+    expected = evaluation.pair_margins(
+        AutoModelForCausalLM.from_pretrained(trained_policy.base_path, dtype=torch.float32),
+        AutoModelForCausalLM.from_pretrained(tiny_policy.base_path, dtype=torch.float32),
+        ([(head, a)], [(head, b)]),
+        beta=0.2,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    assert margins[c.pk] == pytest.approx(float(expected[0]), abs=1e-4)
+    assert len({round(m, 6) for m in margins.values()}) == len(comparisons)  # really scored, not all zero
+
+
+def test_a_policy_no_round_produced_scores_every_pair_zero(campaign, pairs, tiny_policy):
+    comparisons = candidates(pairs, 3)
+
+    assert scoring.candidate_margins(comparisons=comparisons, policy=tiny_policy) == {c.pk: 0.0 for c in comparisons}
+
+
+def test_select_pairs_command_gives_humans_the_least_sure_pairs_first_and_the_export_carries_the_margin(
+    campaign, pairs, trained_policy
+):
+    campaign.pair_selection = PairSelection.UNCERTAINTY
+    campaign.selection_random_share = 0.0
+    campaign.save()
+    comparisons = candidates(pairs)
+    margins = scoring.candidate_margins(comparisons=comparisons, policy=trained_policy)
+
+    call_command("select_pairs", campaign=campaign.name, budget=2)
+
+    least_sure = sorted(margins, key=lambda pk: abs(margins[pk]))[:2]
+    assert set(Comparison.objects.filter(selection_rank=1).values_list("pk", flat=True)) == set(least_sure)
+    # The batch is full until humans finish some of it (a redelivered task picks nothing); then it is
+    # topped up with the next least sure pairs.
+    assert services.pairs_score_and_select(campaign=campaign, budget=2) == {}
+    Comparison.objects.filter(pk=least_sure[0]).update(status="complete")
+    assert tasks.pairs_select.apply(args=[campaign.pk, 2]).get() == 1
+    batch = set(Comparison.objects.filter(selection_rank=1, status="open").values_list("pk", flat=True))
+    assert batch == {least_sure[1], sorted(margins, key=lambda pk: abs(margins[pk]))[2]}
+    # Once judged, the row says why the pair was labeled and the margin for its chosen side.
+    judged = pairs.pair(votes=["b"], text="judged", a="x", b="y")
+    labeling_services.pairs_select(campaign=campaign, margins={judged.pk: 0.25}, budget=1)
+    [row] = [
+        r
+        for r in export.preference_rows(campaign=campaign, split=Split.TRAIN, policy=AggregationPolicy(), conversational=True)
+        if r["comparison_id"] == judged.pk
+    ]
+    assert (row["selected_by"], row["policy_margin"]) == ("uncertainty", -0.25)
+
+
+def test_the_campaign_admin_action_queues_a_top_up_after_commit(
+    client, admin_user, campaign, django_capture_on_commit_callbacks, monkeypatch
+):
+    queued = []
+    monkeypatch.setattr(tasks.pairs_select, "delay", lambda campaign_id: queued.append(campaign_id))
+    client.force_login(admin_user)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("admin:labeling_campaign_changelist"),
+            {"action": "select_pairs", "_selected_action": [campaign.pk]},
+            follow=True,
+        )
+
+    assert queued == [campaign.pk]
+    assert "topped up to 150 pairs" in response.content.decode()
