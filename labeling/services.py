@@ -330,7 +330,8 @@ def comparison_flag(*, assignment_id: int, annotator: User, reason: str, note: s
     """Flag the pair of the annotator's assignment (unsafe, broken, unclear) and move on.
 
     A leased pair is given back as a skip would (this annotator is not shown it
-    again; others still are until an admin retires it). Flagging twice keeps the first flag.
+    again), and no one else is offered it while the flag is unresolved: an admin
+    resolves it (the pair goes back to the queue) or retires the pair. Flagging twice keeps the first flag.
     """
     if reason not in FlagReason.values:
         raise InvalidFlag(f"reason must be one of {', '.join(FlagReason.values)}, not {reason!r}")
