@@ -1,7 +1,9 @@
 import io
 import os
+from collections.abc import Callable
 from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -164,30 +166,52 @@ class PromptAdmin(admin.ModelAdmin):
         return [path("upload/", upload, name="labeling_prompt_upload"), *super().get_urls()]
 
     def upload_view(self, request: HttpRequest) -> HttpResponse:
-        if not self.has_add_permission(request):
-            return HttpResponse(status=403)
-        form = PromptUploadForm(request.POST or None, request.FILES or None)
-        if request.method == "POST" and form.is_valid():
-            upload = form.cleaned_data["file"]
-            # surrogateescape: a byte that is not UTF-8 is reported by line and field (importers.parse).
-            stream = io.TextIOWrapper(upload.file, encoding="utf-8", errors="surrogateescape", newline="")
-            try:
-                result = services.prompts_import(
-                    campaign=form.cleaned_data["campaign"],
-                    stream=stream,
-                    source=upload.name,
-                    fmt=form.cleaned_data["format"] or None,
-                )
-            except PromptFileError as exc:
-                form.add_error("file", f"Nothing was imported. {exc}")
-            else:
-                campaign = form.cleaned_data["campaign"]
-                self.message_user(request, f"From {upload.name} into {campaign}: {result}.", messages.SUCCESS)
-                # Land on the prompts of this file (the import stores its name as their source).
-                query = urlencode({"campaign__id__exact": campaign.pk, "source": os.path.basename(upload.name)[:255]})
-                return HttpResponseRedirect(f"{reverse('admin:labeling_prompt_changelist')}?{query}")
-        context = {**self.admin_site.each_context(request), "title": "Import prompts", "form": form, "opts": self.model._meta}
-        return render(request, "admin/labeling/prompt/upload.html", context)
+        def store(data: dict, stream: io.TextIOBase, name: str) -> str:
+            result = services.prompts_import(
+                campaign=data["campaign"], stream=stream, source=name, fmt=data["format"] or None
+            )
+            # Land on the prompts of this file (the import stores its name as their source).
+            query = urlencode({"campaign__id__exact": data["campaign"].pk, "source": os.path.basename(name)[:255]})
+            self.message_user(request, f"From {name} into {data['campaign']}: {result}.", messages.SUCCESS)
+            return f"{reverse('admin:labeling_prompt_changelist')}?{query}"
+
+        return upload_page(
+            self,
+            request,
+            form_class=PromptUploadForm,
+            title="Import prompts",
+            template="admin/labeling/prompt/upload.html",
+            store=store,
+        )
+
+
+def upload_page(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    *,
+    form_class: type[forms.Form],
+    title: str,
+    template: str,
+    store: Callable[[dict, io.TextIOBase, str], str],
+) -> HttpResponse:
+    """An admin page that imports an uploaded file whole or not at all.
+
+    `store(cleaned_data, text stream, file name)` imports it and returns the URL to land on;
+    a PromptFileError (naming the file, line and field) shows on the form instead.
+    """
+    if not modeladmin.has_add_permission(request):
+        return HttpResponse(status=403)
+    form = form_class(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        # surrogateescape: a byte that is not UTF-8 is reported by line and field (labeling.importers).
+        stream = io.TextIOWrapper(upload.file, encoding="utf-8", errors="surrogateescape", newline="")
+        try:
+            return HttpResponseRedirect(store(form.cleaned_data, stream, upload.name))
+        except PromptFileError as exc:
+            form.add_error("file", f"Nothing was imported. {exc}")
+    context = {**modeladmin.admin_site.each_context(request), "title": title, "form": form, "opts": modeladmin.model._meta}
+    return render(request, template, context)
 
 
 class JudgmentInline(admin.TabularInline):
