@@ -13,7 +13,7 @@ import json
 import re
 import reprlib
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from django.db.backends.base.operations import BaseDatabaseOperations
@@ -142,13 +142,20 @@ def _parse_csv(stream: Iterable[str], source: str) -> Iterator[PromptRow]:
         yield _row_from_record(record, source, number)
 
 
-def _row_from_record(record: dict, source: str, number: int) -> PromptRow:
+def _checked(record: dict, source: str, number: int) -> Callable[[str], PromptFileError]:
+    """The line's `fail` (an error naming file and line), once the record holds nothing a column cannot store."""
+
     def fail(reason: str) -> PromptFileError:
         return PromptFileError(source, number, reason)
 
     problem = json_problem(record)
     if problem:
         raise fail(f"field '{problem[0]}' {problem[1]}")
+    return fail
+
+
+def _row_from_record(record: dict, source: str, number: int) -> PromptRow:
+    fail = _checked(record, source, number)
     row = PromptRow(line=number)
     if "prompt" in record:
         if not isinstance(record["prompt"], str) or not record["prompt"].strip():
@@ -290,12 +297,7 @@ def parse_preferences(stream: Iterable[str], *, source: str) -> Iterator[Prefere
 
 
 def _preference_from_record(record: dict, source: str, number: int) -> PreferenceRow:
-    def fail(reason: str) -> PromptFileError:
-        return PromptFileError(source, number, reason)
-
-    problem = json_problem(record)
-    if problem:
-        raise fail(f"field '{problem[0]}' {problem[1]}")
+    fail = _checked(record, source, number)
     if "chosen" not in record or "rejected" not in record:
         raise fail("needs 'chosen' and 'rejected': HH-RLHF transcripts, or TRL answers with a 'prompt'")
     chosen, rejected = record["chosen"], record["rejected"]
