@@ -575,6 +575,10 @@ class PreferenceImportResult:
     formats: dict[str, int]  # lines per detected format (importers.PREFERENCE_FORMATS' labels)
     policy: str  # the ModelVersion the answers are stored under
     use_as: str
+    # New pairs on prompts the campaign already had in the other split: a held-out prompt's pairs stay
+    # held out (so "train" pairs there are held out), and "heldout" pairs on a train prompt are held out
+    # though the prompt's other pairs train.
+    other_split: int = 0
 
     @property
     def format_label(self) -> str:
@@ -585,6 +589,7 @@ class PreferenceImportResult:
             f"imported {self.created} judged pairs as {self.use_as} (answers under {self.policy}), skipped "
             f"{self.duplicates} already in the campaign and {self.identical} with two identical answers; "
             f"format: {self.format_label}"
+            + (f"; {self.other_split} on prompts the campaign already had in the other split" if self.other_split else "")
         )
 
 
@@ -622,9 +627,15 @@ def preferences_import(*, campaign: Campaign, stream: io.TextIOBase, source: str
         labeling_services.prompts_store(campaign=campaign, rows=[row.prompt for row in distinct], source=name)
         hashes = list({row.prompt.content_hash for row in distinct})
         prompts: dict[str, int] = {}
+        other_split: set[int] = set()
         for start in range(0, len(hashes), _IMPORT_BATCH):
             batch = hashes[start : start + _IMPORT_BATCH]
-            prompts.update(Prompt.objects.filter(campaign=campaign, content_hash__in=batch).values_list("content_hash", "pk"))
+            for key, pk, prompt_split in Prompt.objects.filter(campaign=campaign, content_hash__in=batch).values_list(
+                "content_hash", "pk", "split"
+            ):
+                prompts[key] = pk
+                if prompt_split != split:
+                    other_split.add(pk)
         # The rule generation keeps too: a prompt never gets a second pair of the same two answers.
         existing: set[tuple[int, frozenset[str]]] = set()
         prompt_ids = list(prompts.values())
@@ -648,6 +659,7 @@ def preferences_import(*, campaign: Campaign, stream: io.TextIOBase, source: str
         formats=dict(formats),
         policy=policy.name,
         use_as=use_as,
+        other_split=sum(prompts[row.prompt.content_hash] in other_split for row in fresh),
     )
 
 

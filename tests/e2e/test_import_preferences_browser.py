@@ -16,13 +16,9 @@ SCREENSHOTS = Path(settings.VAR_DIR) / "screenshots"
 
 def test_an_admin_imports_hh_rlhf_pairs_and_sees_the_detected_format(page, live_server, campaign, admin_user, tmp_path):
     good = tmp_path / "hh-sample.jsonl"
-    good.write_text(
-        "".join(
-            json.dumps({"chosen": f"\n\nHuman: Question {i}?\n\nAssistant: A careful answer {i}.",
-                        "rejected": f"\n\nHuman: Question {i}?\n\nAssistant: <b>no</b> {i}"}) + "\n"
-            for i in range(3)
-        )
-    )  # fmt: skip
+    asked = [f"\n\nHuman: Question {i}?\n\nAssistant: " for i in range(3)]
+    lines = [{"chosen": f"{q}A careful answer {i}.", "rejected": f"{q}<b>no</b> {i}"} for i, q in enumerate(asked)]
+    good.write_text("".join(json.dumps(line) + "\n" for line in lines))
     bad = tmp_path / "broken.jsonl"
     bad.write_text(good.read_text() + '{"prompt": "q", "chosen": ""}\n')
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

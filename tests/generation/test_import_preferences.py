@@ -38,6 +38,9 @@ TRL_IMPLICIT = {
     "chosen": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
     "rejected": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "5"}],
 }
+B_HH = "\n\nHuman: q\n\nAssistant: b"
+USER_Q, USER_OTHER = {"role": "user", "content": "q"}, {"role": "user", "content": "other"}
+ASSISTANT_B = {"role": "assistant", "content": "b"}
 ONLY_HUMAN = AggregationPolicy()
 ONLY_IMPORTED = AggregationPolicy(sources=("imported",))
 
@@ -126,14 +129,13 @@ def test_the_preferred_answer_is_not_always_side_a(campaign):
         ),
         ('{"chosen": "no turns here", "rejected": "none here"}', "share no prompt"),
         (
-            json.dumps({"chosen": "\n\nHuman: q\n\nAssistant: a\n\nHuman: more?\n\nAssistant: yes", "rejected": "\n\nHuman: q\n\nAssistant: b"}),
+            json.dumps({"chosen": "\n\nHuman: q\n\nAssistant: a\n\nHuman: more?\n\nAssistant: yes", "rejected": B_HH}),
             "differ before their final Assistant turn (in 'chosen')",
         ),
         (
-            json.dumps({"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
-                        "rejected": [{"role": "user", "content": "other"}, {"role": "assistant", "content": "b"}]}),
+            json.dumps({"chosen": [USER_Q, {"role": "assistant", "content": "a"}], "rejected": [USER_OTHER, ASSISTANT_B]}),
             "must share every turn but their last",
-        ),  # fmt: skip
+        ),
         ('{"chosen": "a", "rejected": ["b"]}', "must both be strings or both be lists"),
         ('{"prompt": "q\\u0000", "chosen": "a", "rejected": "b"}', "field 'prompt' contains a NUL character"),
     ],
@@ -210,6 +212,17 @@ def test_use_as_heldout_gives_the_gate_evaluation_pairs_and_never_training_rows(
     evidence = round_evidence(campaign=campaign, policy=both, min_heldout_pairs=3)
     assert evidence[Split.HELDOUT]["by_source"]["imported"] == 3 and evidence["gate_can_decide"]
     assert not round_evidence(campaign=campaign, policy=ONLY_HUMAN, min_heldout_pairs=3)["gate_can_decide"]
+
+
+def test_pairs_on_a_prompt_already_in_the_other_split_are_counted_and_stay_held_out(campaign):
+    held_out = io.StringIO(json.dumps({"prompt": TRL_STRING["prompt"], "split": "heldout"}))
+    labeling_services.prompts_import(campaign=campaign, stream=held_out, source="p.jsonl")
+
+    result = _import(campaign, _jsonl(TRL_STRING, HH), use_as="train")
+
+    assert (result.created, result.other_split) == (2, 1)
+    assert "1 on prompts the campaign already had in the other split" in str(result)
+    assert len(_rows(campaign, split=Split.TRAIN)) == len(_rows(campaign, split=Split.HELDOUT)) == 1
 
 
 def test_use_as_gold_makes_gold_pairs_with_the_preferred_answer_served_to_annotators(campaign, alice):
