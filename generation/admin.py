@@ -1,16 +1,20 @@
+import io
+from urllib.parse import urlencode
+
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from generation import selectors, services
 from generation.models import Completion, GenerationJob, ModelVersion
 from generation.options import JobOptionsInput, job_arguments
-from labeling.admin import action_form_page, campaign_admin_add_actions
-from labeling.models import Campaign
+from labeling.admin import ComparisonAdmin, action_form_page, campaign_admin_add_actions, upload_page
+from labeling.forms import PreferenceUploadForm
+from labeling.models import Campaign, Comparison
 
 
 @admin.action(description="Generate pairs")
@@ -70,6 +74,40 @@ def _jobs_queued(modeladmin: admin.ModelAdmin, request: HttpRequest, jobs: list[
 
 
 campaign_admin_add_actions(generate_pairs)
+
+
+class ComparisonImportAdmin(ComparisonAdmin):
+    """labeling's comparison admin with an "Import preferences" page: the import stores completions and
+    a policy version, which labeling may not import, so the page is added here."""
+
+    change_list_template = "admin/labeling/comparison/change_list.html"
+
+    def get_urls(self):
+        upload = self.admin_site.admin_view(self.upload_view)
+        return [path("upload/", upload, name="labeling_comparison_upload"), *super().get_urls()]
+
+    def upload_view(self, request: HttpRequest) -> HttpResponse:
+        form = PreferenceUploadForm(request.POST or None, request.FILES or None)
+
+        def store(stream: io.TextIOBase, name: str) -> str:
+            campaign, use_as = form.cleaned_data["campaign"], form.cleaned_data["use_as"]
+            result = services.preferences_import(campaign=campaign, stream=stream, source=name, use_as=use_as)
+            self.message_user(request, f"From {name} into {campaign}: {result}.", messages.SUCCESS)
+            query = urlencode({"prompt__campaign__id__exact": campaign.pk})
+            return f"{reverse('admin:labeling_comparison_changelist')}?{query}"
+
+        return upload_page(
+            self,
+            request,
+            form=form,
+            title="Import preferences",
+            template="admin/labeling/comparison/upload.html",
+            store=store,
+        )
+
+
+admin.site.unregister(Comparison)
+admin.site.register(Comparison, ComparisonImportAdmin)
 
 
 @admin.register(ModelVersion)

@@ -1,9 +1,11 @@
 import hashlib
+import io
 import math
+import os
 import secrets
 import time
 import traceback
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,8 +31,9 @@ from generation.models import (
     ModelVersionStatus,
     ShardStatus,
 )
+from labeling import importers
 from labeling import services as labeling_services
-from labeling.models import Campaign, Prompt, Split
+from labeling.models import Campaign, Choice, Prompt, Split
 
 FINISHED_STATES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
@@ -557,3 +560,131 @@ def generation_job_run(
             break  # stopped (cancelled, or the shard taken by another run): leave the rest to whoever took it
     job.refresh_from_db()
     return job
+
+
+# --- Importing judged pairs ------------------------------------------------------
+
+IMPORTED_BACKEND = "imported"
+_IMPORT_BATCH = 2000
+
+
+@dataclass(frozen=True)
+class PreferenceImportResult:
+    created: int
+    duplicates: int  # pairs the campaign already had (this file imported before, or the same two answers)
+    identical: int  # lines whose two answers are the same text: no preference to learn
+    formats: dict[str, int]  # lines per detected format (importers.PREFERENCE_FORMATS' labels)
+    policy: str  # the ModelVersion the answers are stored under
+    use_as: str
+    # New pairs on prompts the campaign already had in the other split: a held-out prompt's pairs stay
+    # held out (so "train" pairs there are held out), and "heldout" pairs on a train prompt are held out
+    # though the prompt's other pairs train.
+    other_split: int = 0
+
+    @property
+    def format_label(self) -> str:
+        return ", ".join(f"{label} ({n} lines)" for label, n in self.formats.items()) or "empty file"
+
+    def __str__(self) -> str:
+        return (
+            f"imported {self.created} judged pairs as {self.use_as} (answers under {self.policy}), skipped "
+            f"{self.duplicates} already in the campaign and {self.identical} with two identical answers; "
+            f"format: {self.format_label}"
+            + (f"; {self.other_split} on prompts the campaign already had in the other split" if self.other_split else "")
+        )
+
+
+def imported_policy(*, source: str) -> ModelVersion:
+    """The ModelVersion a file's answers are stored under: "imported:<file name>". It is retired from the
+    start: no generation job samples from it, and no campaign can make it its policy."""
+    version, _ = ModelVersion.objects.get_or_create(
+        name=f"imported:{os.path.basename(source)}"[:200],
+        defaults={"base_path": "", "status": ModelVersionStatus.RETIRED},
+    )
+    return version
+
+
+def preferences_import(*, campaign: Campaign, stream: io.TextIOBase, source: str, use_as: str) -> PreferenceImportResult:
+    """Import a preference file (importers.parse_preferences) as judged pairs, whole or not at all.
+
+    Each line becomes a comparison of its two answers with one judgment of source
+    "imported" (the preferred answer wins). `use_as`: "train" pairs are training data;
+    "heldout" pairs are held out (new prompts go to the held-out split, the answers are
+    marked held-out) for evaluation; "gold" pairs are gold with the preferred answer.
+    The export, gate and dashboards count imported judgments only when asked for
+    (training.config.AggregationPolicy.sources). A pair the campaign already has (the
+    same two answers on the same prompt) is skipped, so importing a file again adds nothing.
+    """
+    if use_as not in importers.PREFERENCE_USES:
+        raise ValueError(f"use_as must be one of {', '.join(importers.PREFERENCE_USES)}, not {use_as!r}")
+    name = os.path.basename(source)
+    rows = list(importers.parse_preferences(stream, source=name))
+    formats = Counter(importers.PREFERENCE_FORMATS[row.fmt] for row in rows)
+    distinct = [row for row in rows if not row.identical]
+    split = Split.HELDOUT if use_as == "heldout" else Split.TRAIN
+    for row in distinct:
+        row.prompt.split = split
+    with transaction.atomic():
+        labeling_services.prompts_store(campaign=campaign, rows=[row.prompt for row in distinct], source=name)
+        hashes = list({row.prompt.content_hash for row in distinct})
+        prompts: dict[str, int] = {}
+        other_split: set[int] = set()
+        for start in range(0, len(hashes), _IMPORT_BATCH):
+            batch = hashes[start : start + _IMPORT_BATCH]
+            for key, pk, prompt_split in Prompt.objects.filter(campaign=campaign, content_hash__in=batch).values_list(
+                "content_hash", "pk", "split"
+            ):
+                prompts[key] = pk
+                if prompt_split != split:
+                    other_split.add(pk)
+        # The rule generation keeps too: a prompt never gets a second pair of the same two answers.
+        existing: set[tuple[int, frozenset[str]]] = set()
+        prompt_ids = list(prompts.values())
+        for start in range(0, len(prompt_ids), _IMPORT_BATCH):
+            texts = selectors.comparison_texts(prompt_ids=prompt_ids[start : start + _IMPORT_BATCH])
+            existing |= {_pair_key(*row) for row in texts}
+        fresh = []
+        for row in distinct:
+            key = _pair_key(prompts[row.prompt.content_hash], row.chosen, row.rejected)
+            if key not in existing:
+                existing.add(key)
+                fresh.append(row)
+        policy = imported_policy(source=name)
+        created = 0
+        for start in range(0, len(fresh), _IMPORT_BATCH):
+            created += _store_imported_pairs(fresh[start : start + _IMPORT_BATCH], prompts, policy, use_as)
+    return PreferenceImportResult(
+        created=created,
+        duplicates=len(distinct) - len(fresh),
+        identical=len(rows) - len(distinct),
+        formats=dict(formats),
+        policy=policy.name,
+        use_as=use_as,
+        other_split=sum(prompts[row.prompt.content_hash] in other_split for row in fresh),
+    )
+
+
+def _store_imported_pairs(
+    rows: list[importers.PreferenceRow], prompts: dict[str, int], policy: ModelVersion, use_as: str
+) -> int:
+    completions = Completion.objects.bulk_create(
+        Completion(
+            prompt_id=prompts[row.prompt.content_hash],
+            model_version=policy,
+            text=text,
+            backend=IMPORTED_BACKEND,
+            is_heldout=use_as == "heldout",
+        )
+        for row in rows
+        for text in (row.chosen, row.rejected)
+    )
+    judged = []
+    for i, row in enumerate(rows):
+        chosen, rejected = completions[2 * i].pk, completions[2 * i + 1].pk
+        # Which answer is "a" is drawn from the line's content, not its place in the file: a data set
+        # listing the preferred answer first must not become a pile of "a wins" (nor vary between runs).
+        digest = hashlib.sha256(f"{row.prompt.content_hash}:{row.chosen}:{row.rejected}".encode()).digest()
+        chosen_is_a = digest[0] % 2 == 0
+        a, b = (chosen, rejected) if chosen_is_a else (rejected, chosen)
+        judged.append((prompts[row.prompt.content_hash], a, b, Choice.A if chosen_is_a else Choice.B))
+    return labeling_services.comparisons_create_judged(rows=judged, gold=use_as == "gold")

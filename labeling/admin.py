@@ -1,7 +1,9 @@
 import io
 import os
+from collections.abc import Callable
 from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -192,49 +194,71 @@ class PromptAdmin(admin.ModelAdmin):
         return [path("upload/", upload, name="labeling_prompt_upload"), *super().get_urls()]
 
     def upload_view(self, request: HttpRequest) -> HttpResponse:
-        if not self.has_add_permission(request):
-            return HttpResponse(status=403)
         can_create = request.user.has_perm("labeling.add_campaign")
         form = PromptUploadForm(request.POST or None, request.FILES or None, can_create_campaign=can_create)
-        refused: PromptFileError | None = None
-        if request.method == "POST" and form.is_valid():
-            upload = form.cleaned_data["file"]
-            name = os.path.basename(upload.name)
-            # surrogateescape: a byte that is not UTF-8 is reported by line and field (importers.parse).
-            stream = io.TextIOWrapper(upload.file, encoding="utf-8", errors="surrogateescape", newline="")
+
+        def store(stream: io.TextIOBase, name: str) -> str:
             new = form.new_campaign_settings()
             file_args = {"stream": stream, "source": name, "fmt": form.cleaned_data["format"] or None}
-            try:
-                if new:
-                    campaign, _, result = services.prompts_import_into_named_campaign(
-                        name=form.cleaned_data["new_campaign"], campaign_settings=new, **file_args
-                    )
-                else:
-                    campaign = form.cleaned_data["campaign"]
-                    result = services.prompts_import(campaign=campaign, **file_args)
-            except PromptFileError as exc:
-                refused = exc
-                lines = f"{exc.count} bad line{'s' if exc.count != 1 else ''}"
-                form.add_error("file", f"Nothing was imported: {name} has {lines} (listed above).")
-            else:
-                # Not starting with the file's name: the admin capitalises a message's first letter.
-                self.message_user(
-                    request,
-                    f"Imported {result.created} prompts from {name} ({result.format}) into "
-                    f"{'the new campaign ' if new else ''}{campaign}; skipped {result.duplicates} duplicates.",
-                    messages.SUCCESS,
+            if new:
+                campaign, _, result = services.prompts_import_into_named_campaign(
+                    name=form.cleaned_data["new_campaign"], campaign_settings=new, **file_args
                 )
-                # Land on the prompts of this file (the import stores its name as their source).
-                query = urlencode({"campaign__id__exact": campaign.pk, "source": name[:255]})
-                return HttpResponseRedirect(f"{reverse('admin:labeling_prompt_changelist')}?{query}")
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Import prompts",
-            "form": form,
-            "refused": refused,
-            "opts": self.model._meta,
-        }
-        return render(request, "admin/labeling/prompt/upload.html", context)
+            else:
+                campaign = form.cleaned_data["campaign"]
+                result = services.prompts_import(campaign=campaign, **file_args)
+            # Not starting with the file's name: the admin capitalises a message's first letter.
+            self.message_user(
+                request,
+                f"Imported {result.created} prompts from {name} ({result.format}) into "
+                f"{'the new campaign ' if new else ''}{campaign}; skipped {result.duplicates} duplicates.",
+                messages.SUCCESS,
+            )
+            # Land on the prompts of this file (the import stores its name as their source).
+            query = urlencode({"campaign__id__exact": campaign.pk, "source": name[:255]})
+            return f"{reverse('admin:labeling_prompt_changelist')}?{query}"
+
+        return upload_page(
+            self, request, form=form, title="Import prompts", template="admin/labeling/prompt/upload.html", store=store
+        )
+
+
+def upload_page(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    *,
+    form: forms.Form,
+    title: str,
+    template: str,
+    store: Callable[[io.TextIOBase, str], str],
+) -> HttpResponse:
+    """An admin page that imports a file uploaded through `form` whole or not at all.
+
+    `store(text stream, file name)` imports it and returns the URL to land on; a PromptFileError
+    lists the file's bad lines (line, field, problem) above the form instead.
+    """
+    if not modeladmin.has_add_permission(request):
+        return HttpResponse(status=403)
+    refused: PromptFileError | None = None
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        name = os.path.basename(upload.name)
+        # surrogateescape: a byte that is not UTF-8 is reported by line and field (labeling.importers).
+        stream = io.TextIOWrapper(upload.file, encoding="utf-8", errors="surrogateescape", newline="")
+        try:
+            return HttpResponseRedirect(store(stream, name))
+        except PromptFileError as exc:
+            refused = exc
+            lines = f"{exc.count} bad line{'s' if exc.count != 1 else ''}"
+            form.add_error("file", f"Nothing was imported: {name} has {lines} (listed above).")
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": title,
+        "form": form,
+        "refused": refused,
+        "opts": modeladmin.model._meta,
+    }
+    return render(request, template, context)
 
 
 class JudgmentInline(admin.TabularInline):

@@ -4,7 +4,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from labeling import importers
-from labeling.importers import FORMATS
+from labeling.importers import FORMATS, PREFERENCE_USES
 from labeling.models import Campaign, Choice, Prompt
 
 _NEW_CAMPAIGN_FIELDS = ["annotations_per_pair", "strength_scale", "allow_tie", "allow_both_bad", "rationale_required"]
@@ -67,6 +67,26 @@ class PromptUploadForm(forms.Form):
             value = self.cleaned_data[name]
             settings[name] = Campaign._meta.get_field(name).get_default() if value in (None, "") else value
         return settings
+
+
+class PreferenceUploadForm(forms.Form):
+    campaign = forms.ModelChoiceField(queryset=Campaign.objects.all())
+    file = forms.FileField(
+        help_text="JSONL: HH-RLHF (chosen/rejected transcripts) or TRL (prompt/chosen/rejected, strings or chat "
+        "messages; without a prompt, chosen/rejected are whole conversations). The format is detected per line."
+    )
+    use_as = forms.ChoiceField(
+        choices=[
+            (PREFERENCE_USES[0], "Training data"),
+            (PREFERENCE_USES[1], "Held-out evaluation pairs"),
+            (PREFERENCE_USES[2], "Gold pairs (the preferred answer is the gold answer)"),
+        ],
+        initial=PREFERENCE_USES[0],
+    )
+
+    @property
+    def file_fields(self) -> list[forms.BoundField]:
+        return list(self)
 
 
 class HeldoutSplitForm(forms.Form):

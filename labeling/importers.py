@@ -1,7 +1,9 @@
-"""Parsing prompt files: JSONL (prompt or messages), CSV, and HH-RLHF transcripts.
+"""Parsing prompt files (JSONL with prompt or messages, CSV, HH-RLHF transcripts) and preference
+files (HH-RLHF, TRL prompt/chosen/rejected).
 
 Parsing is pure: it returns validated rows or raises PromptFileError listing the
-file's bad lines (line, field, problem). Storing them is labeling.services.prompts_import.
+file's bad lines (line, field, problem). Storing them is labeling.services.prompts_import
+and generation.services.preferences_import.
 """
 
 import csv
@@ -11,7 +13,7 @@ import json
 import re
 import reprlib
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from django.db.backends.base.operations import BaseDatabaseOperations
@@ -23,6 +25,7 @@ ROLES = ("system", "user", "assistant")
 FORMATS = ("jsonl", "csv", "hh")
 _WS = re.compile(r"\s+")
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+_HH_ASSISTANT = "\n\nAssistant:"
 # Prompt.priority (and Comparison.priority, its copy) is an IntegerField: 32 bits on PostgreSQL.
 PRIORITY_RANGE = BaseDatabaseOperations.integer_field_ranges["IntegerField"]
 _BOM = "\ufeff"
@@ -132,11 +135,16 @@ def parse(stream: Iterable[str], *, source: str, fmt: str) -> list[PromptRow]:
     if fmt not in FORMATS:
         raise PromptFileError(source, [LineProblem(0, "", f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")])
     stream = _without_bom(stream)
-    rows: list[PromptRow] = []
+    return _collected(_parse_csv(stream) if fmt == "csv" else _parse_jsonl(stream), source)
+
+
+def _collected(items: Iterable, source: str) -> list:
+    """The good rows of `items`, or PromptFileError listing its LineProblems (up to PROBLEMS_SHOWN)."""
+    rows: list = []
     problems: list[LineProblem] = []
     more = 0
-    for item in _parse_csv(stream) if fmt == "csv" else _parse_jsonl(stream):
-        if isinstance(item, PromptRow):
+    for item in items:
+        if not isinstance(item, LineProblem):
             if not problems:  # once the file is refused its good rows are of no use
                 rows.append(item)
         elif len(problems) < PROBLEMS_SHOWN:
@@ -162,14 +170,21 @@ def describe_format(fmt: str, rows: Iterable[PromptRow]) -> str:
 _KIND_NAMES = {"text": "prompt text", "messages": "chat messages", "hh": "HH-RLHF transcripts"}
 
 
-def _checked(record: dict, number: int) -> PromptRow | LineProblem:
+def _checked(build: Callable, record: dict, number: int):
+    """`build(record, number)`, or the LineProblem it raised."""
     try:
-        return _row_from_record(record, number)
+        return build(record, number)
     except _LineError as exc:
         return exc.problem
 
 
 def _parse_jsonl(stream: Iterable[str]) -> Iterator[PromptRow | LineProblem]:
+    for item in _json_records(stream):
+        yield item if isinstance(item, LineProblem) else _checked(_row_from_record, item[1], item[0])
+
+
+def _json_records(stream: Iterable[str]) -> Iterator[tuple[int, dict] | LineProblem]:
+    """(line number, object) for each non-blank line, or the LineProblem of a line that is not a JSON object."""
     for number, raw in enumerate(stream, start=1):
         if not raw.strip():
             continue
@@ -187,7 +202,7 @@ def _parse_jsonl(stream: Iterable[str]) -> Iterator[PromptRow | LineProblem]:
         if not isinstance(record, dict):
             yield LineProblem(number, "", "each line must be a JSON object")
             continue
-        yield _checked(record, number)
+        yield number, record
 
 
 def _parse_csv(stream: Iterable[str]) -> Iterator[PromptRow | LineProblem]:
@@ -241,7 +256,7 @@ def _parse_csv(stream: Iterable[str]) -> Iterator[PromptRow | LineProblem]:
         tags = record.get("tags") or ""
         record = {k: v for k, v in record.items() if v not in (None, "")}
         record["tags"] = [t.strip() for t in re.split(r"[;|,]", tags) if t.strip()]
-        yield _checked(record, number)
+        yield _checked(_row_from_record, record, number)
 
 
 def _overlong_column(text: str, limit: int) -> int | None:
@@ -268,13 +283,20 @@ def _overlong_column(text: str, limit: int) -> int | None:
     return None
 
 
-def _row_from_record(record: dict, number: int) -> PromptRow:
+def _line_fail(record: dict, number: int) -> Callable[..., _LineError]:
+    """The line's `fail(reason, field)`, once the record holds nothing a column cannot store."""
+
     def fail(reason: str, field: str = "") -> _LineError:
         return _LineError(number, reason, field)
 
     problem = json_problem(record)
     if problem:
         raise fail(problem[1], problem[0])
+    return fail
+
+
+def _row_from_record(record: dict, number: int) -> PromptRow:
+    fail = _line_fail(record, number)
     row = PromptRow(line=number)
     if "prompt" in record:
         if not isinstance(record["prompt"], str) or not record["prompt"].strip():
@@ -283,7 +305,7 @@ def _row_from_record(record: dict, number: int) -> PromptRow:
     elif "messages" in record:
         row.messages, row.kind = _turns(record["messages"], fail), "messages"
     elif "chosen" in record and "rejected" in record:
-        row.messages, row.kind = _hh_prompt(record["chosen"], record["rejected"], fail), "hh"
+        row.messages, row.kind = _hh_split(record["chosen"], record["rejected"], fail)[0], "hh"
     else:
         raise fail("needs a 'prompt' string, a 'messages' list, or HH-RLHF 'chosen'/'rejected' transcripts")
 
@@ -308,22 +330,28 @@ def _row_from_record(record: dict, number: int) -> PromptRow:
     except (TypeError, ValueError):
         raise fail(f"must be an integer from {low} to {high}, not {reprlib.repr(priority)}", "priority") from None
 
-    external_id = record.get("id", "")
-    if not isinstance(external_id, (str, int)) or isinstance(external_id, bool):
-        raise fail("must be a string or an integer", "id")
-    row.external_id = str(external_id)[:255]
+    row.external_id = _external_id(record, fail)
     return row
 
 
-def _turns(value: object, fail) -> list[dict]:
+def _external_id(record: dict, fail) -> str:
+    external_id = record.get("id", "")
+    if not isinstance(external_id, (str, int)) or isinstance(external_id, bool):
+        raise fail("must be a string or an integer", "id")
+    return str(external_id)[:255]
+
+
+def _turns(value: object, fail, name: str = "messages", *, prompt: bool = True) -> list[dict]:
+    """chat_messages for the field `name` of a file's line, a broken rule raised through `fail`."""
     try:
-        return chat_messages(value)
+        return chat_messages(value, prompt=prompt)
     except TurnError as exc:
-        raise fail(exc.reason, exc.field) from None
+        raise fail(exc.reason, name + exc.field.removeprefix("messages")) from None
 
 
-def chat_messages(value: object) -> list[dict]:
-    """A chat prompt's turns, checked: a non-empty list of {role, content}, the last turn the user's.
+def chat_messages(value: object, *, prompt: bool = True) -> list[dict]:
+    """A chat prompt's turns, checked: a non-empty list of {role, content}, the last turn the user's
+    (with `prompt` False, a whole conversation: any last turn).
 
     The one owner of these rules: files (above) and the admin's turns editor (labeling.forms) both ask it.
     Raises TurnError naming the turn.
@@ -339,14 +367,14 @@ def chat_messages(value: object) -> list[dict]:
         if not isinstance(message["content"], str) or not message["content"].strip():
             raise TurnError(i, "content", "must be a non-empty string")
         messages.append({"role": message["role"], "content": message["content"]})
-    if messages[-1]["role"] != "user":
+    if prompt and messages[-1]["role"] != "user":
         last = len(messages) - 1
         raise TurnError(last, "role", "must be user: the last message is the user's turn (the model answers it)")
     return messages
 
 
-def _hh_prompt(chosen: object, rejected: object, fail) -> list[dict]:
-    """The shared prompt of an HH-RLHF pair, as chat messages.
+def _hh_split(chosen: object, rejected: object, fail) -> tuple[list[dict], int]:
+    """An HH-RLHF pair's shared prompt, as chat messages, and where its final "Assistant:" turn starts.
 
     Both transcripts share every turn up to the final "Assistant:" turn, which is
     where they differ; that shared prefix is the prompt.
@@ -358,7 +386,7 @@ def _hh_prompt(chosen: object, rejected: object, fail) -> list[dict]:
         if c != r:
             break
         common += 1
-    cut = chosen.rfind("\n\nAssistant:", 0, common + 1)
+    cut = chosen.rfind(_HH_ASSISTANT, 0, common + 1)
     if cut <= 0:
         raise fail("share no prompt ending in a '\\n\\nAssistant:' turn", "chosen, rejected")
     parts = _HH_TURN.split(chosen[:cut])
@@ -369,4 +397,112 @@ def _hh_prompt(chosen: object, rejected: object, fail) -> list[dict]:
     ]
     if not messages or any(not m["content"] for m in messages):
         raise fail("the shared HH-RLHF prompt has an empty or missing 'Human:' turn")
-    return _turns(messages, fail)
+    return _turns(messages, fail), cut
+
+
+# --- Preference files: pairs with a known answer -------------------------------
+
+# What an imported pair is for: training data, held-out evaluation pairs, or gold pairs scoring annotators.
+PREFERENCE_USES = ("train", "heldout", "gold")
+PREFERENCE_FORMATS = {
+    "hh": "HH-RLHF transcripts",
+    "trl": "TRL prompt/chosen/rejected",
+    "trl-implicit": "TRL implicit prompt (chosen/rejected conversations)",
+}
+
+
+@dataclass
+class PreferenceRow:
+    """One line of a preference file: a prompt and two answers, the first preferred."""
+
+    line: int
+    prompt: PromptRow
+    chosen: str
+    rejected: str
+    fmt: str  # a key of PREFERENCE_FORMATS
+
+    @property
+    def identical(self) -> bool:
+        """Both answers are the same text: the line says nothing about which is better."""
+        return normalize(self.chosen) == normalize(self.rejected)
+
+
+def parse_preferences(stream: Iterable[str], *, source: str) -> list[PreferenceRow]:
+    """A JSONL preference file's rows, validated, or PromptFileError listing its bad lines (as `parse`).
+
+    Each line may be any of PREFERENCE_FORMATS. HH-RLHF: `chosen` and `rejected` transcripts
+    ("\\n\\nHuman: ...\\n\\nAssistant: ..."); their shared turns are the prompt, their final Assistant turns
+    the answers. TRL: `prompt` (a string or chat messages) with `chosen` and `rejected` (strings, or one
+    assistant message each); without `prompt`, `chosen` and `rejected` are whole conversations whose shared
+    turns are the prompt (TRL's implicit prompt). Decode `stream` with errors="surrogateescape", as for `parse`.
+    """
+    items = (
+        item if isinstance(item, LineProblem) else _checked(_preference_from_record, item[1], item[0])
+        for item in _json_records(_without_bom(stream))
+    )
+    return _collected(items, source)
+
+
+def _preference_from_record(record: dict, number: int) -> PreferenceRow:
+    fail = _line_fail(record, number)
+    if "chosen" not in record or "rejected" not in record:
+        raise fail("needs 'chosen' and 'rejected': HH-RLHF transcripts, or TRL answers with a 'prompt'")
+    chosen, rejected = record["chosen"], record["rejected"]
+    prompt = PromptRow(line=number, external_id=_external_id(record, fail))
+    if "prompt" in record:
+        fmt = "trl"
+        if isinstance(record["prompt"], str):
+            if not record["prompt"].strip():
+                raise fail("must be a non-empty string or a list of chat messages", "prompt")
+            prompt.text = record["prompt"]
+        else:
+            prompt.messages = _turns(record["prompt"], fail, "prompt")
+        chosen, rejected = _answer(chosen, fail, "chosen"), _answer(rejected, fail, "rejected")
+    elif isinstance(chosen, str) and isinstance(rejected, str):
+        fmt = "hh"
+        prompt.messages, cut = _hh_split(chosen, rejected, fail)
+        start = cut + len(_HH_ASSISTANT)
+        chosen, rejected = _hh_answer(chosen[start:], fail, "chosen"), _hh_answer(rejected[start:], fail, "rejected")
+    elif isinstance(chosen, list) and isinstance(rejected, list):
+        fmt = "trl-implicit"
+        prompt.messages, chosen, rejected = _implicit_prompt(chosen, rejected, fail)
+    else:
+        raise fail("must both be strings or both be lists of chat messages", "chosen, rejected")
+    return PreferenceRow(line=number, prompt=prompt, chosen=chosen, rejected=rejected, fmt=fmt)
+
+
+def _answer(value: object, fail, name: str) -> str:
+    """A TRL answer: a string, or (conversational) a list holding one assistant message."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise fail("must be a non-empty string", name)
+        return value
+    turns = _turns(value, fail, name, prompt=False)
+    if len(turns) != 1 or turns[0]["role"] != "assistant":
+        raise fail("must be a string or a list of exactly one assistant message", name)
+    return turns[0]["content"]
+
+
+def _hh_answer(tail: str, fail, name: str) -> str:
+    if _HH_TURN.search(tail):
+        raise fail("differs from the other transcript before its final Assistant turn", name)
+    if not tail.strip():
+        raise fail("has an empty final Assistant turn", name)
+    return tail.strip()
+
+
+def _implicit_prompt(chosen: object, rejected: object, fail) -> tuple[list[dict], str, str]:
+    """(prompt messages, chosen answer, rejected answer) of two conversations that differ only in their last turn."""
+    chosen = _turns(chosen, fail, "chosen", prompt=False)
+    rejected = _turns(rejected, fail, "rejected", prompt=False)
+    shared = 0
+    for c, r in zip(chosen[:-1], rejected[:-1]):
+        if c != r:
+            break
+        shared += 1
+    if len(chosen) != shared + 1 or len(rejected) != shared + 1 or not shared:
+        raise fail("must share every turn but their last (the assistant's answer)", "chosen, rejected")
+    for name, turns in (("chosen", chosen), ("rejected", rejected)):
+        if turns[-1]["role"] != "assistant":
+            raise fail("must end with the assistant's answer", name)
+    return _turns(chosen[:shared], fail, "chosen"), chosen[-1]["content"], rejected[-1]["content"]

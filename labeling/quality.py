@@ -22,7 +22,6 @@ from labeling.models import (
     AssignmentState,
     Campaign,
     Choice,
-    Comparison,
     ComparisonStatus,
     Flag,
     Judgment,
@@ -286,7 +285,7 @@ def campaign_report(*, campaign: Campaign, sources: Sequence[str] = (JudgmentSou
         annotators[row.annotator].add(row)
         by_pair[row.comparison_id].append(row.choice)
     units = [choices for choices in by_pair.values() if len(choices) >= 2]
-    counts = Comparison.objects.filter(prompt__campaign=campaign).aggregate(
+    counts = selectors.comparisons_of_work(campaign=campaign).aggregate(
         comparisons=Count("pk"),
         open=Count("pk", filter=Q(status=ComparisonStatus.OPEN)),
         complete=Count("pk", filter=Q(status=ComparisonStatus.COMPLETE)),

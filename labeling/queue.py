@@ -26,6 +26,7 @@ from labeling.models import (
     Campaign,
     Comparison,
     ComparisonStatus,
+    Flag,
     Judgment,
     JudgmentSource,
     Prompt,
@@ -137,14 +138,18 @@ def _not_seen_by(alias: str) -> str:
 
 
 def _claimable(*, campaign: Campaign, annotator: User, gold: bool, now: datetime) -> tuple[list[str], list]:
-    """FROM and WHERE of the campaign's open pairs (gold or regular) this annotator may be given."""
-    comparison, prompt = tables(Comparison, Prompt)
+    """FROM and WHERE of the campaign's open pairs (gold or regular) this annotator may be given.
+
+    A pair with an unresolved flag is held back from everyone until an admin resolves the flag
+    (keeping the pair in the queue) or retires the pair."""
+    comparison, prompt, flag = tables(Comparison, Prompt, Flag)
     room, room_params = _has_room("c", now=now, campaign=campaign)
     sql = [
         f"FROM {comparison} c JOIN {prompt} p ON p.id = c.prompt_id",
         f"WHERE p.campaign_id = %s AND p.enabled AND c.status = '{ComparisonStatus.OPEN}'",
         f"AND {'c.is_gold' if gold else 'NOT c.is_gold'}",
         f"AND {_not_seen_by('c')}",
+        f"AND NOT EXISTS (SELECT 1 FROM {flag} f WHERE f.comparison_id = c.id AND f.resolved_at IS NULL)",
         f"AND {room}",
     ]
     return sql, [campaign.pk, annotator.pk, *room_params]

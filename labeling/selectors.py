@@ -18,9 +18,20 @@ from labeling.models import (
     Flag,
     Judgment,
     Split,
+    JudgmentSource,
 )
 
 SIDES = ("left", "right")
+
+
+def comparisons_of_work(*, campaign: Campaign) -> QuerySet[Comparison]:
+    """The campaign's pairs that are annotators' work: all but imported regular pairs (a data set's
+    label settles those on arrival; they are never queued), so they stay out of progress and counts.
+    Imported gold pairs are served to annotators like any gold pair, and stay in."""
+    imported = Exists(Judgment.objects.filter(comparison=OuterRef("pk"), source=JudgmentSource.IMPORTED))
+    return (
+        Comparison.objects.filter(prompt__campaign=campaign).alias(imported=imported).exclude(is_gold=False, imported=True)
+    )
 
 
 def campaigns_for_labeling() -> QuerySet[Campaign]:
@@ -114,8 +125,8 @@ def picked_open_count(*, campaign: Campaign) -> int:
 def campaign_progress(*, campaign: Campaign) -> tuple[int, int]:
     """(judgments done, judgments needed) over the campaign's regular, enabled, unretired pairs."""
     n = campaign.annotations_per_pair
-    row = Comparison.objects.filter(
-        prompt__campaign=campaign, prompt__enabled=True, is_gold=False
+    row = comparisons_of_work(campaign=campaign).filter(
+        prompt__enabled=True, is_gold=False
     ).exclude(status=ComparisonStatus.RETIRED).aggregate(
         pairs=Count("pk"), done=Coalesce(Sum(Least("judgments_count", Value(n))), 0)
     )

@@ -28,6 +28,7 @@ from labeling.models import (
     FlagReason,
     Judgment,
     JudgmentRevision,
+    JudgmentSource,
     Prompt,
     Split,
     StrengthScale,
@@ -78,36 +79,12 @@ def prompts_import(
         rows = importers.parse(_counting(stream, bar), source=name, fmt=fmt)
 
     with transaction.atomic():
-        # Lock the campaign row: concurrent imports into one campaign queue up
-        # instead of racing on the unique content hash.
-        Campaign.objects.select_for_update().get(pk=campaign.pk)
-        existing = set(Prompt.objects.filter(campaign=campaign).values_list("content_hash", flat=True))
-        fresh: dict[str, importers.PromptRow] = {}
-        for row in rows:
-            key = row.content_hash
-            if key not in existing and key not in fresh:
-                fresh[key] = row
-        prompts = [
-            Prompt(
-                campaign=campaign,
-                text=row.text,
-                messages=row.messages,
-                content_hash=key,
-                split=row.split,
-                priority=row.priority,
-                source=name[:255],
-                external_id=row.external_id,
-            )
-            for key, row in fresh.items()
-        ]
-        for start in tqdm(range(0, len(prompts), _BATCH), desc="storing", unit="batch", disable=not progress):
-            Prompt.objects.bulk_create(prompts[start : start + _BATCH])
-        _attach_tags(prompts, [row.tags for row in fresh.values()])
+        fresh = prompts_store(campaign=campaign, rows=rows, source=name, progress=progress)
     return ImportResult(
-        created=len(prompts),
-        duplicates=len(rows) - len(prompts),
+        created=len(fresh),
+        duplicates=len(rows) - len(fresh),
         format=importers.describe_format(fmt, rows),
-        rows=tuple(fresh.values()),
+        rows=tuple(fresh),
     )
 
 
@@ -130,6 +107,39 @@ def prompts_import_into_named_campaign(
         campaign, created = campaign_get_or_create(name=name, **(campaign_settings or {}))
         result = prompts_import(campaign=campaign, stream=stream, source=source, fmt=fmt, size=size, progress=progress)
     return campaign, created, result
+
+
+def prompts_store(
+    *, campaign: Campaign, rows: list[importers.PromptRow], source: str, progress: bool = False
+) -> list[importers.PromptRow]:
+    """Store the parsed rows as the campaign's prompts, skipping content the campaign already has (or that
+    repeats earlier in `rows`); returns the rows stored. Runs inside the caller's transaction."""
+    # Lock the campaign row: concurrent imports into one campaign queue up
+    # instead of racing on the unique content hash.
+    Campaign.objects.select_for_update().get(pk=campaign.pk)
+    existing = set(Prompt.objects.filter(campaign=campaign).values_list("content_hash", flat=True))
+    fresh: dict[str, importers.PromptRow] = {}
+    for row in rows:
+        key = row.content_hash
+        if key not in existing and key not in fresh:
+            fresh[key] = row
+    prompts = [
+        Prompt(
+            campaign=campaign,
+            text=row.text,
+            messages=row.messages,
+            content_hash=key,
+            split=row.split,
+            priority=row.priority,
+            source=source[:255],
+            external_id=row.external_id,
+        )
+        for key, row in fresh.items()
+    ]
+    for start in tqdm(range(0, len(prompts), _BATCH), desc="storing", unit="batch", disable=not progress):
+        Prompt.objects.bulk_create(prompts[start : start + _BATCH])
+    _attach_tags(prompts, [row.tags for row in fresh.values()])
+    return list(fresh.values())
 
 
 def _attach_tags(prompts: list[Prompt], tag_lists: list[list[str]]) -> None:
@@ -387,7 +397,8 @@ def comparison_flag(*, assignment_id: int, annotator: User, reason: str, note: s
     """Flag the pair of the annotator's assignment (unsafe, broken, unclear) and move on.
 
     A leased pair is given back as a skip would (this annotator is not shown it
-    again; others still are until an admin retires it). Flagging twice keeps the first flag.
+    again), and no one else is offered it while the flag is unresolved: an admin
+    resolves it (the pair goes back to the queue) or retires the pair. Flagging twice keeps the first flag.
     """
     if reason not in FlagReason.values:
         raise InvalidFlag(f"reason must be one of {', '.join(FlagReason.values)}, not {reason!r}")
@@ -547,6 +558,67 @@ def judgment_reopen(*, assignment_id: int, annotator: User) -> Judgment:
     judgment.reopened_until = now + lease.campaign.lease
     judgment.save(update_fields=["reopened_until"])
     return judgment
+
+
+# Imported judgments are stored under this user: an inactive account no one logs in as, in no group.
+IMPORTED_ANNOTATOR = "imported-data"
+
+
+def imported_annotator() -> User:
+    user, created = User.objects.get_or_create(username=IMPORTED_ANNOTATOR, defaults={"is_active": False})
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return user
+
+
+@transaction.atomic
+def comparisons_create_judged(*, rows: list[tuple[int, int, int, str]], gold: bool) -> int:
+    """Store a data set's judged pairs: for each (prompt_id, completion_a_id, completion_b_id, choice) row,
+    a comparison with one judgment of source "imported"; returns how many.
+
+    An imported label settles its pair on its own, so the pair is complete and never
+    queued for annotators; with `gold`, it is instead a gold pair whose answer is the label,
+    mixed into annotators' work at the campaign's gold rate.
+    """
+    annotator = imported_annotator()
+    now = timezone.now()
+    priorities = dict(Prompt.objects.filter(pk__in={row[0] for row in rows}).values_list("pk", "priority"))
+    created = 0
+    for start in range(0, len(rows), _BATCH):
+        batch = rows[start : start + _BATCH]
+        comparisons = Comparison.objects.bulk_create(
+            Comparison(
+                prompt_id=prompt_id,
+                completion_a_id=a_id,
+                completion_b_id=b_id,
+                priority=priorities[prompt_id],
+                judgments_count=1,
+                is_gold=gold,
+                gold_choice=choice if gold else "",
+                status=ComparisonStatus.OPEN if gold else ComparisonStatus.COMPLETE,
+            )
+            for prompt_id, a_id, b_id, choice in batch
+        )
+        assignments = Assignment.objects.bulk_create(
+            Assignment(
+                comparison=c, annotator=annotator, left_is_a=True, leased_until=now, state=AssignmentState.SUBMITTED
+            )
+            for c in comparisons
+        )
+        Judgment.objects.bulk_create(
+            Judgment(
+                assignment=assignment,
+                comparison=comparison,
+                annotator=annotator,
+                choice=Choice(choice),
+                left_is_a=True,
+                source=JudgmentSource.IMPORTED,
+            )
+            for assignment, comparison, (_, _, _, choice) in zip(assignments, comparisons, batch)
+        )
+        created += len(comparisons)
+    return created
 
 
 @transaction.atomic

@@ -17,16 +17,33 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from django.db.models import Avg, Case, Count, ExpressionWrapper, F, FloatField, Max, Q, QuerySet, Value, When
+from django.conf import settings
+from django.db.models import (
+    Avg,
+    Case,
+    Count,
+    Exists,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
 from django.db.models.functions import Greatest
+from django.utils import timezone
 
 from generation.selectors import prompt_model_input
-from labeling.models import Campaign, Choice, Comparison, JudgmentSource, Split
+from labeling.models import Campaign, Choice, Comparison, Judgment, JudgmentSource, Split
 from labeling.quality import campaign_reliability
 from labeling.reliability import ReliabilityResult
 from training.config import AggregationPolicy
@@ -42,6 +59,22 @@ _CHUNK = 1000  # rows per database fetch and per Parquet row group
 
 def _heldout_q() -> Q:
     return Q(prompt__split=Split.HELDOUT) | Q(completion_a__is_heldout=True) | Q(completion_b__is_heldout=True)
+
+
+def _still_undoable(*, sources: tuple[str, ...]) -> Exists:
+    """Whether the comparison has a counted judgment whose answer may still change: one its annotator
+    reopened (undo), or a human answer (or revision) given within LABELING_UNDO_WINDOW_S, which its
+    annotator may still undo. Scripted annotators' answers are final when stored (they undo only by
+    reopening, caught by the first case); imported ones cannot be undone."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.LABELING_UNDO_WINDOW_S)
+    in_window = Q(created_at__gt=cutoff) | Q(revisions__revised_at__gt=cutoff)
+    return Exists(
+        Judgment.objects.filter(comparison=OuterRef("pk"), source__in=sources).filter(
+            Q(reopened_until__gt=now) | (Q(source=JudgmentSource.HUMAN) & in_window)
+        )
+    )
+
 
 
 # Why a comparison of the split gives no row, in the order they are decided; "kept" gives one.
@@ -102,9 +135,12 @@ def _comparisons_voted(*, campaign: Campaign, split: str, policy: AggregationPol
             When(wins("a", "b"), then=Value("a")), When(wins("b", "a"), then=Value("b")), default=Value("")
         )
     )
-    # An imported judgment is a data set's settled label on its own.
-    unsettled = ~Q(n_judged__gte=campaign.annotations_per_pair) & ~Q(n_imported__gt=0)
-    settling = [When(unsettled, then=Value("unsettled"))] if policy.settled_only else []
+    settling = []
+    if policy.settled_only:
+        # Settled: all N votes are in (or a data set's label was imported) and none can still be undone.
+        qs = qs.annotate(undoable=_still_undoable(sources=policy.sources))
+        unsettled = (~Q(n_judged__gte=campaign.annotations_per_pair) & ~Q(n_imported__gt=0)) | Q(undoable=True)
+        settling = [When(unsettled, then=Value("unsettled"))]
     return qs.annotate(
         outcome=Case(
             When(n_judged=0, then=Value("not_judged")),

@@ -1,7 +1,7 @@
 from django import forms
 from django.conf import settings
 
-from training.config import LOSS_TYPES, REFERENCES, RoundConfig
+from training.config import JUDGMENT_SOURCES, LOSS_TYPES, REFERENCES, RoundConfig
 from training.export import AggregationPolicy
 
 _DEFAULT = RoundConfig()
@@ -31,6 +31,14 @@ class RoundConfigForm(forms.Form):
     )
     min_agreement = forms.FloatField(initial=_AGGREGATION.min_agreement, min_value=0.0, max_value=1.0)
     min_judgments = forms.IntegerField(initial=_AGGREGATION.min_judgments, min_value=1)
+    sources = forms.MultipleChoiceField(
+        choices=[(s, s) for s in JUDGMENT_SOURCES],
+        initial=list(_AGGREGATION.sources),
+        widget=forms.CheckboxSelectMultiple,
+        label="Judgments from",
+        help_text="Whose judgments the round trains and is evaluated on: imported ones are a data set's labels "
+        "(import_preferences), simulated ones a script's.",
+    )
     gate_min_accuracy = forms.FloatField(
         min_value=0.0,
         max_value=1.0,
@@ -76,7 +84,7 @@ class RoundConfigForm(forms.Form):
         data = super().clean()
         if self.errors:
             return data
-        aggregation = {"min_agreement": data.pop("min_agreement"), "min_judgments": data.pop("min_judgments")}
+        aggregation = {name: data.pop(name) for name in ("min_agreement", "min_judgments", "sources")}
         try:
             self.config = RoundConfig.from_dict({**data, "aggregation": aggregation})
         except ValueError as exc:

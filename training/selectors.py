@@ -1,5 +1,6 @@
 import json
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -29,10 +30,14 @@ def round_last(*, campaign: Campaign) -> TrainingRound | None:
 
 
 def preferences_new_count(*, campaign: Campaign, policy: AggregationPolicy) -> int:
-    """Training preferences judged since the campaign's last round started (all of them before its first)."""
+    """Training preferences judged since the campaign's last round started (all of them before its first).
+
+    A pair answered within LABELING_UNDO_WINDOW_S before that round was not yet settled when it started
+    (training.export), so that round did not take it: it counts as new too."""
     last = round_last(campaign=campaign)
+    window = timedelta(seconds=settings.LABELING_UNDO_WINDOW_S)
     return preferences_count(
-        campaign=campaign, split=Split.TRAIN, policy=policy, judged_after=last.created_at if last else None
+        campaign=campaign, split=Split.TRAIN, policy=policy, judged_after=last.created_at - window if last else None
     )
 
 

@@ -10,7 +10,7 @@ from tests.labeling.factories import make_pairs
 pytestmark = pytest.mark.django_db
 
 
-def test_a_flagged_pair_leaves_the_queue_for_the_flagger_only(campaign, alice, bob):
+def test_a_flagged_pair_leaves_the_queue_for_everyone_until_its_flag_is_resolved(campaign, alice, bob, admin_user):
     [pair] = make_pairs(campaign)
     leased = services.assignment_next(campaign=campaign, annotator=alice)
     flag = services.comparison_flag(assignment_id=leased.pk, annotator=alice, reason="unsafe", note="gives dosages")
@@ -18,9 +18,23 @@ def test_a_flagged_pair_leaves_the_queue_for_the_flagger_only(campaign, alice, b
     leased.refresh_from_db()
     assert leased.state == AssignmentState.SKIPPED
     assert services.assignment_next(campaign=campaign, annotator=alice) is None
-    assert services.assignment_next(campaign=campaign, annotator=bob).comparison_id == pair.pk
+    assert services.assignment_next(campaign=campaign, annotator=bob) is None
     again = services.comparison_flag(assignment_id=leased.pk, annotator=alice, reason="broken")
     assert again.pk == flag.pk and Flag.objects.count() == 1
+    services.flags_resolve(flags=Flag.objects.all(), by=admin_user)
+    assert services.assignment_next(campaign=campaign, annotator=alice) is None  # the flagger still skipped it
+    assert services.assignment_next(campaign=campaign, annotator=bob).comparison_id == pair.pk
+
+
+def test_a_flagged_gold_pair_is_held_back_too(campaign, alice, bob):
+    campaign.gold_rate = 1.0
+    campaign.save()
+    make_pairs(campaign, 2)
+    [gold] = make_pairs(campaign, gold_choice="a", prompt_text="A gold prompt.")
+    leased = services.assignment_next(campaign=campaign, annotator=alice)
+    assert leased.comparison_id == gold.pk
+    services.comparison_flag(assignment_id=leased.pk, annotator=alice, reason="unclear")
+    assert services.assignment_next(campaign=campaign, annotator=bob).comparison_id != gold.pk
 
 
 def test_a_flag_needs_a_known_reason(campaign, alice):

@@ -56,7 +56,9 @@ class PairFactory:
         heldout_completion: bool = False,
         prompt: Prompt | None = None,
         policy_b: ModelVersion | None = None,
+        answered_ago: timedelta = timedelta(hours=1),
     ) -> Comparison:
+        """A pair with a judgment per vote, answered `answered_ago` (by default long past the undo window)."""
         prompt = prompt or self.prompt(text="" if messages else text, messages=messages, split=split)
         completions = [
             Completion.objects.create(
@@ -92,6 +94,7 @@ class PairFactory:
                 source=source,
                 left_is_a=assignment.left_is_a,
             )
+        Judgment.objects.filter(comparison=comparison).update(created_at=timezone.now() - answered_ago)
         return comparison
 
 

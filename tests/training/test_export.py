@@ -1,5 +1,6 @@
 import hashlib
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -7,11 +8,13 @@ import pytest
 from datasets import load_dataset
 from django.core.management import call_command
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from generation.selectors import prompt_model_input
-from labeling.models import Split
+from labeling.models import Judgment, JudgmentRevision, JudgmentSource, Split
 from training import export, services
+from training.config import JUDGMENT_SOURCES
 from training.export import AggregationPolicy
 from training.models import PreferenceSnapshot
 
@@ -102,6 +105,36 @@ def test_simulated_judgments_neither_vote_nor_settle_a_human_export_unless_asked
     assert (row["comparison_id"], row["votes_a"], row["votes_b"]) == (mixed.pk, 1, 0)
     both = rows(campaign, sources=("human", "simulated"))
     assert [(r["comparison_id"], r["votes_b"]) for r in both] == [(mixed.pk, 2), (simulated.pk, 2)]
+
+
+def test_training_config_spells_out_exactly_labelings_judgment_sources():
+    assert set(JUDGMENT_SOURCES) == set(JudgmentSource.values) and len(JUDGMENT_SOURCES) == len(JudgmentSource.values)
+
+
+def test_a_human_answer_inside_its_undo_window_does_not_settle_its_pair(campaign, pairs, settings):
+    settings.LABELING_UNDO_WINDOW_S = 10
+    fresh = pairs.pair(votes=["a"], text="just answered", answered_ago=timedelta(seconds=2))
+    old = pairs.pair(votes=["b"], text="answered a minute ago", answered_ago=timedelta(minutes=1))
+
+    assert [r["comparison_id"] for r in rows(campaign)] == [old.pk]
+    assert [r["comparison_id"] for r in rows(campaign, settled_only=False)] == [fresh.pk, old.pk]
+    settings.LABELING_UNDO_WINDOW_S = 1
+    assert [r["comparison_id"] for r in rows(campaign)] == [fresh.pk, old.pk]
+
+
+def test_a_reopened_or_recently_revised_judgment_does_not_settle_its_pair(campaign, pairs, settings):
+    settings.LABELING_UNDO_WINDOW_S = 10
+    reopened = pairs.pair(votes=["a"], text="reopened", sources=["simulated"])
+    revised = pairs.pair(votes=["b"], text="revised just now")
+    Judgment.objects.filter(comparison=reopened).update(reopened_until=timezone.now() + timedelta(minutes=5))
+    judgment = Judgment.objects.get(comparison=revised)
+    JudgmentRevision.objects.create(
+        judgment=judgment, choice="a", answered_at=judgment.created_at, revised_at=timezone.now()
+    )
+
+    assert rows(campaign, sources=("human", "simulated")) == []
+    Judgment.objects.filter(comparison=reopened).update(reopened_until=timezone.now() - timedelta(seconds=1))
+    assert [r["comparison_id"] for r in rows(campaign, sources=("human", "simulated"))] == [reopened.pk]
 
 
 def test_aggregation_policy_rejects_an_unknown_source():

@@ -203,3 +203,18 @@ def test_start_form_says_what_a_round_would_stand_on_and_lands_on_the_round_page
     training_round = TrainingRound.objects.get()
     assert response.status_code == 302 and response["Location"] == reverse("training:round", args=[training_round.pk])
     assert training_round.config["gate_min_heldout_pairs"] == 50
+    assert training_round.config["aggregation"]["sources"] == ["human"]
+
+
+def test_start_form_can_take_imported_judgments_too(client, admin_user, campaign, pairs, django_capture_on_commit_callbacks):
+    pairs.pair(votes=["a"], sources=["imported"], text="from a data set")
+    client.force_login(admin_user)
+    changelist = reverse("admin:labeling_campaign_changelist")
+    action = {"action": "start_dpo_round", "_selected_action": [campaign.pk]}
+    form = client.post(changelist, action).context["form"]
+    config = {name: field.initial for name, field in form.fields.items() if field.initial is not None}
+
+    with django_capture_on_commit_callbacks():
+        client.post(changelist, {**action, **config, "sources": ["human", "imported"], "apply": "1"})
+
+    assert TrainingRound.objects.get().config["aggregation"]["sources"] == ["human", "imported"]

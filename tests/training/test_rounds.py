@@ -4,11 +4,13 @@ import json
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.db import connection
 from django.urls import reverse
+from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from rest_framework.test import APIClient
 
@@ -379,15 +381,29 @@ def test_scheduler_starts_a_round_only_with_enough_new_preferences(campaign, pai
 
 
 @pytest.mark.django_db
-def test_preferences_judged_before_the_last_round_are_not_new(campaign, pairs, tiny_policy):
+def test_preferences_judged_before_the_last_round_are_not_new(campaign, pairs, tiny_policy, settings):
+    settings.LABELING_UNDO_WINDOW_S = 0  # so a pair answered after the round is settled at once
     pairs.pair(votes=["a"])
     pairs.pair(votes=["a"], text="second")
     services.round_cancel(training_round=services.round_start(campaign=campaign))
     assert services.round_start_if_due(campaign=campaign, min_new_preferences=1) is None
 
-    pairs.pair(votes=["b"], text="third")
+    pairs.pair(votes=["b"], text="third", answered_ago=timedelta(0))
 
     assert services.round_start_if_due(campaign=campaign, min_new_preferences=1) is not None
+
+
+@pytest.mark.django_db
+def test_a_pair_still_in_its_undo_window_when_the_last_round_started_is_new(campaign, pairs, tiny_policy, settings):
+    settings.LABELING_UNDO_WINDOW_S = 10
+    pairs.pair(votes=["a"], text="answered 15 s ago", answered_ago=timedelta(seconds=15))
+    pairs.pair(votes=["a"], text="answered an hour ago")
+    training_round = services.round_start(campaign=campaign)
+    services.round_cancel(training_round=training_round)
+    # The round started 10 s ago, 5 s after the first pair's answer: that pair was not settled then.
+    TrainingRound.objects.filter(pk=training_round.pk).update(created_at=timezone.now() - timedelta(seconds=10))
+
+    assert selectors.preferences_new_count(campaign=campaign, policy=AggregationPolicy()) == 1
 
 
 @pytest.mark.django_db
