@@ -125,12 +125,12 @@ def test_the_preferred_answer_is_not_always_side_a(campaign):
         ),
         (
             '{"prompt": [{"role": "assistant", "content": "q"}], "chosen": "a", "rejected": "b"}',
-            "last message of 'prompt' must be the user's turn",
+            "field 'prompt[0].role' must be user: the last message is the user's turn",
         ),
         ('{"chosen": "no turns here", "rejected": "none here"}', "share no prompt"),
         (
             json.dumps({"chosen": "\n\nHuman: q\n\nAssistant: a\n\nHuman: more?\n\nAssistant: yes", "rejected": B_HH}),
-            "differ before their final Assistant turn (in 'chosen')",
+            "field 'chosen' differs from the other transcript before its final Assistant turn",
         ),
         (
             json.dumps({"chosen": [USER_Q, {"role": "assistant", "content": "a"}], "rejected": [USER_OTHER, ASSISTANT_B]}),
@@ -273,5 +273,7 @@ def test_admin_imports_a_file_and_says_the_detected_format(client, admin_user, c
     bad = SimpleUploadedFile("bad.jsonl", b'{"prompt": "q", "chosen": "a", "rejected": "\xff"}\n')
     response = client.post(url, {"campaign": campaign.pk, "file": bad, "use_as": "gold"})
     assert response.status_code == 200
-    assert "Nothing was imported. bad.jsonl line 1: field &#x27;rejected&#x27;" in response.content.decode()
+    page = response.content.decode()
+    assert "Nothing was imported: bad.jsonl has 1 bad line" in page
+    assert '<td>bad.jsonl</td><td>1</td><td class="field">rejected</td>' in page
     assert Comparison.objects.count() == 2
