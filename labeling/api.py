@@ -126,7 +126,11 @@ class ProgressSerializer(serializers.Serializer):
         help_text="Your judgments in this campaign (a gold pair counts like any other, so none is told apart)."
     )
     campaign_needed = serializers.IntegerField(
-        help_text="campaign_done plus the pairs you hold leases on and those the queue may still give you."
+        help_text="campaign_done plus the pairs you hold leases on and those the queue may still give you "
+        f"(those counted up to {selectors.PAIRS_LEFT_COUNTED:,}: see campaign_more)."
+    )
+    campaign_more = serializers.BooleanField(
+        help_text=f"True when more pairs are open to you than campaign_needed counts (over {selectors.PAIRS_LEFT_COUNTED:,} left)."
     )
     campaign_fraction = serializers.FloatField()
     campaign_state = serializers.ChoiceField(

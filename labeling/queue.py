@@ -232,11 +232,13 @@ def comparison_claim_sql(
     return "\n".join(sql), params
 
 
-def claimable_count(*, campaign: Campaign, annotator: User, gold: bool, now: datetime) -> int:
-    """How many of the campaign's open pairs (gold or regular) this annotator may be given now."""
+def claimable_count(*, campaign: Campaign, annotator: User, gold: bool, now: datetime, limit: int) -> int:
+    """How many of the campaign's open pairs (gold or regular) this annotator may be given now, counted up
+    to `limit`: the full count is a walk over the whole campaign (an anti-join per pair), too much for a
+    figure the labeling page asks for after every judgment."""
     where, params = _claimable(campaign=campaign, annotator=annotator, gold=gold, now=now)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) " + "\n".join(where), params)
+        cursor.execute("SELECT count(*) FROM (SELECT 1 " + "\n".join(where) + "\nLIMIT %s) q", [*params, limit])
         return cursor.fetchone()[0]
 
 

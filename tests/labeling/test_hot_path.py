@@ -73,3 +73,12 @@ def test_submit_stores_a_judgment_in_three_statements_on_postgresql(campaign, al
     assert response.status_code == 201 and response.json()["created"] is True
     # Token, the locked assignment with its pair and campaign rules, the writes.
     assert len(statements) == 2 + SUBMIT_WRITES, listed(statements)
+
+
+def test_my_stats_cost_the_same_few_statements_however_many_pairs_are_left(campaign, alice_api):
+    make_pairs(campaign, 30)
+    response, statements = counted(lambda: alice_api.get(f"/api/labeling/campaigns/{campaign.pk}/me/"))
+    assert response.status_code == 200 and response.json()["campaign_needed"] == 30
+    # Token, campaign, my judgments (all and today's), my held leases, the pairs left to me (counted up to
+    # a cap), and whether an open pair still needs judgments (one row found).
+    assert len(statements) == 6, listed(statements)
