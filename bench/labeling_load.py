@@ -142,8 +142,14 @@ def load_campaign(*, comparisons: int, annotators: int, per_pair: int) -> tuple[
     # Settle the bulk load before timing: statistics and the visibility map now (else
     # autovacuum does it mid-run), and its ~100 MB of WAL flushed by a checkpoint now
     # (else one lands mid-run and every commit waits on the disk behind it).
+    # Only the loaded tables: the ones the run fills (assignments, judgments) stay never
+    # analyzed. Analyzed while empty, they told the planner "no rows", so every claim's
+    # checks (seen by me? room left?) scanned the whole assignment table for each pair it
+    # looked at, for as long as the run outlasted autovacuum's first look (a minute): a
+    # cost no deployment with any history pays, and one that grew through the run.
+    loaded = [Prompt, Completion, Comparison, Campaign, ModelVersion, User, Token]
     with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")
+        cursor.execute("VACUUM ANALYZE " + ", ".join(connection.ops.quote_name(m._meta.db_table) for m in loaded))
         try:
             cursor.execute("CHECKPOINT")
         except DatabaseError as exc:  # needs superuser or pg_checkpoint
@@ -345,21 +351,36 @@ def annotate(
         tally.exhausted += mine.exhausted
 
 
-def cpu_seconds(*, pgid: int | None = None, command: str | None = None) -> float:
-    """User + system CPU of the live processes in a process group (gunicorn) or with a command name (postgres)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            name, fields = (entry / "stat").read_text().split(" (", 1)[1].rsplit(")", 1)
-        except (OSError, ValueError):
-            continue
-        fields = fields.split()
-        if (pgid is not None and int(fields[2]) == pgid) or name == command:  # field 5 of stat: the process group
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+def process_cpu(pid: int) -> tuple[int, float] | None:
+    """(process group, user + system CPU seconds) of a live process, from /proc; None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[2]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # fields 5, 14, 15 of stat
+
+
+def cpu_seconds(*, pgid: int) -> float:
+    """User + system CPU of the live processes in a process group (gunicorn)."""
+    found = (process_cpu(int(entry.name)) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return sum(seconds for group, seconds in filter(None, found) if group == pgid)
+
+
+def backend_cpu(database: str) -> dict[int, float]:
+    """CPU seconds (user + system) of each live PostgreSQL backend connected to `database`, by pid.
+
+    The server's own processes are shared with whatever else runs on the machine (other databases'
+    clients come and go), so summing every postgres process mixed their work into this run's figure
+    and could even go negative when one exited; the bench's own backends are gunicorn's persistent
+    connections (CONN_MAX_AGE), alive from their first request to the end of the run."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [database])
+        pids = [row[0] for row in cursor.fetchall()]
+    connection.close()
+    # A pid missing from /proc: already gone, or the server runs on another machine.
+    return {pid: cpu[1] for pid in pids if (cpu := process_cpu(pid)) is not None}
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -489,7 +510,7 @@ def main() -> None:
         ]
         loadavg = os.getloadavg()[0]
         server_cpu, client_cpu = cpu_seconds(pgid=server.pid), time.process_time()
-        database_cpu = cpu_seconds(command="postgres")
+        database_cpu = backend_cpu(args.database)
         started = time.monotonic()
         for t in threads:
             t.start()
@@ -497,7 +518,7 @@ def main() -> None:
             t.join()
         elapsed = time.monotonic() - started
         server_cpu, client_cpu = cpu_seconds(pgid=server.pid) - server_cpu, time.process_time() - client_cpu
-        database_cpu = cpu_seconds(command="postgres") - database_cpu
+        database_cpu = sum(seconds - database_cpu.get(pid, 0.0) for pid, seconds in backend_cpu(args.database).items())
         stop_gunicorn(server)
         server = None
         counts = audit(per_pair=args.per_pair, accepted=tally.accepted, created=tally.created, revised=tally.revised)
@@ -526,7 +547,7 @@ def main() -> None:
             "seconds": round(elapsed, 1),
             "gunicorn": f"{args.workers}x{args.threads} gthread",
             "load_s": round(load_s, 1),
-            # Where the two cores went (postgres: every local server process), and what else was running.
+            # Where the two cores went (database: the PostgreSQL backends serving this run), and what else was running.
             **{
                 f"{name}_cpu_ms_per_request": round(1000 * seconds / max(1, sum(tally.statuses.values())), 2)
                 for name, seconds in (("server", server_cpu), ("database", database_cpu), ("client", client_cpu))

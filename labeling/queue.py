@@ -8,6 +8,7 @@ here (the cap on a pair is `_has_room`); labeling.services owns the
 transactions and the domain checks and calls these.
 """
 
+import functools
 import json
 import secrets
 from dataclasses import dataclass
@@ -33,7 +34,34 @@ from labeling.models import (
 )
 
 def tables(*models) -> tuple[str, ...]:
-    return tuple(connection.ops.quote_name(m._meta.db_table) for m in models)
+    return tuple(_quoted_table(m, connection.vendor) for m in models)
+
+
+# The SQL text of the hot path is the same on every request; these are worked out once per model
+# (and database vendor). Building them each time cost ~10% of a request's CPU (connection proxy
+# lookups, quote_name, the ORM's converter discovery), more than the statements took to send.
+
+
+@functools.cache
+def _quoted_table(model, vendor: str) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+@functools.cache
+def _columns(model, alias: str, vendor: str) -> str:
+    return ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}" for f in model._meta.concrete_fields)
+
+
+@functools.cache
+def _converters(model, vendor: str) -> tuple[tuple[int, tuple, object], ...]:
+    """(column index, converters, expression) for the model's columns that need converting, as the ORM would."""
+    found = []
+    for i, field in enumerate(model._meta.concrete_fields):
+        expression = field.get_col(model._meta.db_table)
+        converters = tuple(connection.ops.get_db_converters(expression) + expression.get_db_converters(connection))
+        if converters:
+            found.append((i, converters, expression))
+    return tuple(found)
 
 
 def db_timestamp(value: datetime):
@@ -42,7 +70,7 @@ def db_timestamp(value: datetime):
 
 def columns(model, alias: str) -> str:
     """The model's columns, qualified by a table alias, in the order `fetch_one` reads them."""
-    return ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}" for f in model._meta.concrete_fields)
+    return _columns(model, alias, connection.vendor)
 
 
 def fetch_one(model, sql: str, params: list) -> tuple[object, tuple] | None:
@@ -57,13 +85,17 @@ def fetch_one(model, sql: str, params: list) -> tuple[object, tuple] | None:
         row = cursor.fetchone()
     if row is None:
         return None
+    return _instance(model, row), row[len(model._meta.concrete_fields) :]
+
+
+def _instance(model, row: tuple):
+    """The model instance for a row that starts with `columns(model, ...)`."""
     fields = model._meta.concrete_fields
     values = list(row[: len(fields)])
-    for i, field in enumerate(fields):
-        expression = field.get_col(model._meta.db_table)
-        for convert in connection.ops.get_db_converters(expression) + expression.get_db_converters(connection):
+    for i, converters, expression in _converters(model, connection.vendor):
+        for convert in converters:
             values[i] = convert(values[i], expression, connection)
-    return model.from_db(connection.alias, [f.attname for f in fields], values), row[len(fields) :]
+    return model.from_db(connection.alias, [f.attname for f in fields], values)
 
 
 def loaded(model, **values):
@@ -81,42 +113,69 @@ def campaign_for_labeling(*, pk: int) -> Campaign | None:
 
 
 def assignment_live(*, annotator: User, campaign: Campaign, now: datetime, other_than: int | None) -> Assignment | None:
-    """The annotator's oldest unexpired lease in the campaign, other than `other_than`."""
+    """The annotator's oldest unexpired lease in the campaign, other than `other_than`, with its pair's texts
+    (`pair_texts`)."""
     assignment, comparison, prompt = tables(Assignment, Comparison, Prompt)
+    texts, completions = _texts("c", "p")
     found = fetch_one(
         Assignment,
-        f"SELECT {columns(Assignment, 'a')} FROM {assignment} a JOIN {comparison} c ON c.id = a.comparison_id"
-        f" JOIN {prompt} p ON p.id = c.prompt_id"
+        f"SELECT {columns(Assignment, 'a')}, {texts} FROM {assignment} a JOIN {comparison} c ON c.id = a.comparison_id"
+        f" JOIN {prompt} p ON p.id = c.prompt_id {completions}"
         " WHERE a.annotator_id = %s AND p.campaign_id = %s AND a.state = %s AND a.leased_until > %s AND a.id <> %s"
         " ORDER BY a.created_at, a.id LIMIT 1",
         [annotator.pk, campaign.pk, AssignmentState.LEASED, db_timestamp(now), other_than or 0],
     )
-    return found[0] if found else None
+    if found is None:
+        return None
+    held, row = found
+    held.pair_texts = PairTexts.from_row(row)
+    return held
 
 
 @dataclass(frozen=True)
 class PairTexts:
+    """What the comparison page shows of a pair: the prompt and both completions.
+
+    The queue reads them in the statement that finds or claims the pair and hands
+    them on as the assignment's `pair_texts` (as an ORM annotation would be), so
+    serving a pair costs no round trip of its own."""
+
     prompt: str
     messages: list[dict] | None
     a: str
     b: str
 
+    @classmethod
+    def from_row(cls, row: tuple) -> "PairTexts":
+        """From the four values `_texts` selects."""
+        text, messages, a, b = row
+        return cls(prompt=text, messages=json.loads(messages) if messages is not None else None, a=a, b=b)
+
+
+def _texts(comparison: str, prompt: str) -> tuple[str, str]:
+    """The select list (four values, for PairTexts.from_row) and the joins that read a pair's texts,
+    given the aliases of its comparison and its (joined) prompt."""
+    # The completion table through the foreign key: labeling does not import generation.
+    (completion,) = tables(Comparison._meta.get_field("completion_a").related_model)
+    return (
+        f"{prompt}.text, {prompt}.messages, ta.text, tb.text",
+        f"JOIN {completion} ta ON ta.id = {comparison}.completion_a_id"
+        f" JOIN {completion} tb ON tb.id = {comparison}.completion_b_id",
+    )
+
 
 def pair_texts(*, assignment_id: int) -> PairTexts:
-    """What the comparison page shows of an assignment's pair: the prompt and both completions."""
-    # The completion table through the foreign key: labeling does not import generation.
-    completion_model = Comparison._meta.get_field("completion_a").related_model
-    assignment, comparison, prompt, completion = tables(Assignment, Comparison, Prompt, completion_model)
+    """The texts of an assignment's pair, for an assignment that came without them."""
+    assignment, comparison, prompt = tables(Assignment, Comparison, Prompt)
+    texts, completions = _texts("c", "p")
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT p.text, p.messages, ca.text, cb.text FROM {assignment} s"
-            f" JOIN {comparison} c ON c.id = s.comparison_id JOIN {prompt} p ON p.id = c.prompt_id"
-            f" JOIN {completion} ca ON ca.id = c.completion_a_id JOIN {completion} cb ON cb.id = c.completion_b_id"
+            f"SELECT {texts} FROM {assignment} s"
+            f" JOIN {comparison} c ON c.id = s.comparison_id JOIN {prompt} p ON p.id = c.prompt_id {completions}"
             " WHERE s.id = %s",
             [assignment_id],
         )
-        text, messages, a, b = cursor.fetchone()
-    return PairTexts(prompt=text, messages=json.loads(messages) if messages is not None else None, a=a, b=b)
+        return PairTexts.from_row(cursor.fetchone())
 
 
 def _has_room(alias: str, *, now: datetime, campaign: Campaign) -> tuple[str, list]:
@@ -168,7 +227,7 @@ def comparison_claim_sql(
     priority, then pairs the active selection picked, then age) and stops at the first free row.
     """
     where, params = _claimable(campaign=campaign, annotator=annotator, gold=gold, now=now)
-    sql = ["SELECT c.id", *where]
+    sql = ["SELECT c.id, c.prompt_id, c.completion_a_id, c.completion_b_id", *where]
     if exclude:
         sql.append(f"AND c.id NOT IN ({', '.join(['%s'] * len(exclude))})")
         params += exclude
@@ -178,11 +237,13 @@ def comparison_claim_sql(
     return "\n".join(sql), params
 
 
-def claimable_count(*, campaign: Campaign, annotator: User, gold: bool, now: datetime) -> int:
-    """How many of the campaign's open pairs (gold or regular) this annotator may be given now."""
+def claimable_count(*, campaign: Campaign, annotator: User, gold: bool, now: datetime, limit: int) -> int:
+    """How many of the campaign's open pairs (gold or regular) this annotator may be given now, counted up
+    to `limit`: the full count is a walk over the whole campaign (an anti-join per pair), too much for a
+    figure the labeling page asks for after every judgment."""
     where, params = _claimable(campaign=campaign, annotator=annotator, gold=gold, now=now)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) " + "\n".join(where), params)
+        cursor.execute("SELECT count(*) FROM (SELECT 1 " + "\n".join(where) + "\nLIMIT %s) q", [*params, limit])
         return cursor.fetchone()[0]
 
 
@@ -231,19 +292,26 @@ def lease_if_room(*, comparison_id: int, annotator: User, campaign: Campaign, no
 
 
 def lease_first_free(*, campaign: Campaign, annotator: User, gold: bool, now: datetime) -> Assignment | None:
+    """Claim and lease the first free pair, with its texts (`pair_texts`); None if there is none."""
+    (prompt,) = tables(Prompt)
+    texts, completions = _texts("q", "p")
     rejected: list[int] = []
     while True:
         # SKIP LOCKED: concurrent annotators never wait on, or double-claim, a row.
         sql, params = comparison_claim_sql(
             campaign=campaign, annotator=annotator, gold=gold, now=now, exclude=rejected, lock=True
         )
+        # The texts are joined outside the claim, so they are read for the one row it returns.
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(
+                f"SELECT q.id, {texts} FROM ({sql}) q JOIN {prompt} p ON p.id = q.prompt_id {completions}", params
+            )
             row = cursor.fetchone()
         if row is None:
             return None
         assignment = lease_if_room(comparison_id=row[0], annotator=annotator, campaign=campaign, now=now)
         if assignment is not None:
+            assignment.pair_texts = PairTexts.from_row(row[1:])
             return assignment
         # Filled by a claim that committed after our snapshot: rare, try the next one.
         rejected.append(row[0])
@@ -310,7 +378,9 @@ def owned_assignment(*, assignment_id: int, annotator: User) -> Lease:
 
 
 def record_judgment(*, lease: Lease, annotator: User, **values: object) -> Judgment:
-    """Store the judgment, close the assignment and count it on the pair (completing it at N): three short statements."""
+    """Store the judgment, close the assignment and count it on the pair (completing it at N).
+
+    Three writes; on PostgreSQL they go as one statement (data-modifying CTEs), one round trip."""
     assignment = lease.assignment
     judgment_table, assignment_table, comparison_table = tables(Judgment, Assignment, Comparison)
     values = {
@@ -324,17 +394,25 @@ def record_judgment(*, lease: Lease, annotator: User, **values: object) -> Judgm
     }
     count = lease.judgments_count + 1
     complete = not lease.is_gold and count >= lease.campaign.annotations_per_pair
+    insert = (
+        f"INSERT INTO {judgment_table} ({', '.join(values)}) VALUES ({', '.join(['%s'] * len(values))}) RETURNING id",
+        [db_timestamp(v) if name == "created_at" else v for name, v in values.items()],
+    )
+    close = f"UPDATE {assignment_table} SET state = %s WHERE id = %s", [AssignmentState.SUBMITTED, assignment.pk]
+    tally = (
+        f"UPDATE {comparison_table} SET judgments_count = %s, status = %s WHERE id = %s",
+        [count, ComparisonStatus.COMPLETE if complete else lease.status, assignment.comparison_id],
+    )
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {judgment_table} ({', '.join(values)}) VALUES ({', '.join(['%s'] * len(values))}) RETURNING id",
-            [db_timestamp(v) if name == "created_at" else v for name, v in values.items()],
-        )
-        (judgment_id,) = cursor.fetchone()
-        cursor.execute(
-            f"UPDATE {assignment_table} SET state = %s WHERE id = %s", [AssignmentState.SUBMITTED, assignment.pk]
-        )
-        cursor.execute(
-            f"UPDATE {comparison_table} SET judgments_count = %s, status = %s WHERE id = %s",
-            [count, ComparisonStatus.COMPLETE if complete else lease.status, assignment.comparison_id],
-        )
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"WITH j AS ({insert[0]}), a AS ({close[0]}), c AS ({tally[0]}) SELECT id FROM j",
+                [*insert[1], *close[1], *tally[1]],
+            )
+            (judgment_id,) = cursor.fetchone()
+        else:
+            cursor.execute(*insert)
+            (judgment_id,) = cursor.fetchone()
+            cursor.execute(*close)
+            cursor.execute(*tally)
     return loaded(Judgment, id=judgment_id, **values)

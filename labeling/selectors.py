@@ -72,6 +72,11 @@ def campaign_allowed_choices(*, campaign: Campaign) -> list[str]:
     return choices
 
 
+# /me/ counts the pairs still open to an annotator up to this many (the page shows "N+" beyond):
+# an exact count walks the whole campaign, and the labeling page asks after every judgment.
+PAIRS_LEFT_COUNTED = 1000
+
+
 @dataclass(frozen=True)
 class Progress:
     mine_today: int
@@ -80,6 +85,7 @@ class Progress:
     campaign_done: int
     campaign_needed: int
     campaign_state: str  # "no_pairs" before generation, "done" once every regular pair has its N judgments, else "open"
+    campaign_more: bool = False  # more pairs are open to the annotator than campaign_needed counts
 
     @property
     def campaign_fraction(self) -> float:
@@ -91,11 +97,13 @@ class Progress:
         return min(1.0, self.mine_today / self.daily_goal) if self.daily_goal else 1.0
 
 
-def judgments_mine_today(*, annotator: User, campaign: Campaign) -> int:
+def judgments_mine(*, annotator: User, campaign: Campaign) -> tuple[int, int]:
+    """(all, today's) judgments of the annotator in the campaign, in one statement."""
     start = timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
-    return Judgment.objects.filter(
-        annotator=annotator, created_at__gte=start, comparison__prompt__campaign=campaign
-    ).count()
+    row = Judgment.objects.filter(annotator=annotator, comparison__prompt__campaign=campaign).aggregate(
+        total=Count("pk"), today=Count("pk", filter=Q(created_at__gte=start))
+    )
+    return row["total"], row["today"]
 
 
 def selection_candidates(*, campaign: Campaign) -> QuerySet[Comparison]:
@@ -133,35 +141,57 @@ def campaign_progress(*, campaign: Campaign) -> tuple[int, int]:
     return row["done"], row["pairs"] * n
 
 
-def pairs_left_for(*, campaign: Campaign, annotator: User, now: datetime) -> int:
-    """The pairs this annotator holds unexpired leases on in the campaign, plus those the queue may still give them.
+def campaign_state(*, campaign: Campaign) -> str:
+    """"no_pairs" before generation, "done" once every regular pair has its N judgments, else "open":
+    campaign_progress's verdict, read from the queue's index while an open pair needs judgments
+    (one row found), and from the whole campaign only when none does."""
+    needing = Comparison.objects.filter(
+        prompt__campaign=campaign,
+        prompt__enabled=True,
+        is_gold=False,
+        status=ComparisonStatus.OPEN,
+        judgments_count__lt=campaign.annotations_per_pair,
+    )
+    if needing.exists():
+        return "open"
+    done, needed = campaign_progress(campaign=campaign)
+    return "no_pairs" if not needed else "done" if done >= needed else "open"
+
+
+def pairs_left_for(*, campaign: Campaign, annotator: User, now: datetime, limit: int) -> int:
+    """The pairs this annotator holds unexpired leases on in the campaign, plus those the queue may still
+    give them, counted up to `limit` (a result of `limit` means "at least").
 
     Gold pairs count like regular ones, but only where assignment_next serves
-    them: when the campaign mixes gold in, and while regular work is left.
+    them: when the campaign mixes gold in, and while regular work is left. The
+    limit caps the sum, so a capped figure tells nothing of how much of it is gold.
     """
     held = Assignment.objects.filter(
         annotator=annotator, comparison__prompt__campaign=campaign, state=AssignmentState.LEASED, leased_until__gt=now
     ).count()
-    regular = queue.claimable_count(campaign=campaign, annotator=annotator, gold=False, now=now)
-    gold = queue.claimable_count(campaign=campaign, annotator=annotator, gold=True, now=now) if regular and campaign.gold_rate else 0
-    return held + regular + gold
+    left = held + queue.claimable_count(campaign=campaign, annotator=annotator, gold=False, now=now, limit=limit)
+    if left > held and left < limit and campaign.gold_rate:
+        left += queue.claimable_count(campaign=campaign, annotator=annotator, gold=True, now=now, limit=limit - left)
+    return min(left, limit)
 
 
 def annotator_progress(*, campaign: Campaign, annotator: User, daily_goal: int) -> Progress:
     """The annotator's own progress. The campaign counter is theirs too (their judgments out of those plus
-    the pairs still open to them), so a gold pair moves it exactly as a regular one does: a campaign-wide
-    count of regular work would stand still after a gold pair and give it away. The campaign's state
-    ("no_pairs", "open", "done") comes from its regular pairs; staff see its real progress on the
-    dashboard (campaign_progress)."""
-    mine = Judgment.objects.filter(annotator=annotator, comparison__prompt__campaign=campaign).count()
-    done, needed = campaign_progress(campaign=campaign)
+    the pairs still open to them, counted up to PAIRS_LEFT_COUNTED), so a gold pair moves it exactly as a
+    regular one does: a campaign-wide count of regular work would stand still after a gold pair and give
+    it away. The campaign's state ("no_pairs", "open", "done") comes from its regular pairs; staff see its
+    real progress on the dashboard (campaign_progress)."""
+    mine, today = judgments_mine(annotator=annotator, campaign=campaign)
+    # One past the cap, so exactly PAIRS_LEFT_COUNTED left is not reported as more.
+    left = pairs_left_for(campaign=campaign, annotator=annotator, now=timezone.now(), limit=PAIRS_LEFT_COUNTED + 1)
     return Progress(
-        mine_today=judgments_mine_today(annotator=annotator, campaign=campaign),
+        mine_today=today,
         mine_total=mine,
         daily_goal=daily_goal,
         campaign_done=mine,
-        campaign_needed=mine + pairs_left_for(campaign=campaign, annotator=annotator, now=timezone.now()),
-        campaign_state="no_pairs" if not needed else "done" if done >= needed else "open",
+        campaign_needed=mine + min(left, PAIRS_LEFT_COUNTED),
+        campaign_state=campaign_state(campaign=campaign),
+        campaign_more=left > PAIRS_LEFT_COUNTED,
     )
 
 

@@ -200,7 +200,7 @@ function showEmptyState() {
 function showProgress(p) {
   el.todayCount.textContent = p.mine_today;
   setBar(el.todayBar, p.mine_today, p.daily_goal);
-  el.campaignCount.textContent = p.campaign_state === "no_pairs" ? "no pairs yet" : `${p.campaign_done} / ${p.campaign_needed}`;
+  el.campaignCount.textContent = p.campaign_state === "no_pairs" ? "no pairs yet" : `${p.campaign_done} / ${p.campaign_needed}${p.campaign_more ? "+" : ""}`;
   setBar(el.campaignBar, p.campaign_done, p.campaign_needed);
   campaignState = p.campaign_state;
   showEmptyState();

@@ -7,7 +7,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from labeling import services
+from labeling import selectors, services
 from labeling.models import Assignment, Choice, Judgment
 from tests.labeling.factories import make_pairs
 
@@ -204,6 +204,17 @@ def test_my_stats_count_today_and_the_campaign(campaign, alice_api):
     # Alice's share: her one judgment, and the two pairs she has not seen yet.
     assert (stats["campaign_done"], stats["campaign_needed"]) == (1, 3)
     assert stats["campaign_fraction"] == pytest.approx(1 / 3)
+
+
+def test_my_stats_count_the_pairs_left_up_to_a_cap_and_say_there_are_more(campaign, alice_api, monkeypatch):
+    monkeypatch.setattr(selectors, "PAIRS_LEFT_COUNTED", 2)
+    make_pairs(campaign, 4)
+    stats = lambda: alice_api.get(f"/api/labeling/campaigns/{campaign.pk}/me/").json()  # noqa: E731
+    assert (stats()["campaign_needed"], stats()["campaign_more"]) == (2, True)
+    for _ in range(2):
+        submit(alice_api, next_pair(alice_api, campaign).json()["assignment_id"], choice="left")
+    # Two judged, two left: exactly the cap is counted exactly.
+    assert (stats()["campaign_done"], stats()["campaign_needed"], stats()["campaign_more"]) == (2, 4, False)
 
 
 def test_campaign_progress_is_for_staff_only(campaign, alice_api, admin_user):
