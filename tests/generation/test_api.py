@@ -1,5 +1,7 @@
 """Triggers and views: the staff API, the job page, and the admin's "Generate pairs" and job actions."""
 
+import io
+import json
 import re
 
 import pytest
@@ -9,7 +11,8 @@ from django.test import Client
 from django.urls import reverse
 
 from generation import services
-from generation.models import GenerationJob, JobStatus, ModelVersion
+from generation.models import GenerationJob, GenerationSkip, JobStatus, ModelVersion
+from labeling import services as labeling_services
 from labeling.models import Campaign, Prompt
 
 pytestmark = pytest.mark.django_db
@@ -108,6 +111,20 @@ def test_job_page_shows_progress_and_escapes_worker_text(
     assert reverse("generation-api:job-detail", args=[job.pk]) in html
     assert 'data-finished="1"' in html and "generation/job.js" in html
     assert logged_in(alice).get(page).status_code == 403  # the app's 403 page, not the admin login
+
+
+def test_job_page_names_a_skipped_prompt_by_its_opening_words_and_file_escaped(
+    admin_user: User, campaign: Campaign, policy: ModelVersion
+) -> None:
+    stream = io.StringIO(json.dumps({"prompt": "<b>Summarize</b> " + "this very long thread " * 20}) + "\n")
+    labeling_services.prompts_import(campaign=campaign, stream=stream, source="hh-sample.jsonl")
+    job = services.generation_job_create(campaign=campaign, policy=policy)
+    GenerationSkip.objects.create(job=job, prompt=Prompt.objects.get(), reason="too long: 3,612 tokens")
+
+    html = logged_in(admin_user).get(reverse("generation:job", args=[job.pk])).content.decode()
+
+    assert "&lt;b&gt;Summarize&lt;/b&gt; this very long thread" in html and "<b>Summarize" not in html
+    assert "from hh-sample.jsonl: too long: 3,612 tokens" in html and "thread " * 20 not in html  # cut short
 
 
 def test_generate_pairs_admin_action_shows_the_count_then_queues_the_job_when_confirmed(
