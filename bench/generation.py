@@ -6,24 +6,33 @@ All three sample two completions for each of the same prompts with the same
 sampling parameters (temperature 1, top-p 1, max_tokens 128) and the same
 per-prompt seeds, after warming every engine up:
 
-- raw: one `LLM.generate` call over the prompts that fit the policy's context,
-  on the engine our generator holds;
+- raw: the prompt set tokenized in one batch (as our job does: raw needs the
+  lengths too, to leave out what does not fit), then one `LLM.generate` call over
+  the prompts that fit the policy's context, on the engine our generator holds;
 - ours: a GenerationJob run end to end over the whole set, over-long prompts
   included (--over-long of it, 5% by default: each is skipped and named, and
-  `skipped` reports how many): prompts read from the database, one batched
-  generate per chunk, completions and comparisons written per chunk;
+  `skipped` reports how many): prompts read from the database, generate calls
+  queued chunk by chunk, completions and comparisons written per chunk;
 - transformers: the same job with GENERATION_BACKEND=transformers.
 
 Rates count the completions of the prompts that fit, for all three.
 
-The machine's cores are shared, so raw and ours are run --rounds times,
-interleaved, and each reports its best round (the least disturbed one).
+The machine's cores are shared, so raw and ours are run --rounds times, taking
+turns at going first, each round on a fresh seed that both use (so both
+generate the same tokens, and our job stores every pair as new). Both paths are
+warmed once over the whole set first (the engine's prefix cache then holds every
+prompt for both). The keys report each path's best round (the least disturbed
+one), the median of the per-round ratios, and CPU seconds of this process per
+completion: under load, the CPU figures are the ones to trust, since wall time
+counts the other processes on the cores. (With DATABASE_URL set to PostgreSQL,
+the database server's CPU is not this process's: the default SQLite file counts
+the storing too.)
 Unless the environment says otherwise, every path runs one unbound compute
 thread (OMP_NUM_THREADS=1, VLLM_CPU_OMP_THREADS_BIND=nobind): vLLM on 2 cores
 already drops to one thread, and pinned to a core that other processes also
 use it ran ~10x slower, which turned the comparison into noise.
 Uses DATABASE_URL if set, else a fresh SQLite file under var/bench/.
-Prints one JSON line last (completions per second).
+Prints one JSON line last (completions per second, and seconds per completion).
 """
 
 import argparse
@@ -97,7 +106,7 @@ def main() -> None:
     from django.conf import settings
 
     from generation import selectors, services, tiny_model
-    from generation.backends import SamplingConfig, encode, get_generator
+    from generation.backends import SamplingConfig, encode_batch, get_generator
     from generation.models import Completion, JobStatus
     from labeling.models import Prompt
 
@@ -108,13 +117,13 @@ def main() -> None:
     campaign = make_campaign(args.prompts, over_long)
     policy = services.campaign_policy_next(campaign=campaign)
     every = list(Prompt.objects.filter(campaign=campaign).order_by("-priority", "id"))
+    inputs_every = [selectors.prompt_model_input(p) for p in every]
     skipped = []
 
-    def job_run(backend: str) -> float:
+    def job_run(backend: str, seed: int) -> tuple[float, float]:
         settings.GENERATION_BACKEND = backend
-        # Every round samples the whole set again (same seed: its pairs are counted as duplicates, not stored).
         job = services.generation_job_create(
-            campaign=campaign, policy=policy, seed=args.seed, max_tokens=args.max_tokens, only_missing=False
+            campaign=campaign, policy=policy, seed=seed, max_tokens=args.max_tokens, only_missing=False
         )
         start, cpu = time.perf_counter(), time.process_time()
         job = services.generation_job_run(job=job)
@@ -122,7 +131,7 @@ def main() -> None:
         assert job.status == JobStatus.SUCCEEDED and job.done == len(every), job.error
         assert Completion.objects.filter(job=job).count() == completions
         skipped.append(job.skipped)
-        return completions / elapsed, completions / cpu
+        return elapsed, cpu
 
     # Raw vLLM: the very engine, token ids and seeds our job uses, minus everything else.
     from vllm import SamplingParams
@@ -132,31 +141,43 @@ def main() -> None:
     generator = get_generator("vllm")
     llm = generator.engine(policy.base_path)
     context = llm.llm_engine.model_config.max_model_len
-    encoded = {p.pk: encode(selectors.prompt_model_input(p), base_path=policy.base_path) for p in every}
-    prompts = [p for p in every if len(encoded[p.pk]) < context]  # what raw vLLM can take
-    completions = 2 * len(prompts)
-    inputs = [TokensPrompt(prompt_token_ids=encoded[p.pk]) for p in prompts]
-    sampling = [
-        SamplingParams(
-            n=2,
-            seed=services.prompt_seed(job_seed=args.seed, prompt=p, attempt=0),
-            temperature=1.0,
-            top_p=1.0,
-            max_tokens=args.max_tokens,
-            logprobs=0,
-        )
-        for p in prompts
-    ]
 
-    def raw_run() -> float:
+    def raw_inputs() -> tuple[list[Prompt], list[TokensPrompt]]:
+        # Raw must tokenize the whole set too, to know which prompts it can take
+        # (vLLM fails a whole generate call on one over-long prompt); one batched call, as our job's.
+        encoded = encode_batch(inputs_every, base_path=policy.base_path)
+        fits = [(p, ids) for p, ids in zip(every, encoded) if len(ids) < context]
+        return [p for p, _ in fits], [TokensPrompt(prompt_token_ids=ids) for _, ids in fits]
+
+    prompts, _ = raw_inputs()
+    completions = 2 * len(prompts)
+
+    def raw_run(seed: int) -> tuple[float, float]:
         start, cpu = time.perf_counter(), time.process_time()
+        fitting, inputs = raw_inputs()
+        sampling = [
+            SamplingParams(
+                n=2,
+                seed=services.prompt_seed(job_seed=seed, prompt=p, attempt=0),
+                temperature=1.0,
+                top_p=1.0,
+                max_tokens=args.max_tokens,
+                logprobs=0,
+            )
+            for p in fitting
+        ]
         outputs = llm.generate(inputs, sampling, use_tqdm=False)
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         assert sum(len(o.outputs) for o in outputs) == completions
-        return completions / elapsed, completions / cpu
+        return elapsed, cpu
 
+    # Warm both paths over the whole set (the engine's prefix cache then holds
+    # every prompt for both, and our path's queries and code are warm), with a
+    # seed no round uses.
     log("warming up")
-    llm.generate(inputs[:32], sampling[:32], use_tqdm=False)
+    raw_run(args.seed)
+    job_run("vllm", args.seed)
+    skipped.clear()
     get_generator("transformers").generate(
         [selectors.prompt_model_input(p) for p in prompts[:4]],
         policy=policy,
@@ -165,18 +186,31 @@ def main() -> None:
         seeds=[0, 1, 2, 3],
     )
 
-    raw, ours = [], []
+    # Each round gives raw and ours the same fresh seed (the same samples, so the
+    # same tokens to generate; our job stores them all as new pairs), and takes
+    # turns at going first so neither always runs on the warmer or quieter side.
+    raw, ours, loads = [], [], []
     for number in range(1, args.rounds + 1):
-        raw.append(raw_run())
-        ours.append(job_run("vllm"))
+        seed = args.seed + number
+        if number % 2:
+            raw.append(raw_run(seed))
+            ours.append(job_run("vllm", seed))
+        else:
+            ours.append(job_run("vllm", seed))
+            raw.append(raw_run(seed))
+        loads.append(os.getloadavg()[0])
         log(
-            f"round {number}: raw {raw[-1][0]:.1f} c/s ({raw[-1][1]:.1f} per CPU s), "
-            f"ours {ours[-1][0]:.1f} c/s ({ours[-1][1]:.1f} per CPU s), load {os.getloadavg()[0]:.1f}"
+            f"round {number}: raw {completions / raw[-1][0]:.1f} c/s ({completions / raw[-1][1]:.1f} per CPU s), "
+            f"ours {completions / ours[-1][0]:.1f} c/s ({completions / ours[-1][1]:.1f} per CPU s), load {loads[-1]:.1f}"
         )
     log("transformers backend")
-    transformers_cps, transformers_cpu = job_run("transformers")
+    transformers_s, transformers_cpu = job_run("transformers", args.seed + args.rounds + 1)
 
-    best_raw, best_ours = max(raw), max(ours)  # by wall-clock rate
+    def rate(seconds: float) -> float:
+        return completions / seconds
+
+    best_raw, best_ours = min(r[0] for r in raw), min(o[0] for o in ours)  # the least disturbed rounds
+    best_raw_cpu, best_ours_cpu = min(r[1] for r in raw), min(o[1] for o in ours)
     result = {
         "bench": "generation",
         "prompts": len(prompts),
@@ -186,19 +220,28 @@ def main() -> None:
         "max_tokens": args.max_tokens,
         "chunk_size": settings.GENERATION_CHUNK_SIZE,
         "rounds": args.rounds,
-        "raw_vllm_cps": round(best_raw[0], 2),
-        "ours_cps": round(best_ours[0], 2),
-        "transformers_cps": round(transformers_cps, 2),
-        "ratio_ours_raw": round(best_ours[0] / best_raw[0], 3),
-        "ratio_vllm_transformers": round(best_ours[0] / transformers_cps, 2),
+        "raw_vllm_cps": round(rate(best_raw), 2),
+        "ours_cps": round(rate(best_ours), 2),
+        "transformers_cps": round(rate(transformers_s), 2),
+        "ratio_ours_raw": round(best_raw / best_ours, 3),
+        "ratio_vllm_transformers": round(transformers_s / best_ours, 2),
         # Completions per CPU-second of this process: what other processes on shared cores disturb least.
-        "raw_vllm_cpu_cps": round(max(r[1] for r in raw), 2),
-        "ours_cpu_cps": round(max(o[1] for o in ours), 2),
-        "transformers_cpu_cps": round(transformers_cpu, 2),
-        "ratio_ours_raw_cpu": round(max(o[1] for o in ours) / max(r[1] for r in raw), 3),
-        "raw_vllm_cps_median": round(statistics.median(r[0] for r in raw), 2),
-        "ours_cps_median": round(statistics.median(o[0] for o in ours), 2),
+        "raw_vllm_cpu_cps": round(rate(best_raw_cpu), 2),
+        "ours_cpu_cps": round(rate(best_ours_cpu), 2),
+        "transformers_cpu_cps": round(rate(transformers_cpu), 2),
+        "ratio_ours_raw_cpu": round(best_raw_cpu / best_ours_cpu, 3),
+        # Per round, raw and ours ran back to back on the same seed: the median of their ratios.
+        "ratio_ours_raw_median": round(statistics.median(r[0] / o[0] for r, o in zip(raw, ours)), 3),
+        "ratio_ours_raw_cpu_median": round(statistics.median(r[1] / o[1] for r, o in zip(raw, ours)), 3),
+        "raw_vllm_cps_median": round(statistics.median(rate(r[0]) for r in raw), 2),
+        "ours_cps_median": round(statistics.median(rate(o[0]) for o in ours), 2),
+        # Seconds, and CPU seconds, per completion (medians over the rounds).
+        "raw_vllm_s_per_completion": round(statistics.median(r[0] for r in raw) / completions, 5),
+        "ours_s_per_completion": round(statistics.median(o[0] for o in ours) / completions, 5),
+        "raw_vllm_cpu_s_per_completion": round(statistics.median(r[1] for r in raw) / completions, 5),
+        "ours_cpu_s_per_completion": round(statistics.median(o[1] for o in ours) / completions, 5),
         "load_average": round(os.getloadavg()[0], 2),
+        "load_average_rounds": [round(load, 1) for load in loads],
         "omp_num_threads": os.environ["OMP_NUM_THREADS"],
         "vllm_cpu_omp_threads_bind": os.environ["VLLM_CPU_OMP_THREADS_BIND"],
         "database": database.split("://", 1)[0],

@@ -22,7 +22,11 @@ def generate_pairs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset:
     """Open the options form, showing how many prompts each selected campaign's job will sample; queue the jobs
     when the admin confirms that count."""
     bound = "apply" in request.POST or "recount" in request.POST
-    form = JobOptionsInput(data=request.POST) if bound else JobOptionsInput()
+    data = request.POST.copy()
+    # An unticked checkbox posts nothing, which DRF reads as the field's default (True):
+    # the admin could never turn only-missing off to force a resample.
+    data.setdefault("only_missing", "false")
+    form = JobOptionsInput(data=data) if bound else JobOptionsInput()
     options = form.validated_data if bound and form.is_valid() else ({} if not bound else None)
     plans, total = [], 0
     if options is not None:

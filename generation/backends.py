@@ -118,18 +118,33 @@ def _tokenizer(base_path: str):
     return AutoTokenizer.from_pretrained(base_path)
 
 
-def encode(prompt: PromptInput, *, base_path: str) -> list[int]:
-    """Token ids of a prompt: plain strings verbatim, message lists through the chat template.
+def encode_batch(prompts: list[PromptInput], *, base_path: str) -> list[list[int]]:
+    """Token ids of each prompt: plain strings verbatim, message lists through the chat template.
 
     Both backends feed the engine these ids, so they see exactly the same context
-    (and a template that already writes BOS does not get a second one).
+    (and a template that already writes BOS does not get a second one). One call
+    renders and tokenizes a whole batch: prompt by prompt, the Python around the
+    tokenizer cost as much as the tokenizing (a 256-prompt bench job spent
+    ~0.15 CPU s encoding one at a time, ~0.07 s in batches of 64).
     """
     tokenizer = _tokenizer(base_path)
-    if isinstance(prompt, str):
-        return tokenizer(prompt)["input_ids"]
-    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)[
-        "input_ids"
-    ]
+    encoded: list[list[int]] = [[] for _ in prompts]
+    chats = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+    if chats:
+        # apply_chat_template(tokenize=True) is this: the rendered text, no special tokens added.
+        rendered = tokenizer.apply_chat_template([prompts[i] for i in chats], add_generation_prompt=True, tokenize=False)
+        for i, ids in zip(chats, tokenizer(rendered, add_special_tokens=False)["input_ids"]):
+            encoded[i] = ids
+    plain = [i for i, p in enumerate(prompts) if isinstance(p, str)]
+    if plain:
+        for i, ids in zip(plain, tokenizer([prompts[i] for i in plain])["input_ids"]):
+            encoded[i] = ids
+    return encoded
+
+
+def encode(prompt: PromptInput, *, base_path: str) -> list[int]:
+    """One prompt's token ids (see encode_batch)."""
+    return encode_batch([prompt], base_path=base_path)[0]
 
 
 @functools.lru_cache(maxsize=4)
@@ -156,29 +171,16 @@ def _earliest_turns_dropped(messages: list[dict]) -> Iterator[list[dict]]:
 
 
 def prompt_lengths(prompts: list[PromptInput], *, base_path: str) -> list[int]:
-    """How many tokens each prompt takes (as `encode` counts them), in batches: fast enough for a 50k-line import."""
-    tokenizer = _tokenizer(base_path)
-    chats = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
-    lengths = [0] * len(prompts)
-    if chats:
-        # apply_chat_template(tokenize=True) is this: the rendered text, no special tokens added.
-        rendered = tokenizer.apply_chat_template([prompts[i] for i in chats], add_generation_prompt=True, tokenize=False)
-        for i, ids in zip(chats, tokenizer(rendered, add_special_tokens=False)["input_ids"]):
-            lengths[i] = len(ids)
-    plain = [i for i, p in enumerate(prompts) if isinstance(p, str)]
-    if plain:
-        for i, ids in zip(plain, tokenizer([prompts[i] for i in plain])["input_ids"]):
-            lengths[i] = len(ids)
-    return lengths
+    """How many tokens each prompt takes, in batches: fast enough for a 50k-line import."""
+    return [len(ids) for ids in encode_batch(prompts, base_path=base_path)]
 
 
-def encode_within(prompt: PromptInput, *, base_path: str, context: int, truncate: bool = False) -> list[int]:
-    """A prompt's token ids, leaving room in `context` for at least one sampled token (what vLLM requires).
+def _fitted(prompt: PromptInput, ids: list[int], *, base_path: str, context: int, truncate: bool) -> list[int]:
+    """`ids` (the prompt's encoding) if they leave room in `context` for at least one sampled token (what vLLM
+    requires); with `truncate`, a chat prompt that is too long loses its earliest turns until it fits.
 
-    With `truncate`, a chat prompt that is too long loses its earliest turns until
-    it fits. Raises PromptRejected when it cannot fit.
+    Raises PromptRejected when it cannot fit.
     """
-    ids = encode(prompt, base_path=base_path)
     if len(ids) < context:
         return ids
     if truncate and not isinstance(prompt, str):
@@ -187,6 +189,24 @@ def encode_within(prompt: PromptInput, *, base_path: str, context: int, truncate
             if len(shorter_ids) < context:
                 return shorter_ids
     raise PromptRejected(f"too long: {len(ids):,} tokens, and the policy's context holds {context:,}")
+
+
+def encode_within(prompt: PromptInput, *, base_path: str, context: int, truncate: bool = False) -> list[int]:
+    """A prompt's token ids within `context` (see _fitted); raises PromptRejected when it cannot fit."""
+    return _fitted(prompt, encode(prompt, base_path=base_path), base_path=base_path, context=context, truncate=truncate)
+
+
+def encode_batch_within(
+    prompts: list[PromptInput], *, base_path: str, context: int, truncate: bool = False
+) -> list[list[int] | Rejection]:
+    """encode_within for a batch, encoded in one call: a prompt that cannot fit gets its Rejection instead."""
+    results: list[list[int] | Rejection] = []
+    for prompt, ids in zip(prompts, encode_batch(prompts, base_path=base_path)):
+        try:
+            results.append(_fitted(prompt, ids, base_path=base_path, context=context, truncate=truncate))
+        except PromptRejected as exc:
+            results.append(exc.rejection)
+    return results
 
 
 def _check(prompts: list[PromptInput], seeds: list[int], n: int) -> None:
@@ -306,15 +326,17 @@ class VllmGenerator(Generator):
         # abort_request use (LLM.enqueue hands back internal ids that they don't).
         request_ids: list[str | None] = []
         rejections: dict[int, Rejection] = {}
-        for index, (prompt, params_one) in enumerate(zip(prompts, sampling)):
+        encoded = encode_batch_within(prompts, base_path=policy.base_path, context=context, truncate=truncate)
+        for index, (ids, params_one) in enumerate(zip(encoded, sampling)):
+            if isinstance(ids, Rejection):
+                rejections[index] = ids
+                request_ids.append(None)
+                continue
             request_id = f"generation-{next(self._request_ids)}"
             try:
-                ids = encode_within(prompt, base_path=policy.base_path, context=context, truncate=truncate)
                 llm.llm_engine.add_request(
                     request_id, TokensPrompt(prompt_token_ids=ids), params_one, lora_request=lora_request
                 )
-            except PromptRejected as exc:
-                rejections[index], request_id = exc.rejection, None
             except VLLMClientError as exc:  # the request's fault (vLLM's 4xx): this prompt only
                 message = str(exc).strip()
                 first_line = message.splitlines()[0] if message else type(exc).__name__
@@ -450,12 +472,7 @@ class TransformersGenerator(Generator):
     ) -> _DeferredBatch:
         _check(prompts, seeds, n)
         context = context_length(policy.base_path)
-        encoded: list[list[int] | Rejection] = []
-        for prompt in prompts:
-            try:
-                encoded.append(encode_within(prompt, base_path=policy.base_path, context=context, truncate=truncate))
-            except PromptRejected as exc:
-                encoded.append(exc.rejection)
+        encoded = encode_batch_within(prompts, base_path=policy.base_path, context=context, truncate=truncate)
         return _DeferredBatch(encoded=encoded, policy=policy, params=params, n=n, seeds=seeds)
 
     def discard(self, batch: _DeferredBatch) -> None:

@@ -5,6 +5,7 @@ from typing import Any
 
 from django.db.backends.base.operations import BaseDatabaseOperations
 from rest_framework import serializers
+from rest_framework.fields import empty
 
 from generation import services
 from generation.models import ModelVersion, ModelVersionStatus
@@ -40,6 +41,14 @@ class JobOptionsInput(serializers.Serializer):
         help_text="Only prompts with no open or settled pair from this policy (or A/B pair); "
         "off: sample every enabled prompt again.",
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # An empty form shows the values a job takes when they are left alone (DRF shows a
+        # field's `initial`, which is not its default): 1.0, 128, and only-missing ticked.
+        for field in self.fields.values():
+            if field.default is not empty:
+                field.initial = field.default
 
     def validate_top_p(self, value: float) -> float:
         if value == 0:

@@ -14,6 +14,6 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "job": job,
         "finished": job.status in services.FINISHED_STATES,
         "sampled": selectors.job_sampled(job=job),
-        "skips": job.skips.all()[:SKIPS_SHOWN],
+        "skips": job.skips.select_related("prompt")[:SKIPS_SHOWN],  # each named by its opening words and file
     }
     return render(request, "generation/job_detail.html", context)

@@ -1,5 +1,9 @@
 """Triggers and views: the staff API, the job page, and the admin's "Generate pairs" and job actions."""
 
+import io
+import json
+import re
+
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -7,7 +11,8 @@ from django.test import Client
 from django.urls import reverse
 
 from generation import services
-from generation.models import GenerationJob, JobStatus, ModelVersion
+from generation.models import GenerationJob, GenerationSkip, JobStatus, ModelVersion
+from labeling import services as labeling_services
 from labeling.models import Campaign, Prompt
 
 pytestmark = pytest.mark.django_db
@@ -108,6 +113,20 @@ def test_job_page_shows_progress_and_escapes_worker_text(
     assert logged_in(alice).get(page).status_code == 403  # the app's 403 page, not the admin login
 
 
+def test_job_page_names_a_skipped_prompt_by_its_opening_words_and_file_escaped(
+    admin_user: User, campaign: Campaign, policy: ModelVersion
+) -> None:
+    stream = io.StringIO(json.dumps({"prompt": "<b>Summarize</b> " + "this very long thread " * 20}) + "\n")
+    labeling_services.prompts_import(campaign=campaign, stream=stream, source="hh-sample.jsonl")
+    job = services.generation_job_create(campaign=campaign, policy=policy)
+    GenerationSkip.objects.create(job=job, prompt=Prompt.objects.get(), reason="too long: 3,612 tokens")
+
+    html = logged_in(admin_user).get(reverse("generation:job", args=[job.pk])).content.decode()
+
+    assert "&lt;b&gt;Summarize&lt;/b&gt; this very long thread" in html and "<b>Summarize" not in html
+    assert "from hh-sample.jsonl: too long: 3,612 tokens" in html and "thread " * 20 not in html  # cut short
+
+
 def test_generate_pairs_admin_action_shows_the_count_then_queues_the_job_when_confirmed(
     admin_user: User, campaign: Campaign, prompts: list[Prompt], django_capture_on_commit_callbacks
 ) -> None:
@@ -120,6 +139,8 @@ def test_generate_pairs_admin_action_shows_the_count_then_queues_the_job_when_co
     html = form.content.decode()
     assert 'name="temperature"' in html and 'name="only_missing"' in html and 'name="seed"' in html
     assert 'name="confirm_total" value="5"' in html and "Generate pairs for 5 prompts" in html
+    # It shows the values a job takes when they are left alone, only-missing ticked.
+    assert re.search(r'name="only_missing"[^>]*checked', html) and re.search(r'name="max_tokens"[^>]*value="128"', html)
 
     counted = admin.post(changelist, {**selection, "recount": "1", "limit": "2", "only_missing": "on", "temperature": "0.7", "top_p": "1", "max_tokens": "64"})
     assert 'name="confirm_total" value="2"' in counted.content.decode()
@@ -138,6 +159,20 @@ def test_generate_pairs_admin_action_shows_the_count_then_queues_the_job_when_co
     assert job.policy == campaign.active_policy and job.created_by == admin_user
     assert (job.total, job.limit, job.temperature, job.max_tokens, job.only_missing) == (2, 2, 0.7, 64, True)
     assert len(callbacks) == 1
+
+
+def test_unticking_only_missing_in_the_admin_form_starts_a_forced_resample(
+    admin_user: User, campaign: Campaign, prompts: list[Prompt], policy: ModelVersion
+) -> None:
+    admin = logged_in(admin_user)
+    changelist = reverse("admin:labeling_campaign_changelist")
+    options = {"action": "generate_pairs", "_selected_action": [campaign.pk], "policy": policy.pk, "max_tokens": "8"}
+
+    unticked = admin.post(changelist, {**options, "recount": "1"}).content.decode()  # the box posts nothing
+    assert 'name="confirm_total" value="5"' in unticked and not re.search(r'name="only_missing"[^>]*checked', unticked)
+    admin.post(changelist, {**options, "apply": "1", "confirm_total": "5"})
+
+    assert GenerationJob.objects.get().only_missing is False
 
 
 def test_generate_pairs_admin_form_shows_option_errors_and_starts_nothing(
