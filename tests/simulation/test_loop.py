@@ -48,6 +48,9 @@ def test_run_loop_works_on_a_scratch_copy_and_closes_the_loop_there(tmp_path: Pa
     assert not Judgment.objects.filter(comparison__prompt__campaign=campaign).exists()
     assert not TrainingRound.objects.filter(campaign=campaign).exists()
     scratch = Campaign.objects.exclude(pk=campaign.pk).get()
+    # Members-only, its members the loop's scripts: no human annotator is offered it.
+    assert not scratch.open_to_everyone
+    assert set(scratch.members.values_list("username", flat=True)) == {f"sim-{scratch.pk}-1"}
     rounds = list(TrainingRound.objects.filter(campaign=scratch).order_by("number"))
     assert [r.number for r in rounds] == [1, 2]
     assert all(r.status in (RoundStatus.PROMOTED, RoundStatus.GATED) for r in rounds), [r.log_tail for r in rounds]
