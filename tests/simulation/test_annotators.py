@@ -23,6 +23,8 @@ def test_oracles_prefer_by_their_rule():
     assert oracles.positive("", "a happy kind day", "a day") == "a"
     assert oracles.positive("", "a day", "a peaceful, lovely day") == "b"  # real text's pleasant words count too
     assert oracles.no_banned("", "a strange day", "a day") == "b"
+    assert oracles.gloomy("", "a cold, loud day", "a happy day") == "a"
+    assert oracles.gloomy("", "a happy day", "a bright day") == "tie"
     assert oracles.shorter("", "same words", "Same  words") == "tie"
 
 
