@@ -56,6 +56,8 @@ def test_run_loop_works_on_a_scratch_copy_and_closes_the_loop_there(tmp_path: Pa
     assert set(scratch.members.values_list("username", flat=True)) == {f"sim-{scratch.pk}-1"}
     rounds = list(TrainingRound.objects.filter(campaign=scratch).order_by("number"))
     assert [r.number for r in rounds] == [1, 2]
+    # Every round is regularised toward round 0 (run_loop's default reference): its drift is what the KL budget caps.
+    assert rounds[1].reference_version == rounds[0].start_version == rounds[0].reference_version
     assert all(r.status in (RoundStatus.PROMOTED, RoundStatus.GATED) for r in rounds), [r.log_tail for r in rounds]
     # The rounds trained on the scripts' judgments, asked for by name, and every one of them is marked simulated.
     assert rounds[0].config["aggregation"]["sources"] == ["simulated"] and rounds[0].snapshot.row_count > 0
