@@ -10,13 +10,13 @@ round 0's on the held-out prompts by the same oracle. Runs in a throwaway
 SQLite database. Prints one JSON line last: win_rates (round 0 first), kl,
 kl_budget (per round, nats), labels_used and promoted (per round), wall_s and cpu_s.
 
-The defaults differ from a round started in the admin in three ways, each measured here:
+The defaults differ from a round started in the admin in three ways:
 - reference "initial": every round is regularised toward round 0, not toward the round before.
   The export is cumulative (a round retrains on every settled pair so far), so with "previous"
   each round re-learns the old pairs against a reference that already prefers them and the
-  policy drifts (mean KL to round 0 went 4, 39, 100 over three rounds); against round 0 the
-  old pairs' margins are already won, and the gate's per-round KL budget (TRAINING_KL_BUDGET,
-  KL to the round's reference) becomes a budget on the total drift from round 0.
+  policy drifts (issue 11 measured a mean KL to round 0 of 4, 39, then 100 over three rounds);
+  against round 0 the old pairs' margins are already won, and the gate's per-round KL budget
+  (TRAINING_KL_BUDGET, KL to the round's reference) becomes a budget on the total drift from round 0.
 - a learning rate of 2e-3 and two epochs: the tiny model's LoRA learns little at the admin's 1e-4.
 - 32 held-out prompts for the gate's KL estimate (the admin's 8 give a noisy one).
 """
