@@ -20,8 +20,9 @@ The defaults differ from a round started in the admin in three ways:
 - a learning rate of 2e-3 and two epochs: the tiny model's LoRA learns little at the admin's 1e-4.
 - 32 held-out prompts for the gate's KL estimate (the admin's 8 give a noisy one).
 
-Measured at these defaults (2 shared CPU cores under heavy load): under --oracle positive round 1 was promoted (win rate 0.829
-[0.801, 0.854] vs round 0, KL to round 0 4.09) and round 2 was gated (KL 18.7 > the budget of 10);
+Measured at these defaults (2 shared CPU cores under heavy load): under --oracle positive round 1
+was promoted (win rate 0.829 [0.801, 0.854] vs round 0, KL to round 0 4.09) and round 2 was gated
+(KL 18.7 > the budget of 10);
 under --oracle gloomy round 1 was promoted (0.774 [0.743, 0.802], KL 2.88) and round 2 was promoted
 at a gate KL of 9.76 (0.967 [0.952, 0.978], KL to round 0 11.3 by the bench's own estimate). So the
 budget, not the reference alone, is what stops the drift: a gated round keeps the policy before it.
