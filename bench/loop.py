@@ -25,7 +25,8 @@ was promoted (win rate 0.829 [0.801, 0.854] vs round 0, KL to round 0 4.09) and 
 (KL 18.7 > the budget of 10);
 under --oracle gloomy round 1 was promoted (0.774 [0.743, 0.802], KL 2.88) and round 2 was promoted
 at a gate KL of 9.76 (0.967 [0.952, 0.978], KL to round 0 11.3 by the bench's own estimate). So the
-budget, not the reference alone, is what stops the drift: a gated round keeps the policy before it.
+budget, not the reference alone, is what stops the drift: a gated round keeps the policy before it
+(gloomy's round 3 was gated at KL 35.5, so it ends at round 2's 0.967: its bars are met).
 Under positive the full run ended at 0.829 for rounds 1-3 (promoted, gated, gated; KL 4.09; 69 min
 wall, 1149 s CPU): round 3 got no new pairs (the active policy had already answered every prompt)
 and retrained the same data to the same over-budget candidate. Not met there: 0.85 by round 3. A
