@@ -139,7 +139,9 @@ def main() -> None:
         completions = job.completions.count()
 
         with simulation.serve_in_thread() as url:
-            credentials = simulation.annotators_ensure(prefix="gpu", count=4, password="simulated-annotator-pass")
+            credentials = simulation.annotators_ensure(
+                campaign=campaign, prefix="gpu", count=4, password="simulated-annotator-pass"
+            )
             simulation.simulate(base_url=url, campaign=campaign.name, credentials=credentials,
                                 oracle=oracles.resolve("positive"), noise=0.0, seed=0)
 

@@ -233,10 +233,14 @@ def api_token_issue(*, user: User) -> Token:
 def campaign_copy_scratch(*, campaign: Campaign) -> Campaign:
     """A scratch copy of the campaign for simulated annotators: its settings, prompts (with their split,
     priority and tags) and active policy, and none of its pairs or judgments, so a simulation neither
-    takes pairs from the human queue nor mixes into the campaign's figures."""
+    takes pairs from the human queue nor mixes into the campaign's figures.
+
+    The copy is members-only with no members (Django copies no many-to-many rows): no human annotator
+    is offered it; the simulation adds its scripted annotators with `campaign_members_add`."""
     copy = Campaign.objects.get(pk=campaign.pk)
     copy.pk = None
     copy.name = f"{campaign.name} · simulation {timezone.now():%Y-%m-%d %H:%M:%S.%f}"[:200]
+    copy.open_to_everyone = False
     copy.save()
     prompts = list(Prompt.objects.filter(campaign=campaign).order_by("pk").prefetch_related("tags"))
     tag_lists = [[tag.name for tag in prompt.tags.all()] for prompt in prompts]
@@ -246,6 +250,11 @@ def campaign_copy_scratch(*, campaign: Campaign) -> Campaign:
         Prompt.objects.bulk_create(prompts[start : start + _BATCH])
     _attach_tags(prompts, tag_lists)
     return copy
+
+
+def campaign_members_add(*, campaign: Campaign, users: Iterable[User]) -> None:
+    """Let these users label a members-only campaign."""
+    campaign.members.add(*users)
 
 
 def campaign_set_active_policy(*, campaign: Campaign, policy_id: int | None) -> Campaign:

@@ -16,6 +16,7 @@ import requests
 from tqdm import tqdm
 
 from labeling import services
+from labeling.models import Campaign
 from simulation.oracles import Oracle
 
 FLIP = {"left": "right", "right": "left"}
@@ -32,11 +33,13 @@ class SimulationResult:
     by_annotator: dict[str, int] = field(default_factory=dict)
 
 
-def annotators_ensure(*, prefix: str, count: int, password: str) -> list[tuple[str, str]]:
-    """K simulated annotator accounts (created or reset, marked simulated), as (username, password) pairs."""
+def annotators_ensure(*, campaign: Campaign, prefix: str, count: int, password: str) -> list[tuple[str, str]]:
+    """K simulated annotator accounts (created or reset, marked simulated) that may label the campaign,
+    as (username, password) pairs. A members-only campaign (a scratch copy is one) gets them as members."""
     names = [f"{prefix}-{i + 1}" for i in range(count)]
-    for name in names:
-        services.annotator_create(username=name, password=password, simulated=True)
+    users = [services.annotator_create(username=name, password=password, simulated=True) for name in names]
+    if not campaign.open_to_everyone:
+        services.campaign_members_add(campaign=campaign, users=users)
     return [(name, password) for name in names]
 
 

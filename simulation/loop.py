@@ -9,8 +9,6 @@ same Celery task bodies an admin starts (run eagerly here, in this process).
 
 import json
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from simulation import annotators
 from simulation.oracles import Oracle
 from training import services as training_services
 from training.config import RoundConfig
-from training.models import RoundStatus
+from training.models import RoundStatus, TrainingRound
 
 
 @dataclass
@@ -145,17 +143,19 @@ def score_rounds(
     return scores
 
 
-@contextmanager
-def _tasks_run_here() -> Iterator[None]:
-    """Run Celery tasks enqueued inside the block in this process: the round's task body, exactly as a worker would."""
-    from config.celery import app
+def _round_run_here(*, campaign: Campaign, config: RoundConfig) -> TrainingRound:
+    """Start a round and run its Celery task body in this process, exactly as a worker would.
 
-    previous = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    try:
-        yield
-    finally:
-        app.conf.task_always_eager = previous
+    `round_start` enqueues the task after commit; the harness must not send it to a broker nor switch
+    the shared app to eager mode, so it asks for no enqueue and runs the task with `apply()` (local,
+    leaving app.conf alone).
+    """
+    from training import tasks
+
+    training_round = training_services.round_start(campaign=campaign, config=config, enqueue=False)
+    tasks.round_run.apply(args=(training_round.pk,), throw=True)
+    training_round.refresh_from_db()
+    return training_round
 
 
 def loop_run(*, campaign: Campaign, rounds: int, oracle: Oracle, oracle_name: str, config: LoopSettings) -> LoopReport:
@@ -169,7 +169,7 @@ def loop_run(*, campaign: Campaign, rounds: int, oracle: Oracle, oracle_name: st
     # The loop samples and scores by itself: a promotion queues neither new pairs nor an A/B job.
     round_config = RoundConfig.from_dict({**base, "regenerate": False, "ab_share": 0.0, "aggregation": aggregation})
     credentials = annotators.annotators_ensure(
-        prefix=f"sim-{campaign.pk}", count=config.annotators, password="simulated-annotator-pass"
+        campaign=campaign, prefix=f"sim-{campaign.pk}", count=config.annotators, password="simulated-annotator-pass"
     )
     with annotators.serve_in_thread() as url:
         for number in range(1, rounds + 1):
@@ -191,9 +191,7 @@ def loop_run(*, campaign: Campaign, rounds: int, oracle: Oracle, oracle_name: st
                 noise=config.noise,
                 seed=config.seed * 1_000 + number,
             )
-            with _tasks_run_here():
-                training_round = training_services.round_start(campaign=campaign, config=round_config)
-            training_round.refresh_from_db()
+            training_round = _round_run_here(campaign=campaign, config=round_config)
             if training_round.status == RoundStatus.PROMOTED:
                 versions.append((number, training_round.output_version, training_round.status))
             else:

@@ -22,6 +22,16 @@ POSITIVE_WORDS = frozenset(
         " gratitude beauty radiant harmony comfort comforting tender graceful charming magical".split()
     )
 )
+# The other side of the tiny model's corpus: its cold, loud and strange words (each in 10-20% of its
+# samples, as often as the positive ones), and the gloomy words real text would use. A taste the loop's
+# defaults were not tuned for: it pulls away from the positive oracle's direction.
+GLOOMY_WORDS = frozenset(
+    {"cold", "loud", "strange", "huge", "slow", "tired", "lost"}
+    | set(
+        "dark darkness gloomy gloom grey gray sad sadness lonely alone empty silent shadow shadows storm stormy"
+        " bitter broken fear afraid cry cried tears weary dull heavy grim bleak hollow".split()
+    )
+)
 BANNED_WORD = "strange"
 
 
@@ -35,10 +45,19 @@ def _prefer(score_a: float, score_b: float) -> str:
     return "a" if score_a > score_b else "b"
 
 
+def _prefer_more_of(words: frozenset[str], text_a: str, text_b: str) -> str:
+    count = lambda text: sum(w in words for w in _words(text))  # noqa: E731
+    return _prefer(count(text_a), count(text_b))
+
+
 def positive(prompt: str, text_a: str, text_b: str) -> str:
     """Prefers the completion using more words from POSITIVE_WORDS."""
-    count = lambda text: sum(w in POSITIVE_WORDS for w in _words(text))  # noqa: E731
-    return _prefer(count(text_a), count(text_b))
+    return _prefer_more_of(POSITIVE_WORDS, text_a, text_b)
+
+
+def gloomy(prompt: str, text_a: str, text_b: str) -> str:
+    """Prefers the completion using more words from GLOOMY_WORDS."""
+    return _prefer_more_of(GLOOMY_WORDS, text_a, text_b)
 
 
 def shorter(prompt: str, text_a: str, text_b: str) -> str:
@@ -57,7 +76,13 @@ def no_banned(prompt: str, text_a: str, text_b: str) -> str:
     return _prefer(-uses(text_a), -uses(text_b))
 
 
-BUILTIN: dict[str, Oracle] = {"positive": positive, "shorter": shorter, "longer": longer, "no_banned": no_banned}
+BUILTIN: dict[str, Oracle] = {
+    "positive": positive,
+    "gloomy": gloomy,
+    "shorter": shorter,
+    "longer": longer,
+    "no_banned": no_banned,
+}
 
 
 def resolve(name: str) -> Oracle:

@@ -121,9 +121,12 @@ def snapshot_create(
 
 @transaction.atomic
 def round_start(
-    *, campaign: Campaign, config: RoundConfig | None = None, created_by: User | None = None
+    *, campaign: Campaign, config: RoundConfig | None = None, created_by: User | None = None, enqueue: bool = True
 ) -> TrainingRound:
     """Queue a DPO round for the campaign, trained from its active policy; the task starts after commit.
+
+    `enqueue=False` creates the queued round without sending its task: for a caller that runs the task
+    body itself (the simulation harness, with `round_run.apply()`).
 
     Raises RoundAlreadyActive when a round is queued or running: the partial
     unique constraint decides, so two schedulers firing at once still start one.
@@ -157,7 +160,8 @@ def round_start(
         raise RoundAlreadyActive(f"{campaign.name} already has a round queued or running") from exc
     from training import tasks  # tasks import services: import here to keep the module graph acyclic
 
-    transaction.on_commit(lambda: tasks.round_run.delay(training_round.pk))
+    if enqueue:
+        transaction.on_commit(lambda: tasks.round_run.delay(training_round.pk))
     return training_round
 
 

@@ -1,12 +1,14 @@
 """Simulated annotators label over real HTTP (an in-process server), never through the ORM."""
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+from django.urls import reverse
+from rest_framework.test import APIClient
 
 from labeling import services as labeling_services
-
 from labeling.models import Campaign, Choice, Judgment, JudgmentSource
-from simulation import oracles
+from simulation import annotators, oracles
 from tests.labeling.factories import make_pairs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,6 +23,8 @@ def test_oracles_prefer_by_their_rule():
     assert oracles.positive("", "a happy kind day", "a day") == "a"
     assert oracles.positive("", "a day", "a peaceful, lovely day") == "b"  # real text's pleasant words count too
     assert oracles.no_banned("", "a strange day", "a day") == "b"
+    assert oracles.gloomy("", "a cold, loud day", "a happy day") == "a"
+    assert oracles.gloomy("", "a happy day", "a bright day") == "tie"
     assert oracles.shorter("", "same words", "Same  words") == "tie"
 
 
@@ -30,6 +34,29 @@ def test_oracle_by_dotted_path_and_clear_errors():
         oracles.resolve("nope")
     with pytest.raises(ValueError, match="cannot be loaded"):
         oracles.resolve("simulation.oracles:missing")
+
+
+def test_a_scratch_copy_is_offered_to_its_simulated_annotators_and_to_no_human(campaign, alice, client):
+    make_pairs(campaign, 1)
+    scratch = labeling_services.campaign_copy_scratch(campaign=campaign)
+    make_pairs(scratch, 2)
+    annotators.annotators_ensure(campaign=scratch, prefix="sim", count=2, password="simulated-annotator-pass")
+    assert not scratch.open_to_everyone
+    assert sorted(scratch.members.values_list("username", flat=True)) == ["sim-1", "sim-2"]
+
+    # A human annotator: the home page lists only the human campaign, and the scratch copy's queue refuses them.
+    client.force_login(alice)
+    home = client.get(reverse("home")).content.decode()
+    assert campaign.name in home and "simulation" not in home
+    human = APIClient()
+    human.force_authenticate(alice)
+    assert [c["id"] for c in human.get("/api/labeling/campaigns/").json()] == [campaign.pk]
+    assert human.post(f"/api/labeling/campaigns/{scratch.pk}/next/").status_code == 403
+    assert human.post(f"/api/labeling/campaigns/{campaign.pk}/next/").status_code == 200
+    # The scripts that were made its members are served its pairs.
+    script = APIClient()
+    script.force_authenticate(User.objects.get(username="sim-1"))
+    assert script.post(f"/api/labeling/campaigns/{scratch.pk}/next/").status_code == 200
 
 
 @concurrent

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
+from config.celery import app as celery_app
 from generation.models import Completion, GenerationJob
 from labeling import services as labeling_services
 from labeling.models import Campaign, Judgment, JudgmentSource
@@ -39,17 +40,24 @@ def test_run_loop_works_on_a_scratch_copy_and_closes_the_loop_there(tmp_path: Pa
                    for i, s in enumerate(subjects))
     labeling_services.prompts_import(campaign=campaign, stream=rows.splitlines(keepends=True), source="loop.jsonl")
 
+    eager = celery_app.conf.task_always_eager
     call_command(
         "run_loop", campaign="loop", rounds=2, oracle=f"{__name__}:decisive", annotators=1, max_tokens=24, eval_samples=2,
         learning_rate=5e-3, epochs=2, gate=0.0, gate_tolerance=1.0, min_heldout_pairs=1, kl_budget=1e6, out=tmp_path, labels_per_round=7,
     )
 
+    assert celery_app.conf.task_always_eager == eager  # the harness ran the rounds' tasks without flipping it
     # The human campaign is untouched: no pairs, no judgments, no rounds.
     assert not Judgment.objects.filter(comparison__prompt__campaign=campaign).exists()
     assert not TrainingRound.objects.filter(campaign=campaign).exists()
     scratch = Campaign.objects.exclude(pk=campaign.pk).get()
+    # Members-only, its members the loop's scripts: no human annotator is offered it.
+    assert not scratch.open_to_everyone
+    assert set(scratch.members.values_list("username", flat=True)) == {f"sim-{scratch.pk}-1"}
     rounds = list(TrainingRound.objects.filter(campaign=scratch).order_by("number"))
     assert [r.number for r in rounds] == [1, 2]
+    # Every round is regularised toward round 0 (run_loop's default reference): its drift is what the KL budget caps.
+    assert rounds[1].reference_version == rounds[0].start_version == rounds[0].reference_version
     assert all(r.status in (RoundStatus.PROMOTED, RoundStatus.GATED) for r in rounds), [r.log_tail for r in rounds]
     # The rounds trained on the scripts' judgments, asked for by name, and every one of them is marked simulated.
     assert rounds[0].config["aggregation"]["sources"] == ["simulated"] and rounds[0].snapshot.row_count > 0

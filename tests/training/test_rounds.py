@@ -332,6 +332,17 @@ def test_round_start_enqueues_the_task_on_the_training_queue_after_commit(
 
 
 @pytest.mark.django_db
+def test_a_round_started_without_enqueue_sends_no_task_and_waits_queued(
+    campaign, tiny_policy, django_capture_on_commit_callbacks
+):
+    # For a harness that runs the task body itself (round_run.apply()), never touching Celery's eager mode.
+    with django_capture_on_commit_callbacks() as callbacks:
+        training_round = services.round_start(campaign=campaign, enqueue=False)
+
+    assert callbacks == [] and training_round.status == RoundStatus.QUEUED
+
+
+@pytest.mark.django_db
 def test_second_round_is_refused_while_one_is_active(campaign, tiny_policy):
     services.round_start(campaign=campaign)
 

@@ -6,7 +6,7 @@ from labeling import services as labeling_services
 from labeling.models import Campaign
 from simulation import loop, oracles
 from training import selectors
-from training.config import RoundConfig
+from training.config import REFERENCES, RoundConfig
 
 
 class Command(BaseCommand):
@@ -31,6 +31,10 @@ class Command(BaseCommand):
         # a round started from the admin keeps RoundConfig's gentler ones.
         parser.add_argument("--learning-rate", type=float, default=2e-3)
         parser.add_argument("--epochs", type=float, default=2.0)
+        # Every round retrains on every settled pair so far: regularised toward round 0, old pairs are already
+        # won and the per-round KL budget bounds the total drift (bench/loop.py's docstring has the numbers).
+        parser.add_argument("--reference", choices=REFERENCES, default="initial",
+                            help="The policy each round is regularised toward: round 0 (initial) or the round before.")
         parser.add_argument("--gate", type=float, help="Held-out accuracy a round needs (default TRAINING_GATE_MIN_ACCURACY).")
         parser.add_argument("--gate-tolerance", type=float, default=0.05,
                             help="A round may trail the last promoted round's held-out accuracy by this much.")
@@ -61,6 +65,7 @@ class Command(BaseCommand):
                 beta=o["beta"],
                 learning_rate=o["learning_rate"],
                 epochs=o["epochs"],
+                reference=o["reference"],
                 seed=o["seed"],
                 gate_min_accuracy=o["gate"],
                 gate_tolerance=o["gate_tolerance"],

@@ -58,7 +58,7 @@ class Command(BaseCommand):
             generation_services.generation_job_run(job=job)
             self.stdout.write(f"scratch campaign {target.name!r}: {job.done} pairs sampled from {policy.name}")
         credentials = annotators_module.annotators_ensure(
-            prefix=f"sim-{target.pk}", count=annotators, password=password
+            campaign=target, prefix=f"sim-{target.pk}", count=annotators, password=password
         )
         server = nullcontext(url) if url else annotators_module.serve_in_thread()
         try:
