@@ -30,7 +30,8 @@ def test_an_admin_imports_hh_rlhf_pairs_and_sees_the_detected_format(page, live_
     page.set_input_files("#id_file", str(bad))
     page.screenshot(path=str(SCREENSHOTS / "import-preferences-form.png"), full_page=True)
     page.get_by_role("button", name="Import").click()
-    page.get_by_text("Nothing was imported. broken.jsonl line 4:").wait_for()
+    page.get_by_text("Nothing was imported: broken.jsonl has 1 bad line").wait_for()
+    assert page.locator("#import-problems tbody td").nth(1).inner_text() == "4"
     page.screenshot(path=str(SCREENSHOTS / "import-preferences-refused.png"), full_page=True)
     assert not Judgment.objects.exists()
 

@@ -63,7 +63,7 @@ def test_the_job_page_lists_a_skipped_prompt_on_one_wrapped_line_without_widenin
     GenerationJob.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, done=7, skipped=1)
     page.wait_for_selector("#job-skips li")  # the page reloads once the job ends with new skips
     line = page.inner_text("#job-skips li summary").strip()
-    assert page.inner_text("#job-skips li").startswith(f"Prompt {prompt.pk}: too long: 3,211 tokens")
+    assert page.inner_text("#job-skips li").startswith(f"Prompt {prompt.pk} long: too long: 3,211 tokens")
     assert line == "Engine's message" and not page.is_visible("#job-skips li pre")
     page.click("#job-skips li summary")  # unfolded, the unbroken message still wraps
     assert page.is_visible("#job-skips li pre")
