@@ -5,7 +5,7 @@ from tqdm import tqdm
 from generation import services
 from generation.models import GenerationJob, ModelVersion
 from generation.options import JobOptionsInput, job_arguments
-from labeling.models import Campaign
+from labeling.commands import campaign_named
 
 
 def _policy(name: str) -> int:
@@ -36,10 +36,7 @@ class Command(BaseCommand):
         parser.add_argument("--wait", action="store_true", help="Run the job in this process and wait for it.")
 
     def handle(self, *args, campaign: str, policy: str | None, policy_b: str | None, wait: bool, **options) -> None:
-        try:
-            target = Campaign.objects.get(name=campaign)
-        except Campaign.DoesNotExist:
-            raise CommandError(f"no campaign named {campaign!r}") from None
+        target = campaign_named(campaign)
         form = JobOptionsInput(
             data={
                 "policy": _policy(policy) if policy else None,

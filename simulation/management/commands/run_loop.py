@@ -3,7 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from labeling import services as labeling_services
-from labeling.models import Campaign
+from labeling.commands import campaign_named
 from simulation import loop, oracles
 from training import selectors
 from training.config import REFERENCES, RoundConfig
@@ -53,10 +53,7 @@ class Command(BaseCommand):
         parser.add_argument("--out", type=Path, help="Default: ARTIFACTS_DIR/loop/campaign-<id> (shown on the rounds page).")
 
     def handle(self, *args, **o) -> None:
-        try:
-            campaign = Campaign.objects.get(name=o["campaign"])
-        except Campaign.DoesNotExist:
-            raise CommandError(f"no campaign named {o['campaign']!r}") from None
+        campaign = campaign_named(o["campaign"])
         if o["rounds"] < 1:
             raise CommandError("--rounds must be at least 1")
         try:

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from generation import services as generation_services
 from labeling import services as labeling_services
-from labeling.models import Campaign
+from labeling.commands import campaign_named
 from simulation import annotators as annotators_module
 from simulation import oracles
 
@@ -45,10 +45,7 @@ class Command(BaseCommand):
             choose = oracles.resolve(oracle)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        try:
-            target = Campaign.objects.get(name=campaign)
-        except Campaign.DoesNotExist:
-            raise CommandError(f"no campaign named {campaign!r}") from None
+        target = campaign_named(campaign)
         if not in_place:
             target = labeling_services.campaign_copy_scratch(campaign=target)
             policy = generation_services.campaign_policy_next(campaign=target)

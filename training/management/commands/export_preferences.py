@@ -2,7 +2,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling.models import Campaign, JudgmentSource
+from labeling.commands import campaign_named
+from labeling.models import JudgmentSource
 from training import services
 from training.export import FORMATS, PROMPT_FORMATS, SPLITS, AggregationPolicy
 
@@ -44,10 +45,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        try:
-            campaign = Campaign.objects.get(name=options["campaign"])
-        except Campaign.DoesNotExist:
-            raise CommandError(f"no campaign named {options['campaign']!r}") from None
+        campaign = campaign_named(options["campaign"])
         try:
             policy = AggregationPolicy(
                 min_judgments=options["min_judgments"],

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling.models import Campaign
+from labeling.commands import campaign_named
 from training import services
 
 
@@ -18,10 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0)
 
     def handle(self, *args, **options) -> None:
-        try:
-            campaign = Campaign.objects.get(name=options["campaign"])
-        except Campaign.DoesNotExist:
-            raise CommandError(f"no campaign named {options['campaign']!r}") from None
+        campaign = campaign_named(options["campaign"])
         if options["budget"] < 0:
             raise CommandError("--budget must be at least 0")
         picks = services.pairs_score_and_select(campaign=campaign, budget=options["budget"], seed=options["seed"])
