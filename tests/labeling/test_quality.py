@@ -91,13 +91,16 @@ def test_dashboard_shows_staff_the_numbers_and_a_plot(client, campaign, alice, a
     client.force_login(admin_user)
     page = client.get(reverse("campaign-dashboard", args=[campaign.pk])).content.decode()
     assert "alice" in page and "Krippendorff" in page and "3 of 3 judgments" in page
+    assert reverse("campaign-dashboard-plot", args=[campaign.pk]) in page
     png = client.get(reverse("campaign-dashboard-plot", args=[campaign.pk]))
     assert png["Content-Type"] == "image/png" and png.content.startswith(b"\x89PNG")
 
 
 @pytest.mark.django_db
-def test_the_plot_draws_for_an_empty_campaign(client, campaign, admin_user):
+def test_an_empty_campaign_shows_no_empty_axes_but_its_plot_still_draws(client, campaign, admin_user):
     client.force_login(admin_user)
+    page = client.get(reverse("campaign-dashboard", args=[campaign.pk])).content.decode()
+    assert 'id="no-plot"' in page and reverse("campaign-dashboard-plot", args=[campaign.pk]) not in page
     png = client.get(reverse("campaign-dashboard-plot", args=[campaign.pk]))
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
 
