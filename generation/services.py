@@ -618,7 +618,7 @@ def preferences_import(*, campaign: Campaign, stream: io.TextIOBase, source: str
     if use_as not in importers.PREFERENCE_USES:
         raise ValueError(f"use_as must be one of {', '.join(importers.PREFERENCE_USES)}, not {use_as!r}")
     name = os.path.basename(source)
-    rows = list(importers.parse_preferences(stream, source=name))
+    rows = importers.parse_preferences(stream, source=name)
     formats = Counter(importers.PREFERENCE_FORMATS[row.fmt] for row in rows)
     distinct = [row for row in rows if not row.identical]
     split = Split.HELDOUT if use_as == "heldout" else Split.TRAIN
