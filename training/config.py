@@ -136,6 +136,11 @@ class RoundConfig:
     # The most mean KL (nats per sample) to the round's reference a promoted candidate may have
     # (None: TRAINING_KL_BUDGET).
     kl_budget: float | None = None
+    # With a KL budget, the worker estimates the KL to the reference (the gate's own estimate: the same
+    # held-out prompts and seed) this many times, evenly spaced, while it trains; at the first check over
+    # the budget it goes back to the last check within it and stops, so a round that would overshoot
+    # ends at the furthest point the gate accepts instead of being thrown away (0: no checks).
+    kl_checks: int = 4
     # How far below zero the 95% lower bound of the paired (candidate - incumbent) held-out
     # score may go; 0: the candidate must be no worse than the incumbent with 95% confidence.
     gate_tolerance: float = 0.0
@@ -181,6 +186,8 @@ class RoundConfig:
             problems.append("gate_min_heldout_pairs must be at least 1")
         if self.kl_budget is not None and self.kl_budget < 0:
             problems.append("kl_budget must be at least 0")
+        if self.kl_checks < 0:
+            problems.append("kl_checks must be at least 0")
         if self.ab_share is not None and not 0 <= self.ab_share <= 1:
             problems.append("ab_share must be between 0 and 1")
         if not 0 <= self.gate_tolerance <= 1:

@@ -19,6 +19,7 @@ reference), "config": RoundConfig.as_dict()}.
 """
 
 import json
+import math
 import shutil
 import sys
 import time
@@ -146,6 +147,63 @@ def _event_callback():
     return EventCallback()
 
 
+def _trainable_state(model) -> dict[str, Any]:
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _kl_budget_callback(config: RoundConfig, *, reference, tokenizer, prompts: list):
+    """Keeps a round within config.kl_budget while it trains (config.kl_checks checks, evenly spaced).
+
+    Each check is the gate's own KL estimate (training.evaluation.sample_eval on the same held-out prompts
+    with the same seed); past the budget, the trainable weights go back to the last check within it and
+    training stops. Single process only: under a multi-process launcher the gate alone enforces the budget.
+    """
+    import torch
+    from transformers import TrainerCallback
+
+    from training import evaluation
+
+    class KLBudget(TrainerCallback):
+        def __init__(self) -> None:
+            self.checks: list[dict[str, Any]] = []
+            self.kept_step = 0
+            self._kept: dict[str, Any] = {}
+            self._at: set[int] = set()
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self._kept = _trainable_state(model)
+            self._at = {math.ceil(state.max_steps * k / config.kl_checks) for k in range(1, config.kl_checks + 1)}
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step not in self._at:
+                return
+            model.eval()
+            kl = evaluation.sample_eval(
+                model,
+                reference,
+                tokenizer,
+                prompts,
+                max_new_tokens=config.eval_max_new_tokens,
+                seed=config.seed,
+                batch_size=config.eval_batch_size,
+            )["kl"]
+            model.train()
+            within = kl <= config.kl_budget
+            self.checks.append({"step": state.global_step, "kl": kl, "within": within})
+            emit("kl_check", step=state.global_step, kl=kl, budget=config.kl_budget, kept_step=self.kept_step,
+                 within=within)  # fmt: skip
+            if within:
+                self._kept, self.kept_step = _trainable_state(model), state.global_step
+                return
+            with torch.no_grad():
+                for name, parameter in model.named_parameters():
+                    if name in self._kept:
+                        parameter.copy_(self._kept[name])
+            control.should_training_stop = True
+
+    return KLBudget()
+
+
 def build_trainer(spec: dict[str, Any], config: RoundConfig, *, train_dataset, callbacks=()):
     """The DPOTrainer for a round: policy from spec["policy"], reference from spec["reference"].
 
@@ -200,6 +258,17 @@ def _read_jsonl(path: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def heldout_prompts(rows: list[dict[str, Any]], limit: int) -> list:
+    """The first `limit` distinct prompts of the held-out rows, in snapshot order: the KL estimate's prompts."""
+    prompts, seen = [], set()
+    for row in rows:
+        key = json.dumps(row["prompt"], sort_keys=True)
+        if key not in seen and len(prompts) < limit:
+            seen.add(key)
+            prompts.append(row["prompt"])
+    return prompts
+
+
 def evaluate(spec: dict[str, Any], config: RoundConfig, *, model_dir: Path) -> dict[str, Any]:
     """Evaluate the saved artifact (what will be served) against the round's reference."""
     import torch
@@ -245,24 +314,38 @@ def evaluate(spec: dict[str, Any], config: RoundConfig, *, model_dir: Path) -> d
         "incumbent": evaluation.pair_margins(incumbent, base, pairs, **scored).tolist(),
         "length_diff": [len(chosen) - len(rejected) for (_, chosen), (_, rejected) in zip(*pairs)],
     }
-    prompts, seen = [], set()
-    for row in rows:  # distinct held-out prompts, in snapshot order
-        key = json.dumps(row["prompt"], sort_keys=True)
-        if key not in seen and len(prompts) < config.eval_prompts:
-            seen.add(key)
-            prompts.append(row["prompt"])
     results.update(
         evaluation.sample_eval(
             policy,
             reference,
             tokenizer,
-            prompts,
+            heldout_prompts(rows, config.eval_prompts),
             max_new_tokens=config.eval_max_new_tokens,
             seed=config.seed,
             batch_size=config.eval_batch_size,
         )
     )
     return results
+
+
+def _kl_budget(spec: dict[str, Any], config: RoundConfig, trainer):
+    """The KL-budget callback, added to the trainer, when the round has a budget, checks and held-out
+    prompts, in a single process; else None."""
+    if config.kl_budget is None or not config.kl_checks or not spec.get("heldout_path"):
+        return None
+    if trainer.args.world_size > 1:
+        return None
+    prompts = heldout_prompts(_read_jsonl(spec["heldout_path"]), config.eval_prompts)
+    if not prompts:
+        return None
+    reference = trainer.ref_model
+    if reference is None:  # LoRA against its own start: TRL switches the adapter off; we need the weights
+        device = next(trainer.model.parameters()).device
+        paths = spec["reference"]
+        reference = load_model(paths["base_path"], paths["adapter_path"], merge=True, device=str(device)).eval()
+    callback = _kl_budget_callback(config, reference=reference, tokenizer=trainer.processing_class, prompts=prompts)
+    trainer.add_callback(callback)
+    return callback
 
 
 def run(spec: dict[str, Any]) -> None:
@@ -281,6 +364,7 @@ def run(spec: dict[str, Any]) -> None:
     )
     train_dataset = confident_pairs(train_dataset, config)
     trainer = build_trainer(spec, config, train_dataset=train_dataset, callbacks=[_event_callback()])
+    budget = _kl_budget(spec, config, trainer)
     started = time.perf_counter()
     result = trainer.train()
     train_seconds = time.perf_counter() - started
@@ -295,6 +379,8 @@ def run(spec: dict[str, Any]) -> None:
         global_step=result.global_step,
         train_loss=result.training_loss,
         model_dir=str(model_dir),
+        kl_checks=budget.checks if budget else [],
+        kept_step=budget.kept_step if budget else result.global_step,
     )
     shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
     shutil.rmtree(cache_dir, ignore_errors=True)

@@ -48,6 +48,13 @@ class RoundConfigForm(forms.Form):
         min_value=1, help_text="Fewer settled held-out pairs: the round is not evaluated and never promoted."
     )
     kl_budget = forms.FloatField(min_value=0.0, help_text="Most KL to the reference (nats per sample) a promoted round may have.")
+    kl_checks = forms.IntegerField(
+        initial=_DEFAULT.kl_checks,
+        min_value=0,
+        label="KL checks",
+        help_text="KL estimates while training; at the first over the budget, training goes back to the last "
+        "within it and stops (0: none, the gate alone judges the end result).",
+    )
     min_posterior = forms.FloatField(
         initial=_DEFAULT.min_posterior,
         min_value=0.0,

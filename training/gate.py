@@ -119,10 +119,14 @@ def decide(
     threshold: float,
     tolerance: float,
     kl_budget: float | None,
+    kept_step: int | None = None,
 ) -> GateDecision:
     """Promote when, on at least `min_pairs` held-out pairs, the candidate's length-controlled accuracy has
     a lower bound above `threshold`, the paired lower bound of (candidate - incumbent) is above
-    `-tolerance`, and the candidate's KL to its reference is within `kl_budget` (None: no budget)."""
+    `-tolerance`, and the candidate's KL to its reference is within `kl_budget` (None: no budget).
+
+    `kept_step` is the training step the candidate's weights are from (None: not reported); 0 means the
+    worker's KL checks sent it back to its start, so it is its incumbent and is never promoted."""
     candidate = np.asarray(candidate_margins, dtype=float)
     incumbent = np.asarray(incumbent_margins, dtype=float)
     lengths = np.asarray(length_diff, dtype=float)
@@ -156,6 +160,8 @@ def decide(
     def verdict(passed: bool, reason: str) -> GateDecision:
         return GateDecision(verdict=Verdict.PROMOTE if passed else Verdict.REJECT, reason=reason, **common, **figures)
 
+    if kept_step == 0:
+        return verdict(False, "no training step stayed within the KL budget: the candidate is its starting policy")
     if kl_budget is not None and (kl is None or kl > kl_budget):
         shown = "unmeasured" if kl is None else f"{kl:.2f} nats"
         return verdict(False, f"KL to the reference {shown} exceeds the budget of {kl_budget:.2f} nats")

@@ -249,6 +249,9 @@ class _RoundReporter:
                 f"kept {event['kept']} training pairs, dropped {event['dropped']} "
                 f"with a posterior below {event['min_posterior']}"
             )
+        elif kind == "kl_check":
+            verdict = "within" if event["within"] else f"over: back to step {event['kept_step']}, training stops"
+            self.note(f"step {event['step']}: KL to the reference {event['kl']:.2f} (budget {event['budget']:.2f}), {verdict}")
         elif kind == "trained":
             self.mark("trained")
             self.trained = event
@@ -456,6 +459,8 @@ def round_execute(*, round_id: int) -> TrainingRound | None:
     results["timings"] = reporter.marks
     results["train_seconds"] = reporter.trained.get("train_seconds")
     results["train_samples_per_second"] = reporter.trained.get("samples_per_second")
+    results["kl_checks"] = reporter.trained.get("kl_checks", [])
+    results["kept_step"] = reporter.trained.get("kept_step")
     config = RoundConfig.from_dict(training_round.config)
     paired = results.pop("paired")
     decision = gate.decide(
@@ -467,6 +472,7 @@ def round_execute(*, round_id: int) -> TrainingRound | None:
         threshold=config.gate_min_accuracy,
         tolerance=config.gate_tolerance,
         kl_budget=config.kl_budget,
+        kept_step=results["kept_step"],
     )
     results["gate"] = decision.as_dict()
     reporter.note(decision.reason)

@@ -80,6 +80,14 @@ def test_a_candidate_over_its_kl_budget_is_not_promoted():
     assert not decision.passed and "12.50 nats exceeds the budget of 5.00" in decision.reason
 
 
+def test_a_candidate_sent_back_to_its_start_by_the_kl_checks_is_not_promoted():
+    candidate, incumbent = np.full(100, 3.0), np.full(100, 3.0)  # an incumbent that is good already
+
+    assert decide(candidate, incumbent, kept_step=12).passed
+    decision = decide(candidate, incumbent, kept_step=0)
+    assert not decision.passed and "no training step stayed within the KL budget" in decision.reason
+
+
 def test_length_control_recovers_the_margin_at_equal_length():
     lengths = np.array([-10.0, -5.0, 0.0, 5.0, 10.0])
     control = gate.LengthControl.fit(0.7 + 0.2 * lengths, lengths)
