@@ -147,6 +147,21 @@ def _event_callback():
     return EventCallback()
 
 
+def samples_and_kl(config: RoundConfig, policy, reference, tokenizer, prompts: list) -> dict[str, Any]:
+    """The gate's KL estimate (and sample lengths): one seeded sample per held-out prompt, scored by both models."""
+    from training import evaluation
+
+    return evaluation.sample_eval(
+        policy,
+        reference,
+        tokenizer,
+        prompts,
+        max_new_tokens=config.eval_max_new_tokens,
+        seed=config.seed,
+        batch_size=config.eval_batch_size,
+    )
+
+
 def _trainable_state(model) -> dict[str, Any]:
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
@@ -160,8 +175,6 @@ def _kl_budget_callback(config: RoundConfig, *, reference, tokenizer, prompts: l
     """
     import torch
     from transformers import TrainerCallback
-
-    from training import evaluation
 
     class KLBudget(TrainerCallback):
         def __init__(self) -> None:
@@ -178,15 +191,7 @@ def _kl_budget_callback(config: RoundConfig, *, reference, tokenizer, prompts: l
             if state.global_step not in self._at:
                 return
             model.eval()
-            kl = evaluation.sample_eval(
-                model,
-                reference,
-                tokenizer,
-                prompts,
-                max_new_tokens=config.eval_max_new_tokens,
-                seed=config.seed,
-                batch_size=config.eval_batch_size,
-            )["kl"]
+            kl = samples_and_kl(config, model, reference, tokenizer, prompts)["kl"]
             model.train()
             within = kl <= config.kl_budget
             self.checks.append({"step": state.global_step, "kl": kl, "within": within})
@@ -314,17 +319,7 @@ def evaluate(spec: dict[str, Any], config: RoundConfig, *, model_dir: Path) -> d
         "incumbent": evaluation.pair_margins(incumbent, base, pairs, **scored).tolist(),
         "length_diff": [len(chosen) - len(rejected) for (_, chosen), (_, rejected) in zip(*pairs)],
     }
-    results.update(
-        evaluation.sample_eval(
-            policy,
-            reference,
-            tokenizer,
-            heldout_prompts(rows, config.eval_prompts),
-            max_new_tokens=config.eval_max_new_tokens,
-            seed=config.seed,
-            batch_size=config.eval_batch_size,
-        )
-    )
+    results.update(samples_and_kl(config, policy, reference, tokenizer, heldout_prompts(rows, config.eval_prompts)))
     return results
 
 
