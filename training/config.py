@@ -137,10 +137,11 @@ class RoundConfig:
     # (None: TRAINING_KL_BUDGET).
     kl_budget: float | None = None
     # With a KL budget, the worker estimates the KL to the reference (the gate's own estimate: the same
-    # held-out prompts and seed) this many times, evenly spaced, while it trains; at the first check over
-    # the budget it goes back to the last check within it and stops, so a round that would overshoot
-    # ends at the furthest point the gate accepts instead of being thrown away (0: no checks).
-    kl_checks: int = 4
+    # held-out prompts and seed) this many times while it trains, after 1/2**(n-1), ..., 1/4, 1/2 and all
+    # of its steps; at the first check over the budget it goes back to the last check within it and stops,
+    # so a round that would overshoot ends at the furthest point the gate accepts instead of being thrown
+    # away (0: no checks).
+    kl_checks: int = 6
     # How far below zero the 95% lower bound of the paired (candidate - incumbent) held-out
     # score may go; 0: the candidate must be no worse than the incumbent with 95% confidence.
     gate_tolerance: float = 0.0

@@ -167,7 +167,7 @@ def _trainable_state(model) -> dict[str, Any]:
 
 
 def _kl_budget_callback(config: RoundConfig, *, reference, tokenizer, prompts: list):
-    """Keeps a round within config.kl_budget while it trains (config.kl_checks checks, evenly spaced).
+    """Keeps a round within config.kl_budget while it trains (config.kl_checks checks, the last at the end).
 
     Each check is the gate's own KL estimate (training.evaluation.sample_eval on the same held-out prompts
     with the same seed); past the budget, the trainable weights go back to the last check within it and
@@ -185,7 +185,9 @@ def _kl_budget_callback(config: RoundConfig, *, reference, tokenizer, prompts: l
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             self._kept = _trainable_state(model)
-            self._at = {math.ceil(state.max_steps * k / config.kl_checks) for k in range(1, config.kl_checks + 1)}
+            # Halving back from the end (..., 1/4, 1/2, all of the steps): a round's KL grows fastest at its
+            # start, while the optimizer's fresh moments take full-size steps.
+            self._at = {max(1, math.ceil(state.max_steps / 2**k)) for k in range(config.kl_checks)}
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if state.global_step not in self._at:

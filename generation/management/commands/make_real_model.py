@@ -2,6 +2,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from generation import real_model, services
 
@@ -26,5 +27,11 @@ class Command(BaseCommand):
             except real_model.FetchError as exc:
                 raise CommandError(str(exc)) from None
             self.stdout.write(self.style.SUCCESS(f"{real_model.NAME} written to {out}"))
-        version = services.model_version_register(name=real_model.NAME, base_path=str(out))
+        try:
+            version = services.model_version_register(name=real_model.NAME, base_path=str(out))
+        except DatabaseError as exc:
+            raise CommandError(
+                f"{real_model.NAME} is built at {out}, but it could not be registered as a model version: {exc} "
+                "(is the database set up? run `manage.py migrate`, then this command again)"
+            ) from None
         self.stdout.write(f"model version {version.name!r}: {version.base_path}")
