@@ -70,10 +70,15 @@ def prompts(count: int, seed: int) -> list[str]:
 # Per policy, the defaults that bound a run: the real model samples and trains ~100x slower on CPU,
 # so it gets fewer prompts, one epoch and a longer max_length (its template's system prompt alone is ~30 tokens).
 # SmolLM2's bound keeps the run under 30 minutes on 2 CPU cores.
+# SmolLM2's held-out share is larger so that its gate decides on at least 30 pairs from round 1 (the product's
+# TRAINING_GATE_MIN_HELDOUT_PAIRS is 50; the tiny model's 100 held-out prompts clear it), and it scores each
+# round on 4 samples per held-out prompt instead of 8.
 POLICY_DEFAULTS = {
-    "tiny": {"prompts": 500, "epochs": 2.0, "max_length": 128, "batch_size": 16},
-    "smollm2": {"prompts": 64, "epochs": 1.0, "max_length": 256, "batch_size": 8},
-}
+    "tiny": {"prompts": 500, "heldout": 0.2, "gate_min_pairs": None, "eval_samples": 8, "epochs": 2.0,
+             "max_length": 128, "batch_size": 16},
+    "smollm2": {"prompts": 96, "heldout": 0.35, "gate_min_pairs": 30, "eval_samples": 4, "epochs": 1.0,
+                "max_length": 256, "batch_size": 8},
+}  # fmt: skip
 
 
 def cpu_seconds() -> float:
@@ -89,7 +94,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prompts", type=int, help="Prompts in the campaign (default: by policy).")
     parser.add_argument("--labels-per-round", type=int, help="Pairs sampled and labeled per round (default: all prompts).")
-    parser.add_argument("--heldout", type=float, default=0.2)
+    parser.add_argument("--heldout", type=float, help="Share of the prompts held out (default: by policy).")
+    parser.add_argument(
+        "--gate-min-pairs", type=int, help="Held-out pairs the gate needs (default: by policy, else the setting)."
+    )
+    parser.add_argument("--eval-samples", type=int, help="Samples per held-out prompt when scoring (default: by policy).")
     parser.add_argument("--annotators", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
@@ -102,6 +111,9 @@ def main() -> None:
     defaults = POLICY_DEFAULTS[args.policy]
     args.prompts = args.prompts or defaults["prompts"]
     args.epochs = args.epochs or defaults["epochs"]
+    for name in ("heldout", "gate_min_pairs", "eval_samples"):
+        if getattr(args, name) is None:
+            setattr(args, name, defaults[name])
 
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench-loop-"))
@@ -139,10 +151,11 @@ def main() -> None:
         annotators=args.annotators,
         seed=args.seed,
         prompts_per_round=args.labels_per_round,
+        eval_samples=args.eval_samples,
         round_config=RoundConfig(
             beta=args.beta, learning_rate=args.learning_rate, epochs=args.epochs, seed=args.seed,
             batch_size=defaults["batch_size"], max_length=defaults["max_length"], gate_tolerance=args.gate_tolerance,
-            reference=args.reference, eval_prompts=args.eval_prompts,
+            reference=args.reference, eval_prompts=args.eval_prompts, gate_min_heldout_pairs=args.gate_min_pairs,
             lora_target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
         ),
     )
@@ -169,6 +182,9 @@ def main() -> None:
                 "rounds": args.rounds,
                 "prompts": args.prompts,
                 "labels_per_round": args.labels_per_round,
+                "heldout": args.heldout,
+                "gate_min_pairs": rounds[0].config["gate_min_heldout_pairs"] if rounds else None,
+                "eval_samples": args.eval_samples,
                 "gate_tolerance": args.gate_tolerance,
                 "reference": args.reference,
                 "learning_rate": args.learning_rate,

@@ -91,8 +91,6 @@ def _sample(policy: ModelVersion, prompts: list, config: LoopSettings) -> list[l
 
 def _kl_to_root(policy: ModelVersion, root: ModelVersion, prompts: list, samples: list[list]) -> float:
     """Monte-Carlo KL(pi_r || pi_0): mean over y ~ pi_r of log pi_r(y|x) - log pi_0(y|x)."""
-    if policy.pk == root.pk:
-        return 0.0
     from transformers import AutoTokenizer
 
     from training.dpo_worker import load_model
@@ -117,9 +115,14 @@ def score_rounds(
         raise ValueError(f"campaign {campaign.name!r} has no enabled held-out prompts to score rounds on")
     root = versions[0][1]
     baseline = _sample(root, prompts, config)
+    # A gated round keeps the policy before it: each version is sampled and measured once (same seeds anyway).
+    measured = {root.pk: (baseline, 0.0)}
     scores = []
     for number, version, status in tqdm(versions, desc="scoring rounds", unit="round"):
-        samples = baseline if version.pk == root.pk else _sample(version, prompts, config)
+        if version.pk not in measured:
+            samples = _sample(version, prompts, config)
+            measured[version.pk] = (samples, _kl_to_root(version, root, prompts, samples))
+        samples, kl = measured[version.pk]
         wins = 0.0
         for prompt, mine, theirs in zip(prompts, samples, baseline):
             for a, b in zip(mine, theirs):
@@ -136,7 +139,7 @@ def score_rounds(
                 win_rate=wins / n,
                 win_low=low,
                 win_high=high,
-                kl=_kl_to_root(version, root, prompts, samples),
+                kl=kl,
                 mean_length=sum(lengths) / len(lengths),
             )
         )
