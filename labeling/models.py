@@ -222,7 +222,16 @@ class Assignment(models.Model):
             models.UniqueConstraint(fields=["comparison", "annotator"], name="assignment_once_per_annotator"),
             models.CheckConstraint(condition=Q(state__in=AssignmentState.values), name="assignment_state_valid"),
         ]
-        indexes = [models.Index(fields=["annotator", "state"]), models.Index(fields=["state", "leased_until"])]
+        # Live leases, looked up per pair (the queue's cap, read for every pair a claim looks at) and per
+        # annotator (their held lease). Each index holds leased rows only, so a lookup reads that pair's
+        # or annotator's own few leases, with the annotator's bounded to the last lease period by
+        # leased_until: an index on (state, leased_until) served both by reading every lease of the
+        # last lease period campaign-wide, and one on (annotator, state) every lease the annotator ever
+        # took until vacuum removed them (a lease's entry stays behind when it is submitted).
+        indexes = [
+            models.Index(fields=["comparison"], condition=Q(state="leased"), name="assignment_pair_lease"),
+            models.Index(fields=["annotator", "leased_until"], condition=Q(state="leased"), name="assignment_annotator_lease"),
+        ]
 
     def __str__(self) -> str:
         return f"Assignment {self.pk} ({self.state})"
