@@ -186,7 +186,8 @@ class Comparison(models.Model):
         indexes = [
             models.Index(fields=["status", "is_gold"]),
             # The work queue: a claim walks open regular pairs in serving order and
-            # stops at the first free one; completed pairs leave the index.
+            # stops at the first free one; completed pairs leave the index. The table's
+            # fillfactor (migration 0010) keeps most judgment count updates off this index.
             models.Index(
                 models.F("priority").desc(),
                 models.F("selection_rank").desc(),
