@@ -186,7 +186,8 @@ class Comparison(models.Model):
         indexes = [
             models.Index(fields=["status", "is_gold"]),
             # The work queue: a claim walks open regular pairs in serving order and
-            # stops at the first free one; completed pairs leave the index.
+            # stops at the first free one; completed pairs leave the index. The table's
+            # fillfactor (migration 0010) keeps most judgment count updates off this index.
             models.Index(
                 models.F("priority").desc(),
                 models.F("selection_rank").desc(),
@@ -222,7 +223,16 @@ class Assignment(models.Model):
             models.UniqueConstraint(fields=["comparison", "annotator"], name="assignment_once_per_annotator"),
             models.CheckConstraint(condition=Q(state__in=AssignmentState.values), name="assignment_state_valid"),
         ]
-        indexes = [models.Index(fields=["annotator", "state"]), models.Index(fields=["state", "leased_until"])]
+        # Live leases, looked up per pair (the queue's cap, read for every pair a claim looks at) and per
+        # annotator (their held lease). Each index holds leased rows only, so a lookup reads that pair's
+        # or annotator's own few leases, with the annotator's bounded to the last lease period by
+        # leased_until: an index on (state, leased_until) served both by reading every lease of the
+        # last lease period campaign-wide, and one on (annotator, state) every lease the annotator ever
+        # took until vacuum removed them (a lease's entry stays behind when it is submitted).
+        indexes = [
+            models.Index(fields=["comparison"], condition=Q(state="leased"), name="assignment_pair_lease"),
+            models.Index(fields=["annotator", "leased_until"], condition=Q(state="leased"), name="assignment_annotator_lease"),
+        ]
 
     def __str__(self) -> str:
         return f"Assignment {self.pk} ({self.state})"
