@@ -71,13 +71,14 @@ def prompts(count: int, seed: int) -> list[str]:
 # so it gets fewer prompts, one epoch and a longer max_length (its template's system prompt alone is ~30 tokens).
 # SmolLM2's bound keeps the run under 30 minutes on 2 CPU cores.
 # SmolLM2's held-out share is larger so that its gate decides on at least 30 pairs from round 1 (the product's
-# TRAINING_GATE_MIN_HELDOUT_PAIRS is 50; the tiny model's 100 held-out prompts clear it), and it scores each
-# round on 4 samples per held-out prompt instead of 8.
+# TRAINING_GATE_MIN_HELDOUT_PAIRS is 50; the tiny model's 100 held-out prompts clear it); to stay within
+# 30 minutes it scores each round on 4 samples per held-out prompt instead of 8, estimates KL on 16 prompts
+# and checks it 3 times per round (after 1/4, 1/2 and all of the steps).
 POLICY_DEFAULTS = {
-    "tiny": {"prompts": 500, "heldout": 0.2, "gate_min_pairs": None, "eval_samples": 8, "epochs": 2.0,
-             "max_length": 128, "batch_size": 16},
-    "smollm2": {"prompts": 96, "heldout": 0.35, "gate_min_pairs": 30, "eval_samples": 4, "epochs": 1.0,
-                "max_length": 256, "batch_size": 8},
+    "tiny": {"prompts": 500, "heldout": 0.2, "gate_min_pairs": None, "eval_samples": 8, "eval_prompts": 32,
+             "kl_checks": 6, "epochs": 2.0, "max_length": 128, "batch_size": 16},
+    "smollm2": {"prompts": 80, "heldout": 0.4, "gate_min_pairs": 30, "eval_samples": 4, "eval_prompts": 16,
+                "kl_checks": 3, "epochs": 1.0, "max_length": 256, "batch_size": 8},
 }  # fmt: skip
 
 
@@ -106,12 +107,13 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--gate-tolerance", type=float, default=0.05)
     parser.add_argument("--reference", choices=("initial", "previous"), default="initial")
-    parser.add_argument("--eval-prompts", type=int, default=32, help="Held-out prompts sampled for the gate's KL.")
+    parser.add_argument("--eval-prompts", type=int, help="Held-out prompts sampled for the gate's KL (default: by policy).")
+    parser.add_argument("--kl-checks", type=int, help="KL checks while each round trains (default: by policy).")
     args = parser.parse_args()
     defaults = POLICY_DEFAULTS[args.policy]
     args.prompts = args.prompts or defaults["prompts"]
     args.epochs = args.epochs or defaults["epochs"]
-    for name in ("heldout", "gate_min_pairs", "eval_samples"):
+    for name in ("heldout", "gate_min_pairs", "eval_samples", "eval_prompts", "kl_checks"):
         if getattr(args, name) is None:
             setattr(args, name, defaults[name])
 
@@ -156,6 +158,7 @@ def main() -> None:
             beta=args.beta, learning_rate=args.learning_rate, epochs=args.epochs, seed=args.seed,
             batch_size=defaults["batch_size"], max_length=defaults["max_length"], gate_tolerance=args.gate_tolerance,
             reference=args.reference, eval_prompts=args.eval_prompts, gate_min_heldout_pairs=args.gate_min_pairs,
+            kl_checks=args.kl_checks,
             lora_target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
         ),
     )
@@ -185,6 +188,8 @@ def main() -> None:
                 "heldout": args.heldout,
                 "gate_min_pairs": rounds[0].config["gate_min_heldout_pairs"] if rounds else None,
                 "eval_samples": args.eval_samples,
+                "eval_prompts": args.eval_prompts,
+                "kl_checks": args.kl_checks,
                 "gate_tolerance": args.gate_tolerance,
                 "reference": args.reference,
                 "learning_rate": args.learning_rate,
