@@ -471,7 +471,8 @@ def _shard_done(*, shard: GenerationShard, queue_selection: bool = True) -> None
             status=ShardStatus.DONE, finished_at=timezone.now()
         ):
             return
-        job = GenerationJob.objects.select_for_update().select_related("campaign").get(pk=shard.job_id)
+        # of=self: the campaign comes along for its pair_selection, but only the job row is locked.
+        job = GenerationJob.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=shard.job_id)
         if job.status == JobStatus.RUNNING and not job.shards.exclude(status=ShardStatus.DONE).exists():
             job.status, job.finished_at = JobStatus.SUCCEEDED, timezone.now()
             job.save(update_fields=["status", "finished_at"])
