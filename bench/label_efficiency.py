@@ -34,9 +34,17 @@ Prints one JSON line last: per run, `win_rates` (vs round 0 on held-out prompts,
   the same selection mode, the worse of the two modes (each mode's in `noisy_drop_by_selection`).
 Bars (issue 15): ratio <= 0.6; noisy_drop_reliability <= 0.03 and below noisy_drop_majority.
 
+Round 0's policy is its own reference, so every pair's margin is 0 and uncertainty's first batch is
+as random as random's: the two modes part only after a promoted round.
+
 A full run at the defaults takes well over an hour of CPU on 2 cores (six loops of bench/loop.py's
-size). Measured so far: only a smoke run (--rounds 1 --budget 24 --prompts 60), which proves the
-machinery, not the bars.
+size). Measured so far, on 2 shared cores, only smoke runs that prove the machinery, not the bars:
+- --rounds 1 --budget 24 --prompts 60 --min-heldout-pairs 10: 934 s wall, 370 s CPU; every run
+  labeled exactly 24 training judgments (8 picked pairs x 3) plus 30 held-out ones, and every round
+  was unevaluated (7 held-out pairs with a winner, under 10), so all win rates stayed 0.5.
+- --rounds 2, the same sizes, --min-heldout-pairs 5: 756 s wall, 588 s CPU; 11 of 12 rounds gated
+  (7 held-out pairs give a 95% lower bound under 0.5), random/noisy/reliability's round 2 promoted
+  (0.569 vs round 0, KL 1.89); ratio null (random/clean never left 0.5).
 """
 
 import argparse
