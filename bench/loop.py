@@ -88,13 +88,12 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def add_loop_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every closed-loop bench shares (this one, bench/label_efficiency.py)."""
     parser.add_argument("--policy", choices=sorted(POLICY_DEFAULTS), default="tiny")
     parser.add_argument("--oracle", default="positive")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prompts", type=int, help="Prompts in the campaign (default: by policy).")
-    parser.add_argument("--labels-per-round", type=int, help="Pairs sampled and labeled per round (default: all prompts).")
     parser.add_argument("--heldout", type=float, help="Share of the prompts held out (default: by policy).")
     parser.add_argument(
         "--gate-min-pairs", type=int, help="Held-out pairs the gate needs (default: by policy, else the setting)."
@@ -109,16 +108,18 @@ def main() -> None:
     parser.add_argument("--reference", choices=("initial", "previous"), default="initial")
     parser.add_argument("--eval-prompts", type=int, help="Held-out prompts sampled for the gate's KL (default: by policy).")
     parser.add_argument("--kl-checks", type=int, help="KL checks while each round trains (default: by policy).")
-    args = parser.parse_args()
+
+
+def loop_setup(args: argparse.Namespace, *, prefix: str) -> Path:
+    """A throwaway work folder and SQLite database, Django set up on it, the policy built; fills in the
+    policy's defaults on `args` for the options left out. Returns the folder."""
     defaults = POLICY_DEFAULTS[args.policy]
     args.prompts = args.prompts or defaults["prompts"]
     args.epochs = args.epochs or defaults["epochs"]
     for name in ("heldout", "gate_min_pairs", "eval_samples", "eval_prompts", "kl_checks"):
         if getattr(args, name) is None:
             setattr(args, name, defaults[name])
-
-    started = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="bench-loop-"))
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     os.environ.update(
         VAR_DIR=str(work),
         POLICY_MODEL=str(ROOT / "var" / "models" / args.policy),
@@ -134,33 +135,60 @@ def main() -> None:
     from django.core.management import call_command
 
     from generation import real_model, tiny_model
-    from labeling import services
-    from labeling.models import Prompt
-    from simulation import loop, oracles
-    from training.config import RoundConfig
 
     if args.policy == "smollm2":
         real_model.build(Path(settings.POLICY_MODEL), cache=ROOT / "var" / "cache", progress=True, vllm=False)
     else:
         tiny_model.build(Path(settings.POLICY_MODEL), progress=True)
     call_command("migrate", verbosity=0)
-    campaign, _ = services.campaign_get_or_create(name="bench-loop", allow_tie=True, annotations_per_pair=1)
-    rows = "".join(json.dumps({"prompt": p}) + "\n" for p in prompts(args.prompts, args.seed))
-    services.prompts_import(campaign=campaign, stream=rows.splitlines(keepends=True), source="bench-loop.jsonl")
-    services.prompts_assign_heldout(prompts=Prompt.objects.filter(campaign=campaign), fraction=args.heldout, seed=args.seed)
+    return work
 
+
+def campaign_make(args: argparse.Namespace, *, name: str, **fields: object):
+    """A campaign of `args.prompts` templated prompts, `args.heldout` of them held out (the same ones for
+    every campaign of one seed)."""
+    from labeling import services
+    from labeling.models import Prompt
+
+    campaign, _ = services.campaign_get_or_create(name=name, allow_tie=True, **fields)
+    rows = "".join(json.dumps({"prompt": p}) + "\n" for p in prompts(args.prompts, args.seed))
+    services.prompts_import(campaign=campaign, stream=rows.splitlines(keepends=True), source=f"{name}.jsonl")
+    services.prompts_assign_heldout(prompts=Prompt.objects.filter(campaign=campaign), fraction=args.heldout, seed=args.seed)
+    return campaign
+
+
+def round_config(args: argparse.Namespace, **overrides: object):
+    """The rounds' RoundConfig from the shared options (the defaults' reasons are in this module's docstring)."""
+    from training.config import RoundConfig
+
+    defaults = POLICY_DEFAULTS[args.policy]
+    return RoundConfig(
+        beta=args.beta, learning_rate=args.learning_rate, epochs=args.epochs, seed=args.seed,
+        batch_size=defaults["batch_size"], max_length=defaults["max_length"], gate_tolerance=args.gate_tolerance,
+        reference=args.reference, eval_prompts=args.eval_prompts, gate_min_heldout_pairs=args.gate_min_pairs,
+        kl_checks=args.kl_checks,
+        lora_target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        **overrides,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    add_loop_arguments(parser)
+    parser.add_argument("--labels-per-round", type=int, help="Pairs sampled and labeled per round (default: all prompts).")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    work = loop_setup(args, prefix="bench-loop-")
+    from simulation import loop, oracles
+
+    campaign = campaign_make(args, name="bench-loop", annotations_per_pair=1)
     config = loop.LoopSettings(
         annotators=args.annotators,
         seed=args.seed,
         prompts_per_round=args.labels_per_round,
         eval_samples=args.eval_samples,
-        round_config=RoundConfig(
-            beta=args.beta, learning_rate=args.learning_rate, epochs=args.epochs, seed=args.seed,
-            batch_size=defaults["batch_size"], max_length=defaults["max_length"], gate_tolerance=args.gate_tolerance,
-            reference=args.reference, eval_prompts=args.eval_prompts, gate_min_heldout_pairs=args.gate_min_pairs,
-            kl_checks=args.kl_checks,
-            lora_target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-        ),
+        round_config=round_config(args),
     )
     report = loop.loop_run(
         campaign=campaign, rounds=args.rounds, oracle=oracles.resolve(args.oracle), oracle_name=args.oracle, config=config

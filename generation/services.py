@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
@@ -33,7 +34,7 @@ from generation.models import (
 )
 from labeling import importers
 from labeling import services as labeling_services
-from labeling.models import Campaign, Choice, Prompt, Split
+from labeling.models import Campaign, Choice, PairSelection, Prompt, Split
 
 FINISHED_STATES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
@@ -448,17 +449,35 @@ def _shard_claim(*, worker: str, job: GenerationJob | None = None, shard_id: int
     return shard
 
 
-def _shard_done(*, shard: GenerationShard) -> None:
-    """Mark the shard done, and its job succeeded if it was the last one."""
+# Named, not imported: generation knows nothing of training, where scoring a pair against a policy's
+# reference lives (training.tasks.pairs_select, routed to the `training` queue).
+PAIRS_SELECT_TASK = "training.tasks.pairs_select"
+
+
+def _selection_enqueue(*, campaign: Campaign) -> None:
+    """After commit, ask for the campaign's next batch of human work to be picked among the new pairs, if its
+    pair selection scores them (uncertainty); a random campaign's queue serves its pairs as they come."""
+    if campaign.pair_selection != PairSelection.UNCERTAINTY:
+        return
+    # A signature by name still runs the registered task's own apply_async (eager mode included).
+    transaction.on_commit(lambda: current_app.signature(PAIRS_SELECT_TASK, args=(campaign.pk,)).delay())
+
+
+def _shard_done(*, shard: GenerationShard, queue_selection: bool = True) -> None:
+    """Mark the shard done, and its job succeeded if it was the last one; then (queue_selection) the new
+    pairs' selection is queued, never run here, in the generation worker's loop."""
     with transaction.atomic():
         if not GenerationShard.objects.filter(pk=shard.pk, status=ShardStatus.RUNNING, attempt=shard.attempt).update(
             status=ShardStatus.DONE, finished_at=timezone.now()
         ):
             return
-        job = GenerationJob.objects.select_for_update().get(pk=shard.job_id)
+        # of=self: the campaign comes along for its pair_selection, but only the job row is locked.
+        job = GenerationJob.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=shard.job_id)
         if job.status == JobStatus.RUNNING and not job.shards.exclude(status=ShardStatus.DONE).exists():
             job.status, job.finished_at = JobStatus.SUCCEEDED, timezone.now()
             job.save(update_fields=["status", "finished_at"])
+            if queue_selection:
+                _selection_enqueue(campaign=job.campaign)
 
 
 def _shard_release(*, shard: GenerationShard) -> None:
@@ -475,6 +494,7 @@ def _shard_run(
     shard: GenerationShard,
     on_progress: Callable[[GenerationJob], None] | None,
     should_stop: Callable[[], bool] | None,
+    queue_selection: bool = True,
 ) -> bool:
     """Sample the shard's prompts that still lack this job's pairs, chunk by chunk; False if it was stopped.
 
@@ -526,7 +546,7 @@ def _shard_run(
         # A stopped or failed shard leaves queued chunks behind: the engine serves the next one.
         for draw in draws:
             _draw_discard(draw=draw, generator=generator)
-    _shard_done(shard=shard)
+    _shard_done(shard=shard, queue_selection=queue_selection)
     return True
 
 
@@ -546,17 +566,22 @@ def generation_shard_run(
 
 
 def generation_job_run(
-    *, job: GenerationJob, on_progress: Callable[[GenerationJob], None] | None = None, worker: str = ""
+    *,
+    job: GenerationJob,
+    on_progress: Callable[[GenerationJob], None] | None = None,
+    worker: str = "",
+    queue_selection: bool = True,
 ) -> GenerationJob:
     """Run the job's shards here, one after another, until none is left to take (`generate_pairs --wait`, the loop).
 
     Idempotent and resumable: a finished job is left alone, and shards left
     running by a dead run go on with the prompts that have no completions from
     the job yet. `on_progress` is called with the job after each stored chunk,
-    and as samples finish.
+    and as samples finish. With queue_selection False, a finished job queues no pair selection: the caller
+    (the loop harness, which sends nothing to a broker) picks the batch itself.
     """
     while (shard := _shard_claim(worker=worker, job=job)) is not None:
-        if not _shard_run(shard=shard, on_progress=on_progress, should_stop=None):
+        if not _shard_run(shard=shard, on_progress=on_progress, should_stop=None, queue_selection=queue_selection):
             break  # stopped (cancelled, or the shard taken by another run): leave the rest to whoever took it
     job.refresh_from_db()
     return job

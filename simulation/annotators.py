@@ -5,9 +5,10 @@ pair, let an oracle (simulation.oracles) pick a side, and submit. Only creating
 their accounts (an admin's job) goes through labeling.services.
 """
 
+import math
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -93,14 +94,44 @@ class _Client:
         raise SimulationError(f"campaign {name!r} is not open for labeling at {self.base_url}")
 
 
-def _choose(oracle: Oracle, pair: dict, rng: random.Random, noise: float) -> str:
+@dataclass(frozen=True)
+class Behaviour:
+    """How one scripted annotator departs from the oracle: `flip`, the probability of answering the other
+    side; `always`, a side ("left" or "right") answered whatever the pair (a position-biased clicker)."""
+
+    flip: float = 0.0
+    always: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.flip <= 1.0:
+            raise ValueError(f"flip must be between 0 and 1, not {self.flip}")
+        if self.always not in ("", *FLIP):
+            raise ValueError(f"always must be left, right or empty, not {self.always!r}")
+
+    def answer(self, verdict: str, rng: random.Random) -> str:
+        """This annotator's answer for the oracle's verdict (left, right or tie)."""
+        if self.always:
+            return self.always
+        if verdict in FLIP and rng.random() < self.flip:
+            return FLIP[verdict]
+        return verdict
+
+
+def noisy_crowd(count: int, *, flip: float = 0.4) -> list[Behaviour]:
+    """`count` annotators of whom a quarter (at least one) flip their answer with probability `flip` and one
+    more always picks the left side; the rest answer as the oracle does."""
+    if count < 2:
+        raise ValueError("a noisy crowd needs at least 2 annotators (a flipper and a left-clicker)")
+    flippers = max(1, count // 4)
+    return [Behaviour(flip=flip)] * flippers + [Behaviour(always="left")] + [Behaviour()] * (count - flippers - 1)
+
+
+def _choose(oracle: Oracle, pair: dict, rng: random.Random, behaviour: Behaviour) -> str:
     # Oracles answer in a/b for (text_a, text_b); we hand them (left, right).
     verdict = {"a": "left", "b": "right", "tie": "tie"}[oracle(_prompt_text(pair["prompt"]), pair["left"]["text"], pair["right"]["text"])]
     if verdict == "tie" and "tie" not in pair["choices"]:
         verdict = rng.choice(["left", "right"])
-    if verdict in FLIP and rng.random() < noise:
-        verdict = FLIP[verdict]
-    return verdict
+    return behaviour.answer(verdict, rng)
 
 
 def simulate(
@@ -110,30 +141,53 @@ def simulate(
     credentials: list[tuple[str, str]],
     oracle: Oracle,
     noise: float = 0.0,
+    behaviours: Sequence[Behaviour] | None = None,
+    limit: int | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> SimulationResult:
-    """Every annotator labels until the API says nothing is left for them; returns what was stored."""
-    if not 0.0 <= noise <= 1.0:
-        raise ValueError(f"noise must be between 0 and 1, not {noise}")
+    """Every annotator labels until the API says nothing is left for them, or until `limit` judgments are
+    stored in all; returns what was stored.
+
+    Each annotator answers by `behaviours` (one per credential), or, without them, flips every answer with
+    probability `noise`.
+    """
+    if behaviours is None:
+        behaviours = [Behaviour(flip=noise)] * len(credentials)
+    if len(behaviours) != len(credentials):
+        raise ValueError(f"{len(behaviours)} behaviours for {len(credentials)} annotators: give one each")
     clients = [_Client(base_url, username, password) for username, password in credentials]
     campaign_id = clients[0].campaign_id(campaign)
     result = SimulationResult()
     lock = threading.Lock()
+    # Judgments still allowed: an annotator takes one before asking for a pair, so the threads together
+    # never store more than `limit` (the queue serves picked pairs first, so these are the picked ones).
+    allowance = math.inf if limit is None else limit
     bar = tqdm(desc="judgments", unit="pair", disable=not progress)
 
+    def take() -> bool:
+        nonlocal allowance
+        with lock:
+            if allowance < 1:
+                return False
+            allowance -= 1
+            return True
+
     def work(index: int, client: _Client) -> None:
+        nonlocal allowance
         rng = random.Random(seed * 1000 + index)
         username = credentials[index][0]
-        while True:
+        while take():
             response = client.post(f"/api/labeling/campaigns/{campaign_id}/next/")
             if response.status_code == 204:
+                with lock:
+                    allowance += 1
                 return
             response.raise_for_status()
             pair = response.json()
             submit = client.post(
                 f"/api/labeling/assignments/{pair['assignment_id']}/submit/",
-                choice=_choose(oracle, pair, rng, noise),
+                choice=_choose(oracle, pair, rng, behaviours[index]),
                 rationale="simulated",
                 time_ms=0,
             )
@@ -144,6 +198,7 @@ def simulate(
                     bar.update(1)
                 elif submit.status_code == 409 and submit.json().get("code") == "lease_expired":
                     result.expired += 1
+                    allowance += 1  # the judgment was not stored: another may take its place
                 else:
                     raise SimulationError(f"submit refused: HTTP {submit.status_code} {submit.text[:200]}")
 

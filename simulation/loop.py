@@ -12,14 +12,17 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from django.db.models import Max
 from tqdm import tqdm
 
 from generation import services as generation_services
 from generation.backends import SamplingConfig, get_generator
 from generation.models import ModelVersion
 from generation.selectors import prompt_model_input
-from labeling.models import Campaign, JudgmentSource, Split
+from labeling import services as labeling_services
+from labeling.models import Campaign, Comparison, ComparisonStatus, JudgmentSource, Split
 from simulation import annotators
+from simulation.annotators import Behaviour
 from simulation.oracles import Oracle
 from training import services as training_services
 from training.config import RoundConfig
@@ -66,7 +69,14 @@ class LoopSettings:
     temperature: float = 1.0
     max_tokens: int = 64
     eval_samples: int = 8  # fresh samples per held-out prompt when scoring a round
-    prompts_per_round: int | None = None  # pairs sampled (and so labeled) per round; None: every enabled prompt
+    prompts_per_round: int | None = None  # pairs sampled per round; None: every enabled prompt
+    # Judgments on training pairs per round. None: every sampled pair is labeled. Set: the campaign's
+    # pair_selection picks label_budget // annotations_per_pair of the sampled training pairs (scored by the
+    # policy, for uncertainty), and the annotators stop after label_budget judgments (the queue serves the
+    # picks first) plus those the round's held-out pairs need (served before them, labeled in full).
+    label_budget: int | None = None
+    # One per annotator (simulation.annotators.Behaviour); empty: every annotator flips with probability `noise`.
+    behaviours: tuple[Behaviour, ...] = ()
     round_config: RoundConfig = field(default_factory=RoundConfig)
 
 
@@ -161,8 +171,30 @@ def _round_run_here(*, campaign: Campaign, config: RoundConfig) -> TrainingRound
     return training_round
 
 
+def _heldout_first(*, campaign: Campaign) -> None:
+    """Under a label budget, the held-out pairs (the gate's evidence, the same for every selection mode) are
+    sampled and labeled in full, on top of the budget: their prompts are served before the training ones."""
+    top = campaign.prompts.filter(split=Split.TRAIN).aggregate(top=Max("priority"))["top"] or 0
+    labeling_services.prompts_set_priority(prompts=campaign.prompts.filter(split=Split.HELDOUT), priority=top + 1)
+
+
+def _batch_pick(*, campaign: Campaign, config: LoopSettings, seed: int) -> int | None:
+    """Under a label budget, what a finished job queues in the product (the batch of human work), run here;
+    returns the judgments the annotators may store this round (None: all they are served)."""
+    if config.label_budget is None:
+        return None  # every pair is labeled: which come first does not matter
+    n = campaign.annotations_per_pair
+    if config.label_budget < n:
+        raise ValueError(f"label_budget {config.label_budget} is less than one pair's {n} judgments")
+    training_services.pairs_score_and_select(campaign=campaign, budget=config.label_budget // n, seed=seed)
+    heldout = Comparison.objects.filter(
+        prompt__campaign=campaign, prompt__split=Split.HELDOUT, status=ComparisonStatus.OPEN, is_gold=False
+    ).values_list("judgments_count", flat=True)
+    return config.label_budget + sum(n - done for done in heldout)
+
+
 def loop_run(*, campaign: Campaign, rounds: int, oracle: Oracle, oracle_name: str, config: LoopSettings) -> LoopReport:
-    """R rounds of generate → judge (over HTTP) → DPO → promote, then the scores by round."""
+    """R rounds of generate → (pick) → judge (over HTTP) → DPO → promote, then the scores by round."""
     root = generation_services.campaign_policy_next(campaign=campaign)
     versions: list[tuple[int, ModelVersion, str]] = [(0, root, "initial")]
     judgments: list[int] = [0]
@@ -174,6 +206,8 @@ def loop_run(*, campaign: Campaign, rounds: int, oracle: Oracle, oracle_name: st
     credentials = annotators.annotators_ensure(
         campaign=campaign, prefix=f"sim-{campaign.pk}", count=config.annotators, password="simulated-annotator-pass"
     )
+    if config.label_budget is not None:
+        _heldout_first(campaign=campaign)
     with annotators.serve_in_thread() as url:
         for number in range(1, rounds + 1):
             campaign.refresh_from_db()
@@ -185,13 +219,17 @@ def loop_run(*, campaign: Campaign, rounds: int, oracle: Oracle, oracle_name: st
                 max_tokens=config.max_tokens,
                 limit=config.prompts_per_round,
             )
-            generation_services.generation_job_run(job=job)
+            # The harness sends nothing to a broker: it picks the batch itself, in this process.
+            generation_services.generation_job_run(job=job, queue_selection=False)
+            limit = _batch_pick(campaign=campaign, config=config, seed=config.seed * 1_000 + number)
             labeled = annotators.simulate(
                 base_url=url,
                 campaign=campaign.name,
                 credentials=credentials,
                 oracle=oracle,
                 noise=config.noise,
+                behaviours=config.behaviours or None,
+                limit=limit,
                 seed=config.seed * 1_000 + number,
             )
             training_round = _round_run_here(campaign=campaign, config=round_config)

@@ -11,7 +11,7 @@ from config.celery import app as celery_app
 from generation import services, tasks
 from generation.backends import SamplingConfig
 from generation.models import Completion, GenerationJob, GenerationShard, JobStatus, ModelVersion, ShardStatus
-from labeling.models import Campaign, Comparison, Prompt, Split
+from labeling.models import Campaign, Comparison, PairSelection, Prompt, Split
 from tests.generation.conftest import demo_lines, import_prompts
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
@@ -276,6 +276,51 @@ def test_started_job_is_enqueued_on_the_generation_queue_after_commit(
     callbacks[0]()  # the commit: the (eager) task runs the job's one shard
     job.refresh_from_db()
     assert (job.status, Comparison.objects.count()) == (JobStatus.SUCCEEDED, 5)
+
+
+def test_a_finished_job_of_an_uncertainty_campaign_queues_its_pair_selection_on_the_training_queue(
+    settings, transformers_generator, eager_celery, django_capture_on_commit_callbacks, campaign, prompts, policy
+) -> None:
+    settings.GENERATION_BACKEND = "transformers"
+    campaign.pair_selection, campaign.active_policy = PairSelection.UNCERTAINTY, policy
+    campaign.save()
+    with django_capture_on_commit_callbacks() as callbacks:
+        job = services.generation_job_start(campaign=campaign, policy=policy, seed=2, max_tokens=16)
+    [run_shard] = callbacks
+    with django_capture_on_commit_callbacks() as callbacks:
+        run_shard()  # the (eager) worker runs the job's one shard
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED
+    # Nothing was picked inside the worker's run: one message waits for the job's commit.
+    assert not Comparison.objects.exclude(selected_by="").exists()
+    [select] = callbacks
+    route = celery_app.amqp.router.route({}, services.PAIRS_SELECT_TASK)
+    assert route["queue"].name == "training"
+
+    select()  # the (eager) training worker scores the new pairs and picks the batch
+    train = Comparison.objects.filter(prompt__split=Split.TRAIN)
+    assert train.count() == 4
+    # Round 0's policy is its own reference: every margin is 0, and the batch (all 4 under a budget of 150)
+    # is a random 20% share and the rest picked as uncertain.
+    assert Counter(train.values_list("selected_by", flat=True)) == {"uncertainty": 3, "random": 1}
+    assert set(train.values_list("policy_margin", "selection_rank")) == {(0.0, 1)}
+
+
+def test_a_random_campaign_or_the_loop_harness_queues_no_pair_selection(
+    settings, transformers_generator, django_capture_on_commit_callbacks, campaign, prompts, policy
+) -> None:
+    settings.GENERATION_BACKEND = "transformers"
+    with django_capture_on_commit_callbacks() as callbacks:
+        run(services.generation_job_create(campaign=campaign, policy=policy, seed=2, max_tokens=16))
+    assert callbacks == []
+    campaign.pair_selection = PairSelection.UNCERTAINTY
+    campaign.save()
+    with django_capture_on_commit_callbacks() as callbacks:
+        job = run(
+            services.generation_job_create(campaign=campaign, policy=policy, seed=3, max_tokens=16, only_missing=False),
+            queue_selection=False,
+        )
+    assert job.status == JobStatus.SUCCEEDED and callbacks == []
 
 
 def test_a_restarted_worker_requeues_only_the_shards_it_was_running(

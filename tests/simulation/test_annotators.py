@@ -1,5 +1,7 @@
 """Simulated annotators label over real HTTP (an in-process server), never through the ORM."""
 
+import random
+
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
@@ -7,7 +9,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from labeling import services as labeling_services
-from labeling.models import Campaign, Choice, Judgment, JudgmentSource
+from labeling.models import Campaign, Choice, Comparison, Judgment, JudgmentSource
 from simulation import annotators, oracles
 from tests.labeling.factories import make_pairs
 
@@ -79,6 +81,43 @@ def test_full_noise_flips_every_answer(campaign):
     make_pairs(campaign, 4, texts=("short", "a much longer answer"))
     call_command("simulate_annotators", campaign=campaign.name, annotators=1, oracle="shorter", noise=1.0, in_place=True)
     assert set(Judgment.objects.values_list("choice", flat=True)) == {Choice.B}
+
+
+def test_a_noisy_crowd_has_a_quarter_of_flippers_and_one_left_clicker_among_honest_annotators():
+    crowd = annotators.noisy_crowd(8)
+    assert crowd.count(annotators.Behaviour(flip=0.4)) == 2
+    assert crowd.count(annotators.Behaviour(always="left")) == 1
+    assert crowd.count(annotators.Behaviour()) == 5
+    assert annotators.noisy_crowd(4) == [
+        annotators.Behaviour(flip=0.4), annotators.Behaviour(always="left"), annotators.Behaviour(), annotators.Behaviour()
+    ]
+    with pytest.raises(ValueError, match="at least 2 annotators"):
+        annotators.noisy_crowd(1)
+    with pytest.raises(ValueError, match="always must be left, right or empty"):
+        annotators.Behaviour(always="a")
+
+
+def test_each_behaviour_answers_its_own_way():
+    rng = random.Random(0)
+    flipper, left_clicker, honest = annotators.Behaviour(flip=0.4), annotators.Behaviour(always="left"), annotators.Behaviour()
+    flipped = sum(flipper.answer("right", rng) == "left" for _ in range(2000))
+    assert 0.35 < flipped / 2000 < 0.45
+    assert flipper.answer("tie", rng) == "tie"  # a tie has no other side
+    assert {left_clicker.answer(verdict, rng) for verdict in ("left", "right", "tie")} == {"left"}
+    assert {honest.answer("right", rng) for _ in range(50)} == {"right"}
+
+
+def test_a_judgment_limit_stops_the_annotators_after_the_picked_pairs(campaign):
+    pairs = make_pairs(campaign, 5, texts=("short", "a much longer answer"))
+    picked = [pairs[3], pairs[4]]
+    Comparison.objects.filter(pk__in=[p.pk for p in picked]).update(selection_rank=1, selected_by="uncertainty")
+    credentials = annotators.annotators_ensure(campaign=campaign, prefix="sim", count=1, password="simulated-annotator-pass")
+    with annotators.serve_in_thread() as url:
+        result = annotators.simulate(
+            base_url=url, campaign=campaign.name, credentials=credentials, oracle=oracles.shorter, limit=2, progress=False
+        )
+    assert result.judgments == 2
+    assert sorted(Judgment.objects.values_list("comparison_id", flat=True)) == sorted(p.pk for p in picked)
 
 
 def test_oracle_ties_become_a_side_when_the_campaign_forbids_ties(campaign):

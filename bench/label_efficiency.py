@@ -1,0 +1,181 @@
+"""Label efficiency: does active pair selection reach a win rate on fewer human labels, and does the
+reliability pipeline keep it when some annotators are bad?
+
+    .venv/bin/python bench/label_efficiency.py [--oracle positive] [--rounds 3] [--budget 150] [--prompts N]
+        [--candidates N] [--annotations-per-pair 3] [--flip 0.4] [--min-posterior 0.6] [--gate-min-pairs N]
+        (and bench/loop.py's loop options: --policy, --annotators, --learning-rate, --epochs, --beta, ...)
+
+bench/loop.py's closed loop (simulation.loop.loop_run, the same campaign, rounds and scoring), with a
+fixed human-label budget per round: each round samples `--candidates` training pairs (default three
+times the pairs the budget buys) from the active policy, the campaign's pair selection picks
+budget // annotations-per-pair of them (labeling.selection), and the simulated annotators, over the
+HTTP API, stop after `--budget` judgments. The held-out pairs (the gate's evidence, the same prompts
+for every condition) are labeled in full on top of the budget.
+
+Six runs, each its own campaign in one throwaway SQLite database:
+- random/clean and uncertainty/clean: every annotator answers as the oracle does;
+- {random, uncertainty}/noisy/majority: a noisy crowd (simulation.annotators.noisy_crowd: a quarter of
+  the annotators flip their answer with probability `--flip`, one always picks the left side), rounds
+  trained on the plain majority of each pair's votes;
+- {random, uncertainty}/noisy/reliability: the same crowd, rounds trained through the reliability
+  pipeline: the export's per-pair posterior (labeling.reliability's Dawid-Skene fit), pairs under
+  `--min-posterior` dropped, the rest trained with per-pair label smoothing 1 - posterior
+  (RoundConfig.min_posterior, posterior_smoothing; training/confidence_dpo.py).
+
+Prints one JSON line last: per run, `win_rates` (vs round 0 on held-out prompts, round 0 first),
+`labels_used` (training-pair judgments stored before each round's training, cumulative, round 0 first:
+0), `kl` (to round 0), `statuses`; and the summary:
+- `labels_ratio_uncertainty_vs_random`: the labels uncertainty/clean needed to reach random/clean's
+  final win rate, over the labels random/clean used. The labels needed are read off uncertainty's
+  (labels_used, win rate) points by linear interpolation between the two rounds around the first
+  round at or above the target; null when no round reaches it, or when random/clean ended no better
+  than its round 0 (no target to reach).
+- `noisy_drop_majority`, `noisy_drop_reliability`: the final win rate lost against the clean run of
+  the same selection mode, the worse of the two modes (each mode's in `noisy_drop_by_selection`).
+Bars (issue 15): ratio <= 0.6; noisy_drop_reliability <= 0.03 and below noisy_drop_majority.
+
+Round 0's policy is its own reference, so every pair's margin is 0 and uncertainty's first batch is
+as random as random's: the two modes part only after a promoted round.
+
+A full run at the defaults takes well over an hour of CPU on 2 cores (six loops of bench/loop.py's
+size). Measured so far, on 2 shared cores, only smoke runs that prove the machinery, not the bars:
+- --rounds 1 --budget 24 --prompts 60 --gate-min-pairs 10: 934 s wall, 370 s CPU; every run
+  labeled exactly 24 training judgments (8 picked pairs x 3) plus 30 held-out ones, and every round
+  was unevaluated (7 held-out pairs with a winner, under 10), so all win rates stayed 0.5.
+- --rounds 2, the same sizes, --gate-min-pairs 5: 756 s wall, 588 s CPU; 11 of 12 rounds gated
+  (7 held-out pairs give a 95% lower bound under 0.5), random/noisy/reliability's round 2 promoted
+  (0.569 vs round 0, KL 1.89); ratio null (random/clean never left 0.5).
+"""
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import loop as loop_bench  # noqa: E402
+
+SELECTIONS = ("random", "uncertainty")
+# (selection, crowd, aggregation): every run's name is these joined by "/" (clean runs have one aggregation).
+RUNS = [
+    *((selection, "clean", "") for selection in SELECTIONS),
+    *((selection, "noisy", aggregation) for selection in SELECTIONS for aggregation in ("majority", "reliability")),
+]
+
+
+def run_name(selection: str, crowd: str, aggregation: str) -> str:
+    return "/".join(part for part in (selection, crowd, aggregation) if part)
+
+
+def labels_to_reach(labels: Sequence[float], win_rates: Sequence[float], target: float) -> float | None:
+    """The labels a run needed to reach `target`: at the first round whose win rate is at or above it,
+    interpolated linearly from the round before; None when no round reaches it."""
+    for i, (n, rate) in enumerate(zip(labels, win_rates)):
+        if rate >= target:
+            if i == 0:
+                return float(n)
+            n0, rate0 = labels[i - 1], win_rates[i - 1]  # rate0 < target <= rate
+            return n0 + (n - n0) * (target - rate0) / (rate - rate0)
+    return None
+
+
+def summarize(runs: Mapping[str, Mapping[str, Sequence[float]]]) -> dict:
+    """The summary keys from the runs' `win_rates` and `labels_used` (see the module's docstring)."""
+    random_run, uncertain_run = runs["random/clean"], runs["uncertainty/clean"]
+    target, spent = random_run["win_rates"][-1], random_run["labels_used"][-1]
+    # A random run that ended no better than its round 0 sets no target: any run "reaches" it on 0 labels.
+    progressed = target > random_run["win_rates"][0] and spent > 0
+    needed = labels_to_reach(uncertain_run["labels_used"], uncertain_run["win_rates"], target) if progressed else None
+    drops = {
+        selection: {
+            aggregation: round(runs[f"{selection}/clean"]["win_rates"][-1] - runs[f"{selection}/noisy/{aggregation}"]["win_rates"][-1], 4)
+            for aggregation in ("majority", "reliability")
+        }
+        for selection in SELECTIONS
+    }
+    return {
+        "labels_ratio_uncertainty_vs_random": None if needed is None else round(needed / spent, 4),
+        "noisy_drop_majority": max(d["majority"] for d in drops.values()),
+        "noisy_drop_reliability": max(d["reliability"] for d in drops.values()),
+        "noisy_drop_by_selection": drops,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    loop_bench.add_loop_arguments(parser)
+    parser.add_argument("--budget", type=int, default=150, help="Human judgments on training pairs per round.")
+    parser.add_argument("--candidates", type=int, help="Training pairs sampled per round (default: 3x the budget's pairs).")
+    parser.add_argument("--annotations-per-pair", type=int, default=3)
+    parser.add_argument("--flip", type=float, default=0.4, help="How often the noisy crowd's flippers flip.")
+    parser.add_argument("--min-posterior", type=float, default=0.6, help="The reliability runs drop pairs below it.")
+    args = parser.parse_args()
+    pairs = args.budget // args.annotations_per_pair
+    if pairs < 1:
+        parser.error(f"--budget {args.budget} buys no pair at {args.annotations_per_pair} judgments each")
+    args.candidates = args.candidates or 3 * pairs
+
+    started = time.perf_counter()
+    loop_bench.loop_setup(args, prefix="bench-efficiency-")
+    from labeling.models import Judgment, Split
+    from simulation import annotators, loop, oracles
+    from training.models import TrainingRound
+
+    oracle = oracles.resolve(args.oracle)
+    results: dict[str, dict] = {}
+    for selection, crowd, aggregation in RUNS:
+        name = run_name(selection, crowd, aggregation)
+        campaign = loop_bench.campaign_make(
+            args, name=f"efficiency {name}", annotations_per_pair=args.annotations_per_pair, pair_selection=selection
+        )
+        heldout = campaign.prompts.filter(split=Split.HELDOUT).count()
+        pipeline = {"min_posterior": args.min_posterior, "posterior_smoothing": True} if aggregation == "reliability" else {}
+        config = loop.LoopSettings(
+            annotators=args.annotators,
+            seed=args.seed,
+            prompts_per_round=args.candidates + heldout,  # held-out prompts are served, and so sampled, first
+            label_budget=args.budget,
+            behaviours=tuple(annotators.noisy_crowd(args.annotators, flip=args.flip)) if crowd == "noisy" else (),
+            eval_samples=args.eval_samples,
+            round_config=loop_bench.round_config(args, **pipeline),
+        )
+        report = loop.loop_run(campaign=campaign, rounds=args.rounds, oracle=oracle, oracle_name=args.oracle, config=config)
+        training_judgments = Judgment.objects.filter(
+            comparison__prompt__campaign=campaign, comparison__prompt__split=Split.TRAIN
+        )
+        rounds = TrainingRound.objects.filter(campaign=campaign).order_by("number")
+        results[name] = {
+            "win_rates": [round(w, 4) for w in report.win_rates],
+            "labels_used": [0] + [training_judgments.filter(created_at__lt=r.created_at).count() for r in rounds],
+            "kl": [round(k, 4) for k in report.kl],
+            "statuses": [r.status for r in report.rounds],
+        }
+    print(
+        json.dumps(
+            {
+                "bench": "label_efficiency",
+                "policy": args.policy,
+                "oracle": args.oracle,
+                "rounds": args.rounds,
+                "prompts": args.prompts,
+                "budget": args.budget,
+                "candidates": args.candidates,
+                "annotations_per_pair": args.annotations_per_pair,
+                "annotators": args.annotators,
+                "flip": args.flip,
+                "min_posterior": args.min_posterior,
+                "runs": results,
+                **summarize(results),
+                "wall_s": round(time.perf_counter() - started, 1),
+                "cpu_s": round(loop_bench.cpu_seconds(), 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
