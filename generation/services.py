@@ -402,8 +402,8 @@ class _ChunkStore:
         # Left by an exception (a store is still running only then): that store ends before the run
         # marks the shard failed, and the exception being raised is the one reported. Then the
         # thread's connection is closed (Django's connections are per thread).
-        if self.progress.storing is not None:
-            self.progress.storing.exception()
+        if self.progress.store is not None:
+            self.progress.store.exception()
         if self._pool is not None:
             self._pool.submit(connections.close_all).result()
             self._pool.shutdown()
@@ -416,13 +416,13 @@ class _ChunkStore:
             future.set_result(_store_chunk(**options))
         else:
             future = self._pool.submit(_store_chunk, **options)
-        self.progress.storing, self._prompts = future, len(drawn)
+        self.progress.store, self._prompts = future, len(drawn)
 
     def wait(self) -> bool:
         """Wait for the chunk being stored, if any, and count it (the job's counts, progress); False if it
         stored nothing because the job was stopped or the shard taken from this run. A store that raised
         raises here."""
-        future, self.progress.storing = self.progress.storing, None
+        future, self.progress.store = self.progress.store, None
         if future is None:
             return True
         stored = future.result()
@@ -447,7 +447,7 @@ class _Progress:
         self.requests_per_prompt = 1 if job.policy_b is None else 2
         self.stored, self.pending = stored, 0
         self.written, self.written_at = -1, 0.0
-        self.storing: Future | None = None  # a chunk's store in flight (_ChunkStore sets it)
+        self.store: Future | None = None  # a chunk's store, from _ChunkStore.put until its wait
 
     @property
     def sampled(self) -> int:
@@ -458,8 +458,12 @@ class _Progress:
         if time.monotonic() - self.written_at < SAMPLED_WRITE_INTERVAL_S:
             return
         # Not while a chunk is being stored: its transaction holds the shard's row, and this thread would wait.
-        if self.storing is None or self.storing.done():
+        if not self.storing:
             self.write()
+
+    @property
+    def storing(self) -> bool:
+        return self.store is not None and not self.store.done()
 
     def consumed(self, prompts: int) -> None:
         """A collected chunk's sampled prompts (and redraws) leave the count of samples waiting to be stored."""
@@ -575,7 +579,12 @@ def _shard_run(
                     )
                 drawn = _sample_pairs(job=job, draw=draws[0], generator=generator, progress=progress)
                 draws.popleft()
-                # The chunk before this one was stored while this one sampled.
+                # The chunk before this one was stored while this one sampled; if it still is, the engine
+                # goes on with the chunks queued behind (the next may have finished with this one).
+                if draws:
+                    generator.run_while(
+                        draws[0].batches[0], busy=lambda: progress.storing, on_finished=progress.finished
+                    )
                 if not store.wait():
                     return False
                 store.put(drawn)
