@@ -12,7 +12,8 @@ per-prompt seeds, after warming every engine up:
 - ours: a GenerationJob run end to end over the whole set, over-long prompts
   included (--over-long of it, 5% by default: each is skipped and named, and
   `skipped` reports how many): prompts read from the database, generate calls
-  queued chunk by chunk, completions and comparisons written per chunk;
+  queued chunk by chunk, completions and comparisons written per chunk (on the
+  job's storing thread, while the engine samples the next chunk);
 - transformers: the same job with GENERATION_BACKEND=transformers.
 
 Rates count the completions of the prompts that fit, for all three.

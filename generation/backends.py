@@ -110,6 +110,10 @@ class Generator(Protocol):
     def discard(self, batch: object) -> None:
         """Drop a batch that will not be collected (a stopped or failed job); harmless once collected."""
 
+    def run_while(self, batch: object, *, busy: Callable[[], bool], on_finished: OnFinished | None = None) -> None:
+        """Keep sampling the queued batches (`batch`'s engine) while `busy()` and there is work: a caller
+        waiting on something else (a chunk's store) does not leave the engine idle. Outputs wait for collect."""
+
 
 @functools.lru_cache(maxsize=4)
 def _tokenizer(base_path: str):
@@ -353,18 +357,25 @@ class VllmGenerator(Generator):
         while waiting:
             if not engine.has_unfinished_requests():
                 raise RuntimeError(f"vLLM dropped requests {sorted(waiting)} (discarded, or the engine was reset)")
-            finished = 0
-            for output in engine.step():
-                if output.finished:
-                    self._finished[output.request_id] = output
-                    waiting.discard(output.request_id)
-                    finished += 1
-            if finished and on_finished:
-                on_finished(finished)
+            waiting.difference_update(self._step(engine, on_finished))
         return [
             batch.rejections[index] if request_id is None else self._samples(self._finished.pop(request_id), batch)
             for index, request_id in enumerate(batch.request_ids)
         ]
+
+    def run_while(self, batch: _VllmBatch, *, busy: Callable[[], bool], on_finished: OnFinished | None = None) -> None:
+        engine = batch.llm.llm_engine
+        while busy() and engine.has_unfinished_requests():
+            self._step(engine, on_finished)
+
+    def _step(self, engine, on_finished: OnFinished | None) -> list[str]:
+        """One engine step; the requests it finished wait in _finished for their batch's collect."""
+        finished = [output for output in engine.step() if output.finished]
+        for output in finished:
+            self._finished[output.request_id] = output
+        if finished and on_finished:
+            on_finished(len(finished))
+        return [output.request_id for output in finished]
 
     @staticmethod
     def _samples(output, batch: _VllmBatch) -> list[Sample]:
@@ -477,6 +488,11 @@ class TransformersGenerator(Generator):
 
     def discard(self, batch: _DeferredBatch) -> None:
         pass  # nothing was started
+
+    def run_while(
+        self, batch: _DeferredBatch, *, busy: Callable[[], bool], on_finished: OnFinished | None = None
+    ) -> None:
+        pass  # nothing runs in the background: a batch runs when it is collected
 
     def collect(
         self, batch: _DeferredBatch, *, on_finished: OnFinished | None = None

@@ -7,6 +7,7 @@ import time
 import traceback
 from collections import Counter, deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ from celery import current_app
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Q
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
@@ -316,19 +317,25 @@ def _pair_key(prompt_id: int, text_a: str, text_b: str) -> tuple[int, frozenset[
     return prompt_id, frozenset({_normalized(text_a), _normalized(text_b)})
 
 
-def _store_chunk(*, job: GenerationJob, shard: GenerationShard, drawn: list[_Pair | _Skip], backend: str) -> bool:
-    """Write a chunk's completions, comparisons, skips and progress in one transaction.
+_STORED_COUNTS = ("done", "skipped_identical", "skipped", "duplicates")
 
-    False, storing nothing, if the job was stopped or the shard was taken from this run.
+
+def _store_chunk(
+    *, job: GenerationJob, shard: GenerationShard, drawn: list[_Pair | _Skip], backend: str
+) -> GenerationJob | None:
+    """Write a chunk's completions, comparisons, skips and progress in one transaction; returns the job's
+    row as stored (its counts), without touching `job`, which the sampling thread reads meanwhile.
+
+    None, storing nothing, if the job was stopped or the shard was taken from this run.
     """
     with transaction.atomic():
         # Shard, then job: every writer locks them in this order.
         locked_shard = GenerationShard.objects.select_for_update().get(pk=shard.pk)
         if locked_shard.status != ShardStatus.RUNNING or locked_shard.attempt != shard.attempt:
-            return False
+            return None
         locked = GenerationJob.objects.select_for_update().get(pk=job.pk)
         if locked.status != JobStatus.RUNNING:
-            return False
+            return None
         prompt_ids = [d.prompt.pk for d in drawn]
         # A second run of this shard (a message redelivered while the first still
         # runs, or an admin's resume) may have stored some of these prompts already.
@@ -365,10 +372,67 @@ def _store_chunk(*, job: GenerationJob, shard: GenerationShard, drawn: list[_Pai
         locked.skipped_identical += sum(pair.identical for pair in pairs)
         locked.skipped += len(skips)
         locked.duplicates += duplicates
-        locked.save(update_fields=["done", "skipped_identical", "skipped", "duplicates"])
-    for name in ("done", "skipped_identical", "skipped", "duplicates"):
-        setattr(job, name, getattr(locked, name))
-    return True
+        locked.save(update_fields=list(_STORED_COUNTS))
+    return locked
+
+
+class _ChunkStore:
+    """A shard's chunks stored one at a time, in order, each while the engine samples the next one.
+
+    In autocommit (a worker, `generate_pairs`) a chunk is stored on a thread of
+    its own with its own database connection: the sampling thread keeps stepping
+    the engine through the store's Python, its queries and its commit (which
+    waits on the disk, or on PostgreSQL's round trip and flush; on a GPU host,
+    the engine's step waits on the device). Inside a caller's transaction (a test)
+    the rows must join that transaction, so each chunk is stored inline.
+    """
+
+    def __init__(self, *, job: GenerationJob, shard: GenerationShard, backend: str, progress: "_Progress") -> None:
+        self.job, self.shard, self.backend, self.progress = job, shard, backend, progress
+        self._pool = (
+            None
+            if transaction.get_connection().in_atomic_block
+            else ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"generation-store-{shard.pk}")
+        )
+        self._prompts = 0  # of the chunk being stored
+
+    def __enter__(self) -> "_ChunkStore":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # Left by an exception (a store is still running only then): that store ends before the run
+        # marks the shard failed, and the exception being raised is the one reported. Then the
+        # thread's connection is closed (Django's connections are per thread).
+        if self.progress.store is not None:
+            self.progress.store.exception()
+        if self._pool is not None:
+            self._pool.submit(connections.close_all).result()
+            self._pool.shutdown()
+
+    def put(self, drawn: list[_Pair | _Skip]) -> None:
+        """Start storing a chunk (after wait() for the one before)."""
+        options = {"job": self.job, "shard": self.shard, "drawn": drawn, "backend": self.backend}
+        if self._pool is None:
+            future: Future = Future()
+            future.set_result(_store_chunk(**options))
+        else:
+            future = self._pool.submit(_store_chunk, **options)
+        self.progress.store, self._prompts = future, len(drawn)
+
+    def wait(self) -> bool:
+        """Wait for the chunk being stored, if any, and count it (the job's counts, progress); False if it
+        stored nothing because the job was stopped or the shard taken from this run. A store that raised
+        raises here."""
+        future, self.progress.store = self.progress.store, None
+        if future is None:
+            return True
+        stored = future.result()
+        if stored is None:
+            return False
+        for name in _STORED_COUNTS:
+            setattr(self.job, name, getattr(stored, name))
+        self.progress.chunk_stored(self._prompts)
+        return True
 
 
 # How often a running shard writes its count of finished samples (a write per
@@ -384,6 +448,7 @@ class _Progress:
         self.requests_per_prompt = 1 if job.policy_b is None else 2
         self.stored, self.pending = stored, 0
         self.written, self.written_at = -1, 0.0
+        self.store: Future | None = None  # a chunk's store, from _ChunkStore.put until its wait
 
     @property
     def sampled(self) -> int:
@@ -391,8 +456,15 @@ class _Progress:
 
     def finished(self, requests: int) -> None:
         self.pending += requests
-        if time.monotonic() - self.written_at >= SAMPLED_WRITE_INTERVAL_S:
+        if time.monotonic() - self.written_at < SAMPLED_WRITE_INTERVAL_S:
+            return
+        # Not while a chunk is being stored: its transaction holds the shard's row, and this thread would wait.
+        if not self.storing:
             self.write()
+
+    @property
+    def storing(self) -> bool:
+        return self.store is not None and not self.store.done()
 
     def consumed(self, prompts: int) -> None:
         """A collected chunk's sampled prompts (and redraws) leave the count of samples waiting to be stored."""
@@ -400,14 +472,16 @@ class _Progress:
 
     def chunk_stored(self, prompts: int) -> None:
         self.stored += prompts
-        self.write()
+        self.write(stored=True)
 
-    def write(self) -> None:
+    def write(self, *, stored: bool = False) -> None:
+        """Write the sampled count if it moved, and tell on_progress if it did or a chunk was `stored`."""
         self.written_at = time.monotonic()
-        if self.sampled == self.written:
+        if self.sampled != self.written:
+            self.written = self.sampled
+            GenerationShard.objects.filter(pk=self.shard.pk, attempt=self.shard.attempt).update(sampled=self.written)
+        elif not stored:
             return
-        self.written = self.sampled
-        GenerationShard.objects.filter(pk=self.shard.pk, attempt=self.shard.attempt).update(sampled=self.written)
         if self.on_progress:
             self.on_progress(self.job)
 
@@ -511,27 +585,35 @@ def _shard_run(
         generator = get_generator()
         size = settings.GENERATION_CHUNK_SIZE
         chunks = [todo[start : start + size] for start in range(0, len(todo), size)]
-        # Chunks queued behind the one being stored, about twice as many samples
+        # Chunks queued behind the one being collected, about twice as many samples
         # as the engine runs at once: it keeps sampling them while the oldest
         # chunk waits for its longest sample. On the tiny model, sampling chunk
         # by chunk cost ~20% of raw vLLM throughput, one chunk ahead ~10%.
         ahead = math.ceil(generator.capacity(job.policy) / size) if chunks else 0  # loads the engine
-        for number in range(len(chunks)):
-            phase(JobPhase.SAMPLING)
-            while len(draws) <= ahead and number + len(draws) < len(chunks):
-                draws.append(
-                    _draw_start(job=job, prompts=chunks[number + len(draws)], generator=generator, attempt=0)
-                )
-            drawn = _sample_pairs(job=job, draw=draws[0], generator=generator, progress=progress)
-            draws.popleft()
-            phase(JobPhase.STORING)
-            if not _store_chunk(job=job, shard=shard, drawn=drawn, backend=generator.name):
-                return False
-            progress.chunk_stored(len(drawn))
-            if on_progress:
-                on_progress(job)
-            if should_stop and should_stop() and number + 1 < len(chunks):
-                _shard_release(shard=shard)
+        with _ChunkStore(job=job, shard=shard, backend=generator.name, progress=progress) as store:
+            for number in range(len(chunks)):
+                phase(JobPhase.SAMPLING)
+                while len(draws) <= ahead and number + len(draws) < len(chunks):
+                    draws.append(
+                        _draw_start(job=job, prompts=chunks[number + len(draws)], generator=generator, attempt=0)
+                    )
+                drawn = _sample_pairs(job=job, draw=draws[0], generator=generator, progress=progress)
+                draws.popleft()
+                # The chunk before this one was stored while this one sampled; if it still is, the engine
+                # goes on with the chunks queued behind (the next may have finished with this one).
+                if draws:
+                    generator.run_while(
+                        draws[0].batches[0], busy=lambda: progress.storing, on_finished=progress.finished
+                    )
+                if not store.wait():
+                    return False
+                store.put(drawn)
+                if should_stop and should_stop() and number + 1 < len(chunks):
+                    if store.wait():
+                        _shard_release(shard=shard)
+                    return False
+            phase(JobPhase.STORING)  # the engine is done: what is left is the last chunk's store
+            if not store.wait():
                 return False
     except Exception:
         with transaction.atomic():
