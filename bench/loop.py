@@ -3,7 +3,7 @@
     .venv/bin/python bench/loop.py [--policy tiny|smollm2] [--oracle positive] [--rounds 3] [--seed 0]
         [--prompts N] [--labels-per-round N]
 
-A fixed configuration: a campaign of templated prompts (a fifth held out; for SmolLM2, 40%), the
+A fixed configuration: a campaign of templated prompts (a fifth held out; for SmolLM2, half), the
 bundled tiny model (or SmolLM2-135M-Instruct, built by make_real_model's code) as round 0, simulated annotators judging over the HTTP API
 with the oracle, a DPO round per loop, then every round's policy scored against
 round 0's on the held-out prompts by the same oracle. Runs in a throwaway
@@ -77,7 +77,7 @@ def prompts(count: int, seed: int) -> list[str]:
 POLICY_DEFAULTS = {
     "tiny": {"prompts": 500, "heldout": 0.2, "gate_min_pairs": None, "eval_samples": 8, "eval_prompts": 32,
              "kl_checks": 6, "epochs": 2.0, "max_length": 128, "batch_size": 16},
-    "smollm2": {"prompts": 80, "heldout": 0.4, "gate_min_pairs": 30, "eval_samples": 4, "eval_prompts": 16,
+    "smollm2": {"prompts": 96, "heldout": 0.5, "gate_min_pairs": 30, "eval_samples": 4, "eval_prompts": 16,
                 "kl_checks": 3, "epochs": 1.0, "max_length": 256, "batch_size": 8},
 }  # fmt: skip
 

@@ -211,14 +211,19 @@ def loop_run(*, campaign: Campaign, rounds: int, oracle: Oracle, oracle_name: st
     with annotators.serve_in_thread() as url:
         for number in range(1, rounds + 1):
             campaign.refresh_from_db()
-            job = generation_services.generation_job_create(
-                campaign=campaign,
-                policy=campaign.active_policy,
-                seed=config.seed * 1_000 + number,
-                temperature=config.temperature,
-                max_tokens=config.max_tokens,
-                limit=config.prompts_per_round,
-            )
+            sampling = {
+                "campaign": campaign,
+                "policy": campaign.active_policy,
+                "seed": config.seed * 1_000 + number,
+                "temperature": config.temperature,
+                "max_tokens": config.max_tokens,
+                "limit": config.prompts_per_round,
+            }
+            job = generation_services.generation_job_create(**sampling)
+            if job.total == 0:
+                # The policy has answered every prompt (the round before was not promoted): it draws new
+                # pairs for them, on this round's seed, so the next round has new labels to learn from.
+                job = generation_services.generation_job_create(**sampling, only_missing=False)
             # The harness sends nothing to a broker: it picks the batch itself, in this process.
             generation_services.generation_job_run(job=job, queue_selection=False)
             limit = _batch_pick(campaign=campaign, config=config, seed=config.seed * 1_000 + number)
