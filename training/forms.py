@@ -47,7 +47,9 @@ class RoundConfigForm(forms.Form):
     gate_min_heldout_pairs = forms.IntegerField(
         min_value=1, help_text="Fewer settled held-out pairs: the round is not evaluated and never promoted."
     )
-    kl_budget = forms.FloatField(min_value=0.0, help_text="Most KL to the reference (nats per sample) a promoted round may have.")
+    kl_budget = forms.FloatField(
+        min_value=0.0, label="KL budget", help_text="Most KL to the reference (nats per sample) a promoted round may have."
+    )
     kl_checks = forms.IntegerField(
         initial=_DEFAULT.kl_checks,
         min_value=0,
