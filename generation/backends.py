@@ -58,6 +58,10 @@ class PromptRejected(ValueError):
 OnFinished = Callable[[int], None]
 
 
+class Stopped(Exception):
+    """`collect` gave up on its batch because its caller asked it to stop (a worker shutting down)."""
+
+
 class Generator(Protocol):
     """Samples n completions per prompt; sample j of a prompt with seed s is drawn with seed s + j.
 
@@ -105,7 +109,11 @@ class Generator(Protocol):
         truncate: bool = False,
     ) -> object: ...
 
-    def collect(self, batch: object, *, on_finished: OnFinished | None = None) -> list[list[Sample] | Rejection]: ...
+    def collect(
+        self, batch: object, *, on_finished: OnFinished | None = None, stop: Callable[[], bool] | None = None
+    ) -> list[list[Sample] | Rejection]:
+        """The batch's samples, in order. `stop` is asked between engine steps: when it says yes, collect
+        raises Stopped and the batch stays queued (discard it)."""
 
     def discard(self, batch: object) -> None:
         """Drop a batch that will not be collected (a stopped or failed job); harmless once collected."""
@@ -349,12 +357,16 @@ class VllmGenerator(Generator):
             request_ids.append(request_id)
         return _VllmBatch(llm=llm, request_ids=request_ids, copies=copies, rejections=rejections)
 
-    def collect(self, batch: _VllmBatch, *, on_finished: OnFinished | None = None) -> list[list[Sample] | Rejection]:
+    def collect(
+        self, batch: _VllmBatch, *, on_finished: OnFinished | None = None, stop: Callable[[], bool] | None = None
+    ) -> list[list[Sample] | Rejection]:
         # Step the engine (as LLM.generate does) until this batch is done; other
         # queued batches advance in the same steps and wait in _finished.
         engine = batch.llm.llm_engine
         waiting = {i for i in batch.request_ids if i is not None and i not in self._finished}
         while waiting:
+            if stop is not None and stop():
+                raise Stopped()
             if not engine.has_unfinished_requests():
                 raise RuntimeError(f"vLLM dropped requests {sorted(waiting)} (discarded, or the engine was reset)")
             waiting.difference_update(self._step(engine, on_finished))
@@ -495,8 +507,9 @@ class TransformersGenerator(Generator):
         pass  # nothing runs in the background: a batch runs when it is collected
 
     def collect(
-        self, batch: _DeferredBatch, *, on_finished: OnFinished | None = None
+        self, batch: _DeferredBatch, *, on_finished: OnFinished | None = None, stop: Callable[[], bool] | None = None
     ) -> list[list[Sample] | Rejection]:
+        # One generate call samples the whole batch: there is no step between to stop at.
         results: list[list[Sample] | Rejection] = list(batch.encoded)
         sampled = [i for i, ids in enumerate(batch.encoded) if not isinstance(ids, Rejection)]
         if sampled:

@@ -21,7 +21,7 @@ from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
 from generation import selectors, tasks
-from generation.backends import Generator, OnFinished, Rejection, Sample, SamplingConfig, get_generator
+from generation.backends import Generator, OnFinished, Rejection, Sample, SamplingConfig, Stopped, get_generator
 from generation.models import (
     Completion,
     GenerationJob,
@@ -256,9 +256,9 @@ def _draw_start(*, job: GenerationJob, prompts: list[Prompt], generator: Generat
 
 
 def _draw_finish(
-    *, job: GenerationJob, draw: _Draw, generator: Generator, on_finished: OnFinished
+    *, job: GenerationJob, draw: _Draw, generator: Generator, on_finished: OnFinished, stop: Callable[[], bool] | None
 ) -> list[_Pair | _Skip]:
-    results = [generator.collect(batch, on_finished=on_finished) for batch in draw.batches]
+    results = [generator.collect(batch, on_finished=on_finished, stop=stop) for batch in draw.batches]
     policy_b = job.policy_b or job.policy
     drawn: list[_Pair | _Skip] = []
     for index, (prompt, seed) in enumerate(zip(draw.prompts, draw.seeds)):
@@ -278,14 +278,23 @@ def _draw_discard(*, draw: _Draw, generator: Generator) -> None:
 
 
 def _sample_pairs(
-    *, job: GenerationJob, draw: _Draw, generator: Generator, progress: "_Progress"
+    *, job: GenerationJob, draw: _Draw, generator: Generator, progress: "_Progress", stop: Callable[[], bool] | None
 ) -> list[_Pair | _Skip]:
-    """The chunk's pairs and skips; a pair whose two texts match is drawn once more with fresh seeds."""
-    drawn = _draw_finish(job=job, draw=draw, generator=generator, on_finished=progress.finished)
+    """The chunk's pairs and skips; a pair whose two texts match is drawn once more with fresh seeds.
+
+    Raises Stopped when `stop` says yes between engine steps (the redraw, if any, is discarded; `draw` is the
+    caller's)."""
+    finish = {"job": job, "generator": generator, "on_finished": progress.finished, "stop": stop}
+    drawn = _draw_finish(draw=draw, **finish)
     again = [i for i, pair in enumerate(drawn) if isinstance(pair, _Pair) and pair.identical]
     if again:
         redraw = _draw_start(job=job, prompts=[drawn[i].prompt for i in again], generator=generator, attempt=1)
-        for i, pair in zip(again, _draw_finish(job=job, draw=redraw, generator=generator, on_finished=progress.finished)):
+        try:
+            redrawn = _draw_finish(draw=redraw, **finish)
+        except Stopped:
+            _draw_discard(draw=redraw, generator=generator)
+            raise
+        for i, pair in zip(again, redrawn):
             drawn[i] = pair
     progress.consumed(sum(isinstance(d, _Pair) for d in drawn) + len(again))
     return drawn
@@ -597,7 +606,14 @@ def _shard_run(
                     draws.append(
                         _draw_start(job=job, prompts=chunks[number + len(draws)], generator=generator, attempt=0)
                     )
-                drawn = _sample_pairs(job=job, draw=draws[0], generator=generator, progress=progress)
+                try:
+                    drawn = _sample_pairs(
+                        job=job, draw=draws[0], generator=generator, progress=progress, stop=should_stop
+                    )
+                except Stopped:  # the worker is shutting down: the chunk before lands, this one is dropped
+                    if store.wait():
+                        _shard_release(shard=shard)
+                    return False
                 draws.popleft()
                 # The chunk before this one was stored while this one sampled; if it still is, the engine
                 # goes on with the chunks queued behind (the next may have finished with this one).
@@ -638,8 +654,10 @@ def generation_shard_run(
     """Run one shard if this worker can take it (the Celery task calls this); None when it could not.
 
     Idempotent: a shard that is done, or running on another worker, or whose job
-    is finished, is left alone. `should_stop` is asked after each stored chunk: when
-    it says yes (the worker is shutting down), the shard goes back on the queue.
+    is finished, is left alone. `should_stop` is asked between the engine's steps and
+    after each stored chunk: when it says yes (the worker is shutting down), the chunk
+    being sampled is dropped, the one before it is stored, and the shard goes back on
+    the queue, within a step of the request, whatever a chunk's length.
     """
     shard = _shard_claim(worker=worker, shard_id=shard_id)
     if shard is not None:

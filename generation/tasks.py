@@ -10,8 +10,8 @@ from django.conf import settings
 from generation import services
 
 # Set when this worker starts a warm shutdown (SIGTERM, e.g. stopping `make run`):
-# the running shard stops after its current chunk and goes back on the queue, so
-# the worker exits within its grace time instead of finishing a long shard.
+# the running shard stops at the engine's next step and goes back on the queue, so
+# the worker exits within its grace time instead of finishing a long chunk or shard.
 _shutting_down = threading.Event()
 
 

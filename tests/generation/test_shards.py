@@ -83,10 +83,11 @@ def test_a_shard_told_to_stop_goes_back_on_the_queue_and_another_worker_resumes_
         services.generation_shard_run(shard_id=shard.pk, worker="gen-a@host", should_stop=lambda: True)
     shard.refresh_from_db()
     job.refresh_from_db()
-    assert (shard.status, shard.worker, job.status, job.done) == (ShardStatus.QUEUED, "", JobStatus.RUNNING, 2)
+    # Asked between engine steps, it stops before the first chunk is done: nothing is stored, and nothing waits.
+    assert (shard.status, shard.worker, job.status, job.done) == (ShardStatus.QUEUED, "", JobStatus.RUNNING, 0)
     assert len(callbacks) == 1  # the shard's message is sent again
     engine = vllm_generator.engine(policy.base_path).llm_engine
-    assert not engine.has_unfinished_requests()  # the chunks queued ahead were dropped
+    assert not engine.has_unfinished_requests()  # the chunk being sampled and those queued ahead were dropped
 
     services.generation_shard_run(shard_id=shard.pk, worker="gen-b@host")
     job.refresh_from_db()

@@ -155,8 +155,8 @@ def test_two_workers_share_a_job_one_killed_and_one_stopped_mid_shard_and_every_
         first.kill()  # its host dies mid-shard
         killed = held["gen-a"]
         second.wait_for(lambda: working("gen-b"), "gen-b storing part of another shard")
-        # Warm shutdown (SIGTERM): it exits on its own after its current chunk, handing back the rest of its
-        # shard (test_shards shows the hand-back chunk by chunk; here the engine may finish the shard first).
+        # Warm shutdown (SIGTERM): it exits on its own at the engine's next step, handing back the rest of its
+        # shard (test_shards shows the hand-back; here the engine may finish the shard first).
         assert second.terminate() == 0
     finally:
         first.stop()
