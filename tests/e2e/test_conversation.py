@@ -54,7 +54,11 @@ def test_the_last_turn_of_a_three_turn_prompt_is_in_view_on_load(page, live_serv
     assert page.evaluate("document.getElementById('prompt-body').scrollTop") == 0
 
     page.keyboard.press("t")
-    assert page.is_visible("details.earlier .turn") and page.inner_text("details.earlier > summary") == "Hide 2 earlier turns"
+    # The summary's words change on the details' toggle event, which the browser fires after the opening.
+    page.wait_for_function(
+        "() => document.querySelector('details.earlier > summary').textContent.trim() === 'Hide 2 earlier turns'"
+    )
+    assert page.is_visible("details.earlier .turn")
     assert "more-below" in page.get_attribute("#prompt-body", "class") or "more-above" in page.get_attribute(
         "#prompt-body", "class"
     )
