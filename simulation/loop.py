@@ -18,7 +18,7 @@ from tqdm import tqdm
 from generation import services as generation_services
 from generation.backends import SamplingConfig, get_generator
 from generation.models import ModelVersion
-from generation.selectors import prompt_model_input
+from generation.selectors import prompt_model_input, prompts_to_sample
 from labeling import services as labeling_services
 from labeling.models import Campaign, Comparison, ComparisonStatus, JudgmentSource, Split
 from simulation import annotators
@@ -219,11 +219,12 @@ def loop_run(*, campaign: Campaign, rounds: int, oracle: Oracle, oracle_name: st
                 "max_tokens": config.max_tokens,
                 "limit": config.prompts_per_round,
             }
-            job = generation_services.generation_job_create(**sampling)
-            if job.total == 0:
-                # The policy has answered every prompt (the round before was not promoted): it draws new
-                # pairs for them, on this round's seed, so the next round has new labels to learn from.
-                job = generation_services.generation_job_create(**sampling, only_missing=False)
+            # When the policy has answered every prompt (the round before was not promoted), it draws new
+            # pairs for them, on this round's seed, so the next round has new labels to learn from.
+            missing = prompts_to_sample(
+                campaign=campaign, policy=campaign.active_policy, limit=config.prompts_per_round
+            ).exists()
+            job = generation_services.generation_job_create(**sampling, only_missing=missing)
             # The harness sends nothing to a broker: it picks the batch itself, in this process.
             generation_services.generation_job_run(job=job, queue_selection=False)
             limit = _batch_pick(campaign=campaign, config=config, seed=config.seed * 1_000 + number)

@@ -84,3 +84,27 @@ def test_run_loop_works_on_a_scratch_copy_and_closes_the_loop_there(tmp_path: Pa
     assert (tmp_path / "loop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out
     assert "working on the scratch campaign" in out and "win rate vs 0" in out
+
+
+def test_a_gated_round_leaves_the_next_new_pairs_to_learn_from(tmp_path: Path, tiny_model_path, settings):
+    """Round 1 answers every prompt and is gated, so round 2's policy has answered them all already: round 2
+    draws fresh pairs for them (a forced resample on its own seed), and no empty job is left behind."""
+    settings.POLICY_MODEL = str(tiny_model_path)
+    campaign, _ = labeling_services.campaign_get_or_create(name="stall", annotations_per_pair=1)
+    rows = "".join(json.dumps({"prompt": f"Describe {s}.", "split": "heldout" if i % 2 == 0 else "train"}) + "\n"
+                   for i, s in enumerate(["the moon", "a red kite", "the ocean", "my garden"]))
+    labeling_services.prompts_import(campaign=campaign, stream=rows.splitlines(keepends=True), source="stall.jsonl")
+
+    call_command(
+        "run_loop", campaign="stall", rounds=2, oracle=f"{__name__}:decisive", annotators=1, max_tokens=16,
+        eval_samples=1, epochs=1, gate=1.0, min_heldout_pairs=1, out=tmp_path,
+    )  # fmt: skip
+
+    scratch = Campaign.objects.exclude(pk=campaign.pk).get()
+    rounds = list(TrainingRound.objects.filter(campaign=scratch).order_by("number"))
+    assert rounds[0].status == RoundStatus.GATED, rounds[0].log_tail  # no accuracy bound is above 1.0
+    jobs = list(GenerationJob.objects.filter(campaign=scratch).order_by("created_at"))
+    assert [(job.only_missing, job.total, job.done) for job in jobs] == [(True, 4, 4), (False, 4, 4)]
+    assert jobs[0].policy == jobs[1].policy == rounds[1].start_version and jobs[0].seed != jobs[1].seed
+    # Round 2 trained on the new pairs too.
+    assert rounds[1].snapshot.row_count > rounds[0].snapshot.row_count
