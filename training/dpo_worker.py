@@ -180,6 +180,7 @@ def _kl_budget_callback(config: RoundConfig, *, reference, tokenizer, prompts: l
         def __init__(self) -> None:
             self.checks: list[dict[str, Any]] = []
             self.kept_step = 0
+            self.kept_estimate: dict[str, Any] | None = None  # the full estimate at kept_step (None at step 0)
             self._kept: dict[str, Any] = {}
             self._at: set[int] = set()
 
@@ -193,14 +194,15 @@ def _kl_budget_callback(config: RoundConfig, *, reference, tokenizer, prompts: l
             if state.global_step not in self._at:
                 return
             model.eval()
-            kl = samples_and_kl(config, model, reference, tokenizer, prompts)["kl"]
+            estimate = samples_and_kl(config, model, reference, tokenizer, prompts)
+            kl = estimate["kl"]
             model.train()
             within = kl <= config.kl_budget
             self.checks.append({"step": state.global_step, "kl": kl, "within": within})
             emit("kl_check", step=state.global_step, kl=kl, budget=config.kl_budget, kept_step=self.kept_step,
                  within=within)  # fmt: skip
             if within:
-                self._kept, self.kept_step = _trainable_state(model), state.global_step
+                self._kept, self.kept_step, self.kept_estimate = _trainable_state(model), state.global_step, estimate
                 return
             with torch.no_grad():
                 for name, parameter in model.named_parameters():
@@ -276,8 +278,13 @@ def heldout_prompts(rows: list[dict[str, Any]], limit: int) -> list:
     return prompts
 
 
-def evaluate(spec: dict[str, Any], config: RoundConfig, *, model_dir: Path) -> dict[str, Any]:
-    """Evaluate the saved artifact (what will be served) against the round's reference."""
+def evaluate(
+    spec: dict[str, Any], config: RoundConfig, *, model_dir: Path, rows: list[dict[str, Any]], estimate: dict | None
+) -> dict[str, Any]:
+    """Evaluate the saved artifact (what will be served) against the round's reference on the held-out `rows`.
+
+    `estimate` is the KL check's samples_and_kl of the very weights saved (the last check within the budget),
+    when there was one: the same prompts, seed and weights, so it is not sampled a second time."""
     import torch
     from transformers import AutoTokenizer
 
@@ -301,7 +308,6 @@ def evaluate(spec: dict[str, Any], config: RoundConfig, *, model_dir: Path) -> d
 
     reference = frozen(spec["reference"])
     tokenizer = AutoTokenizer.from_pretrained(policy_spec["base_path"])
-    rows = _read_jsonl(spec["heldout_path"]) if spec.get("heldout_path") else []
     results = evaluation.preference_eval(
         policy,
         reference,
@@ -321,18 +327,18 @@ def evaluate(spec: dict[str, Any], config: RoundConfig, *, model_dir: Path) -> d
         "incumbent": evaluation.pair_margins(incumbent, base, pairs, **scored).tolist(),
         "length_diff": [len(chosen) - len(rejected) for (_, chosen), (_, rejected) in zip(*pairs)],
     }
-    results.update(samples_and_kl(config, policy, reference, tokenizer, heldout_prompts(rows, config.eval_prompts)))
+    if estimate is None:
+        estimate = samples_and_kl(config, policy, reference, tokenizer, heldout_prompts(rows, config.eval_prompts))
+    results.update(estimate)
     return results
 
 
-def _kl_budget(spec: dict[str, Any], config: RoundConfig, trainer):
+def _kl_budget(spec: dict[str, Any], config: RoundConfig, trainer, rows: list[dict[str, Any]]):
     """The KL-budget callback, added to the trainer, when the round has a budget, checks and held-out
-    prompts, in a single process; else None."""
-    if config.kl_budget is None or not config.kl_checks or not spec.get("heldout_path"):
+    prompts (from `rows`), in a single process; else None."""
+    if config.kl_budget is None or not config.kl_checks or trainer.args.world_size > 1:
         return None
-    if trainer.args.world_size > 1:
-        return None
-    prompts = heldout_prompts(_read_jsonl(spec["heldout_path"]), config.eval_prompts)
+    prompts = heldout_prompts(rows, config.eval_prompts)
     if not prompts:
         return None
     reference = trainer.ref_model
@@ -361,7 +367,8 @@ def run(spec: dict[str, Any]) -> None:
     )
     train_dataset = confident_pairs(train_dataset, config)
     trainer = build_trainer(spec, config, train_dataset=train_dataset, callbacks=[_event_callback()])
-    budget = _kl_budget(spec, config, trainer)
+    rows = _read_jsonl(spec["heldout_path"]) if spec.get("heldout_path") else []
+    budget = _kl_budget(spec, config, trainer, rows)
     started = time.perf_counter()
     result = trainer.train()
     train_seconds = time.perf_counter() - started
@@ -382,7 +389,8 @@ def run(spec: dict[str, Any]) -> None:
     shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
     shutil.rmtree(cache_dir, ignore_errors=True)
     emit("evaluating")
-    emit("evaluated", results=evaluate(spec, config, model_dir=model_dir))
+    estimate = budget.kept_estimate if budget else None
+    emit("evaluated", results=evaluate(spec, config, model_dir=model_dir, rows=rows, estimate=estimate))
 
 
 def main(argv: list[str] | None = None) -> int:

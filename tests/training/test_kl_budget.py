@@ -74,6 +74,8 @@ def test_a_check_over_the_budget_restores_the_last_weights_within_it_and_stops(t
     assert [(c["step"], c["within"]) for c in callback.checks] == [(2, True), (4, False)]
     assert callback.checks[0]["kl"] == pytest.approx(small, abs=1e-5)
     assert callback.checks[1]["kl"] == pytest.approx(large, rel=1e-4)
+    # The estimate of the weights kept is handed to the evaluation, which then does not sample it again.
+    assert callback.kept_estimate["kl"] == callback.checks[0]["kl"] and callback.kept_estimate["samples"] == len(PROMPTS)
     restored = _lora_state(model)
     assert all(torch.equal(restored[name], small_weights[name]) for name in small_weights)
     assert model.training  # handed back to the trainer in training mode

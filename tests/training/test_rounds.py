@@ -99,6 +99,9 @@ def test_round_started_from_the_admin_is_promoted_and_the_next_generation_job_sa
     assert results["pairs"] == 12 and results["accuracy"] >= 0.5 and gate["passed"], gate["reason"]
     assert gate["pairs"] == 12 and gate["candidate_lower"] > 0.5 and gate["incumbent_accuracy"] == 0.5
     assert results["samples"] == 8 and results["mean_length"] > 0 and results["kl"] is not None
+    # The last KL check saw the very weights saved: the gate's estimate is that check's, not sampled again.
+    last = results["kl_checks"][-1]
+    assert last["within"] and results["kept_step"] == last["step"] and results["kl"] == last["kl"]
     assert training_round.snapshot.row_count == 8 and training_round.heldout_snapshot.row_count == 12
     assert training_round.progress == 1.0
 
