@@ -45,6 +45,17 @@ def test_second_run_only_verifies_and_registers_the_version(real_model_path: Pat
 
 
 @pytest.mark.slow
+def test_a_database_not_set_up_is_named_with_the_command_that_sets_it_up(real_model_path: Path, db):
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # as before `migrate`; the test's transaction puts the table back
+        cascade = " CASCADE" if connection.vendor == "postgresql" else ""
+        cursor.execute(f"DROP TABLE {ModelVersion._meta.db_table}{cascade}")
+    with pytest.raises(CommandError, match=r"could not be registered.*run `manage.py migrate`, then this command"):
+        call_command("make_real_model", "--out", str(real_model_path))
+
+
+@pytest.mark.slow
 def test_a_damaged_checkpoint_is_not_taken_as_built(real_model_path: Path, tmp_path: Path):
     copy = tmp_path / "smollm2"
     copy.mkdir()

@@ -30,8 +30,9 @@ class Command(BaseCommand):
         try:
             version = services.model_version_register(name=real_model.NAME, base_path=str(out))
         except DatabaseError as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__  # not PG's LINE 1 ...
             raise CommandError(
-                f"{real_model.NAME} is built at {out}, but it could not be registered as a model version: {exc} "
+                f"{real_model.NAME} is built at {out}, but it could not be registered as a model version: {reason} "
                 "(is the database set up? run `manage.py migrate`, then this command again)"
             ) from None
         self.stdout.write(f"model version {version.name!r}: {version.base_path}")
