@@ -308,23 +308,15 @@ def evaluate(
 
     reference = frozen(spec["reference"])
     tokenizer = AutoTokenizer.from_pretrained(policy_spec["base_path"])
-    results = evaluation.preference_eval(
-        policy,
-        reference,
-        tokenizer,
-        rows,
-        beta=config.beta,
-        max_length=config.max_length,
-        batch_size=config.eval_batch_size,
-    )
-    # The gate's evidence: candidate and incumbent scored on the same pairs, against one common base.
     pairs = evaluation.tokenized_pairs(tokenizer, rows, max_length=config.max_length)
+    logps = evaluation.PairLogps(pairs, pad_token_id=tokenizer.pad_token_id, batch_size=config.eval_batch_size)
+    results = evaluation.preference_eval(policy, reference, logps, beta=config.beta)
+    # The gate's evidence: candidate and incumbent scored on the same pairs, against one common base.
     base = frozen(spec.get("base", spec["reference"]))
     incumbent = frozen(spec.get("incumbent", spec["policy"]))
-    scored = {"beta": config.beta, "pad_token_id": tokenizer.pad_token_id, "batch_size": config.eval_batch_size}
     results["paired"] = {
-        "candidate": evaluation.pair_margins(policy, base, pairs, **scored).tolist(),
-        "incumbent": evaluation.pair_margins(incumbent, base, pairs, **scored).tolist(),
+        "candidate": logps.margins(policy, base, beta=config.beta).tolist(),
+        "incumbent": logps.margins(incumbent, base, beta=config.beta).tolist(),
         "length_diff": [len(chosen) - len(rejected) for (_, chosen), (_, rejected) in zip(*pairs)],
     }
     if estimate is None:

@@ -113,31 +113,46 @@ def tokenized_pairs(
     return chosen_pairs, rejected_pairs
 
 
+class PairLogps:
+    """Log-probs of one set of (chosen, rejected) pairs, each model's computed once.
+
+    A round's evaluation scores the same held-out pairs with the policy against its reference, and
+    the policy and the incumbent against the base, where the reference is often the base: on CPU
+    each model's pass over the pairs is most of the evaluation's time.
+    """
+
+    def __init__(self, pairs: tuple[list, list], *, pad_token_id: int, batch_size: int = 16) -> None:
+        chosen_pairs, rejected_pairs = pairs
+        self.n, self._both = len(chosen_pairs), chosen_pairs + rejected_pairs
+        self._pad, self._batch_size = pad_token_id, batch_size
+        self._logps: dict[int, tuple[object, torch.Tensor]] = {}  # id(model) -> (model, log-probs): the model kept alive
+
+    def of(self, model) -> torch.Tensor:
+        if id(model) not in self._logps:
+            logps = sequence_logps(model, self._both, pad_token_id=self._pad, batch_size=self._batch_size)
+            self._logps[id(model)] = (model, logps)
+        return self._logps[id(model)][1]
+
+    def margins(self, policy, reference, *, beta: float) -> torch.Tensor:
+        """Per pair, beta * ((log pi - log pi_ref)(chosen) - (log pi - log pi_ref)(rejected))."""
+        if policy is reference:
+            return torch.zeros(self.n)
+        ratios = self.of(policy) - self.of(reference)
+        return beta * (ratios[: self.n] - ratios[self.n :])
+
+
 def pair_margins(
     policy, reference, pairs: tuple[list, list], *, beta: float, pad_token_id: int, batch_size: int = 16
 ) -> torch.Tensor:
     """Per pair, the implicit-reward margin beta * ((log pi - log pi_ref)(chosen) - (log pi - log pi_ref)(rejected))."""
-    chosen_pairs, rejected_pairs = pairs
-    n = len(chosen_pairs)
-    if policy is reference:
-        return torch.zeros(n)
-    both = chosen_pairs + rejected_pairs
-    ratios = sequence_logps(policy, both, pad_token_id=pad_token_id, batch_size=batch_size) - sequence_logps(
-        reference, both, pad_token_id=pad_token_id, batch_size=batch_size
-    )
-    return beta * (ratios[:n] - ratios[n:])
+    return PairLogps(pairs, pad_token_id=pad_token_id, batch_size=batch_size).margins(policy, reference, beta=beta)
 
 
-def preference_eval(
-    policy, reference, tokenizer, rows: Sequence[dict[str, Any]], *, beta: float, max_length: int, batch_size: int = 16
-) -> dict[str, Any]:
+def preference_eval(policy, reference, logps: PairLogps, *, beta: float) -> dict[str, Any]:
     """Accuracy and mean margin of the policy's implicit reward on human (chosen, rejected) pairs."""
-    pairs = tokenized_pairs(tokenizer, rows, max_length=max_length)
-    if not pairs[0]:
+    if not logps.n:
         return {"pairs": 0, "accuracy": None, "margin": None}
-    margins = pair_margins(
-        policy, reference, pairs, beta=beta, pad_token_id=tokenizer.pad_token_id, batch_size=batch_size
-    )
+    margins = logps.margins(policy, reference, beta=beta)
     return {
         "pairs": len(margins),
         "accuracy": float((margins > 0).float().mean()),

@@ -153,6 +153,27 @@ def test_evaluation_log_probs_match_the_unpadded_forward(tiny_model_path, tokeni
     assert batched.tolist() == pytest.approx([logp(model, p, c) for p, c in pairs], abs=1e-4)
 
 
+def test_pair_log_probs_are_computed_once_per_model_and_give_the_eq7_margins(tiny_model_path, tokenizer):
+    policy, reference = perturbed(tiny_model_path), AutoModelForCausalLM.from_pretrained(tiny_model_path).eval()
+    splits = [plain_split(tokenizer, row) for row in ROWS]
+    pairs = ([(p, c) for p, c, _ in splits], [(p, r) for p, _, r in splits])
+    passes = {"policy": 0, "reference": 0}
+    for name, model in (("policy", policy), ("reference", reference)):
+        model.register_forward_hook(lambda *_, name=name: passes.__setitem__(name, passes[name] + 1))
+    logps = evaluation.PairLogps(pairs, pad_token_id=tokenizer.pad_token_id, batch_size=64)
+
+    margins = logps.margins(policy, reference, beta=0.1)
+    again = logps.margins(policy, reference, beta=0.1)  # the evaluation asks twice when the reference is the base
+    assert passes == {"policy": 1, "reference": 1}  # one batched pass each, however often they are asked
+
+    expected = [
+        0.1 * ((logp(policy, p, c) - logp(reference, p, c)) - (logp(policy, p, r) - logp(reference, p, r)))
+        for p, c, r in splits
+    ]
+    assert margins.tolist() == pytest.approx(expected, abs=1e-4) and torch.equal(margins, again)
+    assert logps.margins(policy, policy, beta=0.1).tolist() == [0.0] * len(splits)
+
+
 def test_swapping_chosen_and_rejected_negates_the_margin(tiny_model_path, tokenizer, tmp_path):
     swapped = [{**row, "chosen": row["rejected"], "rejected": row["chosen"]} for row in ROWS]
     reference = load(tiny_model_path)
