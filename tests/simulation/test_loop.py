@@ -108,3 +108,28 @@ def test_a_gated_round_leaves_the_next_new_pairs_to_learn_from(tmp_path: Path, t
     assert jobs[0].policy == jobs[1].policy == rounds[1].start_version and jobs[0].seed != jobs[1].seed
     # Round 2 trained on the new pairs too.
     assert rounds[1].snapshot.row_count > rounds[0].snapshot.row_count
+
+
+def test_scoring_samples_each_policy_once_however_many_rounds_kept_it(tiny_model_path, settings, monkeypatch):
+    """A gated round keeps the policy before it: scoring samples that policy once and every round it stood
+    for gets the same samples (here all three rounds are round 0's policy, so each ties with round 0)."""
+    from generation import services as generation_services
+
+    settings.POLICY_MODEL, settings.GENERATION_BACKEND = str(tiny_model_path), "transformers"
+    campaign, _ = labeling_services.campaign_get_or_create(name="scored")
+    rows = "".join(json.dumps({"prompt": f"Describe {s}.", "split": "heldout"}) + "\n" for s in ["the moon", "a kite"])
+    labeling_services.prompts_import(campaign=campaign, stream=rows.splitlines(keepends=True), source="scored.jsonl")
+    root = generation_services.campaign_policy_next(campaign=campaign)
+    sampled = []
+    sample = loop._sample
+    monkeypatch.setattr(loop, "_sample", lambda policy, *args: sampled.append(policy.pk) or sample(policy, *args))
+
+    scores = loop.score_rounds(
+        campaign=campaign,
+        versions=[(0, root, "initial"), (1, root, "gated"), (2, root, "gated")],
+        oracle=decisive,
+        config=loop.LoopSettings(max_tokens=8, eval_samples=2),
+    )
+
+    assert sampled == [root.pk]  # round 0's samples, reused for the two rounds that kept its policy
+    assert [(s.round, s.win_rate, s.kl) for s in scores] == [(0, 0.5, 0.0), (1, 0.5, 0.0), (2, 0.5, 0.0)]
