@@ -83,7 +83,7 @@ POLICY_DEFAULTS = {
     "tiny": {"prompts": 500, "heldout": 0.2, "gate_min_pairs": None, "eval_samples": 8, "eval_prompts": 32,
              "kl_checks": 6, "epochs": 2.0, "max_length": 128, "batch_size": 16,
              "lora_target_modules": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")},
-    "smollm2": {"prompts": 96, "heldout": 0.5, "gate_min_pairs": 30, "eval_samples": 4, "eval_prompts": 16,
+    "smollm2": {"prompts": 128, "heldout": 0.5, "gate_min_pairs": 30, "eval_samples": 4, "eval_prompts": 16,
                 "kl_checks": 3, "epochs": 1.0, "max_length": 256, "batch_size": 8, "lora_target_modules": ()},
 }  # fmt: skip
 
