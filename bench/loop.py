@@ -86,10 +86,11 @@ def prompts(count: int, seed: int) -> list[str]:
 # and checks it 3 times per round (after 1/4, 1/2 and all of the steps).
 POLICY_DEFAULTS = {
     "tiny": {"prompts": 500, "heldout": 0.2, "gate_min_pairs": None, "eval_samples": 8, "eval_prompts": 32,
-             "kl_checks": 6, "epochs": 2.0, "max_length": 128, "batch_size": 16,
+             "kl_checks": 6, "epochs": 2.0, "max_length": 128, "batch_size": 16, "precision": "auto",
              "lora_target_modules": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")},
     "smollm2": {"prompts": 128, "heldout": 0.5, "gate_min_pairs": 30, "eval_samples": 4, "eval_prompts": 16,
-                "kl_checks": 3, "epochs": 1.0, "max_length": 256, "batch_size": 8, "lora_target_modules": ()},
+                "kl_checks": 3, "epochs": 1.0, "max_length": 256, "batch_size": 8, "precision": "bf16",
+                "lora_target_modules": ()},
 }  # fmt: skip
 
 
@@ -178,6 +179,7 @@ def round_config(args: argparse.Namespace, **overrides: object):
         batch_size=defaults["batch_size"], max_length=defaults["max_length"], gate_tolerance=args.gate_tolerance,
         reference=args.reference, eval_prompts=args.eval_prompts, gate_min_heldout_pairs=args.gate_min_pairs,
         kl_checks=args.kl_checks,
+        precision=defaults["precision"],
         lora_target_modules=defaults["lora_target_modules"],
         **overrides,
     )

@@ -350,6 +350,10 @@ GENERATION_BACKEND = env_choice("GENERATION_BACKEND", "auto", ("auto", "vllm", "
 VLLM_TENSOR_PARALLEL_SIZE = env_int("VLLM_TENSOR_PARALLEL_SIZE", 1, minimum=1)
 VLLM_GPU_MEMORY_UTILIZATION = env_float("VLLM_GPU_MEMORY_UTILIZATION", 0.85, low=0.01, high=1.0)
 VLLM_MAX_LORA_RANK = env_int("VLLM_MAX_LORA_RANK", 16, minimum=1)
+# "auto": bfloat16 on CPUs that compute it natively, else float32; on GPUs the checkpoint's own (generation.backends).
+VLLM_DTYPE = env_choice("VLLM_DTYPE", "auto", ("auto", "float32", "bfloat16", "float16"))
+# How adapters are served: "lora" (LoRARequest), "merged" (a merged checkpoint each), "auto" (merged on CPUs only).
+VLLM_ADAPTERS = env_choice("VLLM_ADAPTERS", "auto", ("auto", "lora", "merged"))
 VLLM_MAX_MODEL_LEN = env_int("VLLM_MAX_MODEL_LEN", 0, minimum=0)  # 0: the checkpoint's own limit
 GENERATION_CHUNK_SIZE = env_int("GENERATION_CHUNK_SIZE", 64, minimum=1)
 GENERATION_SHARD_SIZE = env_int("GENERATION_SHARD_SIZE", 1000, minimum=1)

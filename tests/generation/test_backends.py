@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from generation.backends import SamplingConfig, get_generator, vllm_available
+from generation.backends import SamplingConfig, VllmGenerator, get_generator, merged_checkpoint, vllm_available, vllm_dtype
 from generation.models import ModelVersion
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
@@ -100,6 +100,41 @@ def test_vllm_serves_a_lora_policy_on_the_running_engine(
     assert [r[0].token_ids for r in base] != [r[0].token_ids for r in adapted]
     assert vllm_generator.engine(str(tiny_model_path)) is engine  # no reload, no merge
     assert vllm_generator.lora_request(lora_policy).lora_path == lora_policy.adapter_path
+
+
+def test_merged_adapters_sample_what_lora_samples_from_an_engine_of_their_own(
+    settings, vllm_generator, policy: ModelVersion, lora_policy: ModelVersion, tiny_model_path: Path
+) -> None:
+    """The CPU default: an adapter merged into a checkpoint of its own, sampled by an engine without LoRA."""
+    settings.VLLM_ADAPTERS = "merged"
+    merged = VllmGenerator()
+    prompts = [KITE, RUNNING, STORM]
+    ours = merged.generate(prompts, policy=lora_policy, params=GREEDY, n=1, seeds=[0, 0, 0])
+    served = vllm_generator.generate(prompts, policy=lora_policy, params=GREEDY, n=1, seeds=[0, 0, 0])
+    assert [r[0].token_ids for r in ours] == [r[0].token_ids for r in served]
+    path = merged_checkpoint(lora_policy)
+    assert path != str(tiny_model_path) and (Path(path) / "model.safetensors").exists()
+    engine, lora_request = merged.served(lora_policy)
+    assert lora_request is None and engine.llm_engine.vllm_config.lora_config is None
+    assert merged.served(policy)[0] is merged.engine(str(tiny_model_path))  # the base keeps its own engine
+
+    one = VllmGenerator()
+    one.engines_kept = 1  # the oldest engine is shut down to make room, and comes back on demand
+    one.generate([KITE], policy=lora_policy, params=GREEDY, n=1, seeds=[0])
+    assert list(one._engines) == [path]
+    again = one.generate([KITE], policy=policy, params=GREEDY, n=1, seeds=[0])
+    assert list(one._engines) == [str(tiny_model_path)]
+    assert again[0][0].token_ids == vllm_generator.generate([KITE], policy=policy, params=GREEDY, n=1, seeds=[0])[0][0].token_ids
+
+
+def test_vllm_dtype_is_bfloat16_on_cpus_that_compute_it_natively(settings) -> None:
+    flags = {flag for line in open("/proc/cpuinfo") if line.startswith("flags") for flag in line.split()}
+    settings.VLLM_DTYPE = "auto"
+    native = bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert vllm_dtype(on_cpu=True) == ("bfloat16" if native else "float32")
+    assert vllm_dtype(on_cpu=False) == "auto"
+    settings.VLLM_DTYPE = "float32"
+    assert vllm_dtype(on_cpu=True) == "float32"
 
 
 def test_one_seed_per_prompt_is_required(generator, policy: ModelVersion) -> None:
