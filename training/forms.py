@@ -47,6 +47,13 @@ class RoundConfigForm(forms.Form):
     gate_min_heldout_pairs = forms.IntegerField(
         min_value=1, help_text="Fewer settled held-out pairs: the round is not evaluated and never promoted."
     )
+    gate_tolerance = forms.FloatField(
+        initial=_DEFAULT.gate_tolerance,
+        min_value=0.0,
+        max_value=1.0,
+        help_text="How far below zero the 95% lower bound of the paired (candidate - incumbent) held-out score may "
+        "go; 0: the candidate must be no worse than the incumbent with 95% confidence.",
+    )
     kl_budget = forms.FloatField(
         min_value=0.0, label="KL budget", help_text="Most KL to the reference (nats per sample) a promoted round may have."
     )

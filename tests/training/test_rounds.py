@@ -85,6 +85,7 @@ def test_round_started_from_the_admin_is_promoted_and_the_next_generation_job_sa
     assert form.status_code == 200 and not TrainingRound.objects.exists()  # the config form comes first
     config = {name: field.initial for name, field in form.context["form"].fields.items() if field.initial is not None}
     config["lora"] = "on"
+    config["gate_tolerance"] = "0.25"  # the gate's knobs are the admin's to set
 
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(changelist, {**action, **config, "apply": "1"}, follow=True)
@@ -92,6 +93,7 @@ def test_round_started_from_the_admin_is_promoted_and_the_next_generation_job_sa
     assert response.status_code == 200
     training_round = TrainingRound.objects.get()
     assert training_round.config["beta"] == 0.1 and training_round.config["lora"] is True
+    assert training_round.config["gate_tolerance"] == 0.25 and training_round.eval_results["gate"]["tolerance"] == 0.25
     assert training_round.status == RoundStatus.PROMOTED, training_round.error or training_round.log_tail
     assert training_round.created_by == admin_user
     results = training_round.eval_results
