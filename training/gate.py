@@ -62,11 +62,12 @@ class LengthControl:
         return cls(slope=slope, explained=max(0.0, explained), margins=adjusted)
 
 
-def mean_lower_bound(values: np.ndarray, z: float = Z_95) -> float:
-    """Normal lower bound of a mean; with no spread (every pair alike) it is the mean itself."""
+def mean_lower_bound(values: np.ndarray, z: float = Z_95) -> float | None:
+    """Normal lower bound of a mean; with no spread (every pair alike) it is the mean itself; None (no bound)
+    under two values, whose spread is unknown."""
     n = len(values)
     if n < 2:
-        return -math.inf
+        return None
     return float(values.mean() - z * values.std(ddof=1) / math.sqrt(n))
 
 
@@ -173,6 +174,8 @@ def decide(
             f"not above {threshold:.3f}",
         )
     low_diff = figures["difference_lower"]
+    if low_diff is None:
+        return verdict(False, f"one held-out pair (n={n}) bounds no paired difference to the incumbent")
     if low_diff < -tolerance:
         return verdict(
             False,

@@ -413,47 +413,9 @@ def _round_finish(*, round_id: int, status: str, from_states: Iterable[str], **f
     )
 
 
-def round_execute(*, round_id: int) -> TrainingRound | None:
-    """Run a queued round to its end: promoted, gated, failed or cancelled (the training task's body).
-
-    Idempotent: only a queued round is claimed, so a redelivered task does nothing.
-    """
-    claimed = TrainingRound.objects.filter(pk=round_id, status=RoundStatus.QUEUED).update(
-        status=RoundStatus.RUNNING, started_at=timezone.now()
-    )
-    if not claimed:
-        return None
-    training_round = TrainingRound.objects.select_related("campaign", "start_version", "reference_version").get(
-        pk=round_id
-    )
-    reporter = _RoundReporter(training_round)
-    try:
-        _round_train(training_round, reporter)
-    except runner.WorkerCancelled:
-        reporter.note("cancelled")
-        TrainingRound.objects.filter(pk=round_id).update(log_tail=reporter.log_tail)
-        return TrainingRound.objects.get(pk=round_id)
-    except (runner.WorkerFailed, RoundError) as exc:
-        reporter.note(f"failed: {exc}")
-        _round_finish(
-            round_id=round_id,
-            status=RoundStatus.FAILED,
-            from_states=ACTIVE_ROUND_STATES,
-            error=str(exc),
-            log_tail=reporter.log_tail,
-        )
-        return TrainingRound.objects.get(pk=round_id)
-    except Exception as exc:
-        # Unexpected: record it so the round does not block its campaign forever, then let Celery see it too.
-        _round_finish(
-            round_id=round_id,
-            status=RoundStatus.FAILED,
-            from_states=ACTIVE_ROUND_STATES,
-            error=f"{type(exc).__name__}: {exc}",
-            log_tail=reporter.log_tail,
-        )
-        raise
-
+def _round_decide(training_round: TrainingRound, reporter: "_RoundReporter") -> TrainingRound:
+    """The gate's decision on a trained round, recorded: promoted, gated or not evaluated."""
+    round_id = training_round.pk
     results = dict(reporter.results)
     reporter.mark("worker_exited")
     results["timings"] = reporter.marks
@@ -492,3 +454,47 @@ def round_execute(*, round_id: int) -> TrainingRound | None:
         log_tail=reporter.log_tail,
     )
     return TrainingRound.objects.get(pk=round_id)
+
+
+def round_execute(*, round_id: int) -> TrainingRound | None:
+    """Run a queued round to its end: promoted, gated, failed or cancelled (the training task's body).
+
+    Idempotent: only a queued round is claimed, so a redelivered task does nothing.
+    """
+    claimed = TrainingRound.objects.filter(pk=round_id, status=RoundStatus.QUEUED).update(
+        status=RoundStatus.RUNNING, started_at=timezone.now()
+    )
+    if not claimed:
+        return None
+    training_round = TrainingRound.objects.select_related("campaign", "start_version", "reference_version").get(
+        pk=round_id
+    )
+    reporter = _RoundReporter(training_round)
+    try:
+        _round_train(training_round, reporter)
+        return _round_decide(training_round, reporter)
+    except runner.WorkerCancelled:
+        reporter.note("cancelled")
+        TrainingRound.objects.filter(pk=round_id).update(log_tail=reporter.log_tail)
+        return TrainingRound.objects.get(pk=round_id)
+    except (runner.WorkerFailed, RoundError) as exc:
+        reporter.note(f"failed: {exc}")
+        _round_finish(
+            round_id=round_id,
+            status=RoundStatus.FAILED,
+            from_states=ACTIVE_ROUND_STATES,
+            error=str(exc),
+            log_tail=reporter.log_tail,
+        )
+        return TrainingRound.objects.get(pk=round_id)
+    except Exception as exc:
+        # Unexpected: record it so the round does not block its campaign forever, then let Celery see it too.
+        _round_finish(
+            round_id=round_id,
+            status=RoundStatus.FAILED,
+            from_states=ACTIVE_ROUND_STATES,
+            error=f"{type(exc).__name__}: {exc}",
+            log_tail=reporter.log_tail,
+        )
+        raise
+

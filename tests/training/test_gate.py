@@ -1,5 +1,6 @@
 """The promotion gate decides on paired, length-controlled evidence with confidence bounds."""
 
+import json
 import random
 
 import numpy as np
@@ -31,6 +32,16 @@ def test_two_heldout_pairs_are_never_promoted_however_clear_they_look():
 
     assert decision.verdict == gate.Verdict.NOT_EVALUATED and not decision.passed
     assert "2 held-out pairs, at least 50 needed" in decision.reason
+
+
+def test_one_heldout_pair_is_rejected_with_a_reason_and_a_decision_json_can_store():
+    # An admin may lower min_pairs to 1 and open the tolerance wide: one pair still bounds nothing, and the
+    # decision must stay valid JSON (a -inf bound once left the round stuck in "evaluating" on its save).
+    decision = decide([5.0], min_pairs=1, threshold=0.0, tolerance=1.0)
+
+    assert decision.verdict == gate.Verdict.REJECT and decision.difference_lower is None
+    assert "one held-out pair (n=1) bounds no paired difference" in decision.reason
+    json.dumps(decision.as_dict(), allow_nan=False)
 
 
 def test_a_clear_gain_on_enough_pairs_passes_with_its_bounds_reported():

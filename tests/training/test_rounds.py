@@ -278,6 +278,23 @@ def test_a_round_on_two_heldout_pairs_is_never_promoted(campaign, pairs, tiny_po
 
 
 @pytest.mark.slow
+@pytest.mark.django_db
+def test_a_round_the_admin_lets_decide_on_one_heldout_pair_is_gated_not_left_evaluating(
+    campaign, pairs, tiny_policy, artifacts
+):
+    # As the demo walk did it: ten judgments, one of them held out, the gate opened as far as the form allows.
+    add_pairs(pairs, n_heldout=1)
+    loose = {**FAST, "gate_min_heldout_pairs": 1, "gate_min_accuracy": 0.0, "gate_tolerance": 1.0, "kl_budget": 1e6}
+
+    training_round = run(services.round_start(campaign=campaign, config=RoundConfig.from_dict(loose)))
+
+    assert training_round.status == RoundStatus.GATED, training_round.error or training_round.log_tail
+    assert "one held-out pair (n=1) bounds no paired difference" in training_round.eval_results["gate"]["reason"]
+    campaign.refresh_from_db()
+    assert campaign.active_policy == tiny_policy
+
+
+@pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_cancelling_a_running_round_stops_its_worker_and_changes_nothing(campaign, pairs, tiny_policy, artifacts):
