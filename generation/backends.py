@@ -317,14 +317,12 @@ class VllmGenerator(Generator):
         self._lora_ids: dict[str, int] = {}
         self._finished: dict[str, object] = {}  # outputs of queued batches not collected yet
         self._request_ids = itertools.count()
-        self._merged: bool | None = None
 
-    def merges_adapters(self) -> bool:
-        if self._merged is None:
-            from vllm.platforms import current_platform
+    @staticmethod
+    def merges_adapters() -> bool:
+        from vllm.platforms import current_platform
 
-            self._merged = serves_adapters_merged(on_cpu=current_platform.is_cpu())
-        return self._merged
+        return serves_adapters_merged(on_cpu=current_platform.is_cpu())
 
     def served(self, policy: ModelVersion) -> tuple[object, object]:
         """The engine that samples a policy, and the LoRARequest to send with its requests (None: none)."""
@@ -340,28 +338,37 @@ class VllmGenerator(Generator):
         from vllm import LLM
         from vllm.platforms import current_platform
 
+        evicted = False
         while len(self._engines) >= self.engines_kept:
-            oldest = self._engines.pop(next(iter(self._engines)))
-            oldest.llm_engine.engine_core.shutdown()
+            self._engines.pop(next(iter(self._engines))).llm_engine.engine_core.shutdown()
+            evicted = True
         on_cpu = current_platform.is_cpu()
-        self._engines[path] = LLM(
-            model=path,
-            tokenizer=tokenizer,
-            dtype=vllm_dtype(on_cpu=on_cpu),
-            tensor_parallel_size=settings.VLLM_TENSOR_PARALLEL_SIZE,
-            gpu_memory_utilization=settings.VLLM_GPU_MEMORY_UTILIZATION,
-            max_model_len=settings.VLLM_MAX_MODEL_LEN or None,
-            enable_lora=not self.merges_adapters(),
-            max_lora_rank=settings.VLLM_MAX_LORA_RANK,
-            max_loras=2,  # an A/B job alternates two adapters
-            # On CPU, graph compilation adds ~30 s to every start for no gain on small models.
-            enforce_eager=on_cpu,
-            # On CPU, a seeded request whose prompt is prefilled in chunks crashes vLLM 0.32
-            # ("CPU Generator does not use offset": it rewinds the generator for the
-            # discarded token). Whole-prompt prefills never discard a sampled token.
-            enable_chunked_prefill=not on_cpu,
-        )
-        return self._engines[path]
+        try:
+            llm = LLM(
+                model=path,
+                tokenizer=tokenizer,
+                dtype=vllm_dtype(on_cpu=on_cpu),
+                tensor_parallel_size=settings.VLLM_TENSOR_PARALLEL_SIZE,
+                gpu_memory_utilization=settings.VLLM_GPU_MEMORY_UTILIZATION,
+                max_model_len=settings.VLLM_MAX_MODEL_LEN or None,
+                enable_lora=not self.merges_adapters(),
+                max_lora_rank=settings.VLLM_MAX_LORA_RANK,
+                max_loras=2,  # an A/B job alternates two adapters
+                # On CPU, graph compilation adds ~30 s to every start for no gain on small models.
+                enforce_eager=on_cpu,
+                # On CPU, a seeded request whose prompt is prefilled in chunks crashes vLLM 0.32
+                # ("CPU Generator does not use offset": it rewinds the generator for the
+                # discarded token). Whole-prompt prefills never discard a sampled token.
+                enable_chunked_prefill=not on_cpu,
+            )
+        except BaseException:
+            # Shutting an in-process engine down tears down vLLM's process-wide parallel state, which only
+            # a new engine sets up again: the engines kept cannot run without one, so they go too.
+            if evicted:
+                self._engines.clear()
+            raise
+        self._engines[path] = llm
+        return llm
 
     def lora_request(self, policy: ModelVersion):
         if not policy.adapter_path:

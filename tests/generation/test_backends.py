@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from generation.backends import SamplingConfig, VllmGenerator, get_generator, merged_checkpoint, vllm_available, vllm_dtype
+from generation.backends import SamplingConfig, get_generator, merged_checkpoint, vllm_available, vllm_dtype
 from generation.models import ModelVersion
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
@@ -103,28 +103,30 @@ def test_vllm_serves_a_lora_policy_on_the_running_engine(
 
 
 def test_merged_adapters_sample_what_lora_samples_from_an_engine_of_their_own(
-    settings, vllm_generator, policy: ModelVersion, lora_policy: ModelVersion, tiny_model_path: Path
+    settings, monkeypatch, vllm_generator, policy: ModelVersion, lora_policy: ModelVersion, tiny_model_path: Path
 ) -> None:
     """The CPU default: an adapter merged into a checkpoint of its own, sampled by an engine without LoRA."""
-    settings.VLLM_ADAPTERS = "merged"
-    merged = VllmGenerator()
     prompts = [KITE, RUNNING, STORM]
-    ours = merged.generate(prompts, policy=lora_policy, params=GREEDY, n=1, seeds=[0, 0, 0])
     served = vllm_generator.generate(prompts, policy=lora_policy, params=GREEDY, n=1, seeds=[0, 0, 0])
-    assert [r[0].token_ids for r in ours] == [r[0].token_ids for r in served]
+    base = vllm_generator.generate([KITE], policy=policy, params=GREEDY, n=1, seeds=[0])
+    # One engine kept: the merged one replaces the base's (shut down), which comes back on demand.
+    monkeypatch.setattr(vllm_generator, "engines_kept", 1)
+    settings.VLLM_ADAPTERS = "merged"
+
+    merged = vllm_generator.generate(prompts, policy=lora_policy, params=GREEDY, n=1, seeds=[0, 0, 0])
+
+    assert [r[0].token_ids for r in merged] == [r[0].token_ids for r in served]
     path = merged_checkpoint(lora_policy)
     assert path != str(tiny_model_path) and (Path(path) / "model.safetensors").exists()
-    engine, lora_request = merged.served(lora_policy)
+    engine, lora_request = vllm_generator.served(lora_policy)
     assert lora_request is None and engine.llm_engine.vllm_config.lora_config is None
-    assert merged.served(policy)[0] is merged.engine(str(tiny_model_path))  # the base keeps its own engine
+    assert list(vllm_generator._engines) == [path]
 
-    one = VllmGenerator()
-    one.engines_kept = 1  # the oldest engine is shut down to make room, and comes back on demand
-    one.generate([KITE], policy=lora_policy, params=GREEDY, n=1, seeds=[0])
-    assert list(one._engines) == [path]
-    again = one.generate([KITE], policy=policy, params=GREEDY, n=1, seeds=[0])
-    assert list(one._engines) == [str(tiny_model_path)]
-    assert again[0][0].token_ids == vllm_generator.generate([KITE], policy=policy, params=GREEDY, n=1, seeds=[0])[0][0].token_ids
+    settings.VLLM_ADAPTERS = "lora"
+    again = vllm_generator.generate([KITE], policy=policy, params=GREEDY, n=1, seeds=[0])
+    assert list(vllm_generator._engines) == [str(tiny_model_path)]
+    assert again[0][0].token_ids == base[0][0].token_ids
+    assert vllm_generator.engine(str(tiny_model_path)).llm_engine.vllm_config.lora_config is not None
 
 
 def test_vllm_dtype_is_bfloat16_on_cpus_that_compute_it_natively(settings) -> None:
