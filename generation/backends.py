@@ -11,11 +11,15 @@ so the seed recorded on a completion reproduces it whatever else was in the batc
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from django.conf import settings
@@ -276,11 +280,6 @@ def merged_checkpoint(policy: ModelVersion) -> str:
     """The policy's adapter merged into its base, written once under MODEL_CACHE_DIR/merged (a cache per
     host: it can always be made again from the adapter). Written to a temporary folder and renamed into
     place, so a reader never sees half a checkpoint and two workers racing keep one."""
-    import hashlib
-    import shutil
-    import tempfile
-    from pathlib import Path
-
     key = hashlib.sha256(f"{policy.base_path}\0{policy.adapter_path}".encode()).hexdigest()[:16]
     target = Path(settings.MODEL_CACHE_DIR) / "merged" / key
     if (target / "config.json").exists():
