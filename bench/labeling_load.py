@@ -183,7 +183,7 @@ def explain_claim(campaign_id: int) -> str:
         gold=False,
         now=timezone.now(),
         exclude=[],
-        lock=True,
+        lock="skip",
     )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("EXPLAIN ANALYZE " + sql, params)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.models import User
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from django.contrib.auth.models import Group
@@ -215,13 +215,13 @@ def _claimable(*, campaign: Campaign, annotator: User, gold: bool, now: datetime
 
 
 def comparison_claim_sql(
-    *, campaign: Campaign, annotator: User, gold: bool, now: datetime, exclude: list[int], lock: bool
+    *, campaign: Campaign, annotator: User, gold: bool, now: datetime, exclude: list[int], lock: str | None
 ) -> tuple[str, list]:
     """SQL for the first open pair of the campaign this annotator may be given, in serving order.
 
-    With `lock`, the row is locked FOR UPDATE SKIP LOCKED, and the lease's
-    insert re-checks the cap (lease_if_room), because this statement's snapshot
-    may predate a lease committed a moment ago.
+    With `lock` "skip", the row is locked FOR UPDATE SKIP LOCKED; with "wait", FOR UPDATE (waiting for
+    a concurrent claim of that row to commit). Either way the lease's insert re-checks the cap
+    (lease_if_room), because this statement's snapshot may predate a lease committed a moment ago.
 
     For regular pairs it walks the comparison_queue index (open, non-gold, by
     priority, then pairs the active selection picked, then age) and stops at the first free row.
@@ -233,7 +233,7 @@ def comparison_claim_sql(
         params += exclude
     sql.append("ORDER BY c.priority DESC, c.selection_rank DESC, c.id LIMIT 1")
     if lock and connection.features.has_select_for_update_skip_locked:
-        sql.append("FOR UPDATE OF c SKIP LOCKED")
+        sql.append("FOR UPDATE OF c" + (" SKIP LOCKED" if lock == "skip" else ""))
     return "\n".join(sql), params
 
 
@@ -249,7 +249,7 @@ def claimable_count(*, campaign: Campaign, annotator: User, gold: bool, now: dat
 
 def regular_work_left(*, campaign: Campaign, annotator: User, now: datetime) -> bool:
     """Whether a regular pair could be claimed by this annotator now (no lock taken)."""
-    sql, params = comparison_claim_sql(campaign=campaign, annotator=annotator, gold=False, now=now, exclude=[], lock=False)
+    sql, params = comparison_claim_sql(campaign=campaign, annotator=annotator, gold=False, now=now, exclude=[], lock=None)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone() is not None
@@ -292,29 +292,55 @@ def lease_if_room(*, comparison_id: int, annotator: User, campaign: Campaign, no
 
 
 def lease_first_free(*, campaign: Campaign, annotator: User, gold: bool, now: datetime) -> Assignment | None:
-    """Claim and lease the first free pair, with its texts (`pair_texts`); None if there is none."""
-    (prompt,) = tables(Prompt)
-    texts, completions = _texts("q", "p")
+    """Claim and lease the first free pair, with its texts (`pair_texts`); None if there is none.
+
+    The first walk locks rows SKIP LOCKED: concurrent annotators never wait on, or double-claim, a row.
+    It passes over the rows other annotators are claiming at that instant, and a pair one of them takes
+    may keep room for this annotator (N > 1), so before answering "nothing left" a second walk waits for
+    those claims to commit. A waiting claim must hold no other pair's lock (two of them could wait on each
+    other): it waits only if the first walk found every pair it locked full, none (a rare race: then
+    "nothing left" may be early, as before), and each of its own tries runs in a savepoint, whose rollback
+    releases a pair that turned out full.
+    """
     rejected: list[int] = []
-    while True:
-        # SKIP LOCKED: concurrent annotators never wait on, or double-claim, a row.
-        sql, params = comparison_claim_sql(
-            campaign=campaign, annotator=annotator, gold=gold, now=now, exclude=rejected, lock=True
-        )
-        # The texts are joined outside the claim, so they are read for the one row it returns.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT q.id, {texts} FROM ({sql}) q JOIN {prompt} p ON p.id = q.prompt_id {completions}", params
-            )
-            row = cursor.fetchone()
-        if row is None:
-            return None
-        assignment = lease_if_room(comparison_id=row[0], annotator=annotator, campaign=campaign, now=now)
-        if assignment is not None:
-            assignment.pair_texts = PairTexts.from_row(row[1:])
+    while (row := _claim(campaign=campaign, annotator=annotator, gold=gold, now=now, exclude=rejected, lock="skip")):
+        if (assignment := _lease(row, campaign=campaign, annotator=annotator, now=now)) is not None:
             return assignment
         # Filled by a claim that committed after our snapshot: rare, try the next one.
         rejected.append(row[0])
+    if rejected or not connection.features.has_select_for_update_skip_locked:
+        return None
+    while True:
+        savepoint = transaction.savepoint()
+        row = _claim(campaign=campaign, annotator=annotator, gold=gold, now=now, exclude=rejected, lock="wait")
+        assignment = None if row is None else _lease(row, campaign=campaign, annotator=annotator, now=now)
+        if row is None or assignment is not None:
+            transaction.savepoint_commit(savepoint)
+            return assignment
+        transaction.savepoint_rollback(savepoint)
+        rejected.append(row[0])
+
+
+def _claim(
+    *, campaign: Campaign, annotator: User, gold: bool, now: datetime, exclude: list[int], lock: str
+) -> tuple | None:
+    """The claimed pair's id and texts, its row locked; None if there is no free pair."""
+    (prompt,) = tables(Prompt)
+    texts, completions = _texts("q", "p")
+    sql, params = comparison_claim_sql(
+        campaign=campaign, annotator=annotator, gold=gold, now=now, exclude=exclude, lock=lock
+    )
+    # The texts are joined outside the claim, so they are read for the one row it returns.
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT q.id, {texts} FROM ({sql}) q JOIN {prompt} p ON p.id = q.prompt_id {completions}", params)
+        return cursor.fetchone()
+
+
+def _lease(row: tuple, *, campaign: Campaign, annotator: User, now: datetime) -> Assignment | None:
+    assignment = lease_if_room(comparison_id=row[0], annotator=annotator, campaign=campaign, now=now)
+    if assignment is not None:
+        assignment.pair_texts = PairTexts.from_row(row[1:])
+    return assignment
 
 
 def lock_annotator(annotator: User) -> None:

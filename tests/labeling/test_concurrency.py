@@ -5,7 +5,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from labeling import services
 from labeling.models import Assignment, AssignmentState, Comparison, ComparisonStatus, Judgment
@@ -89,3 +89,48 @@ def test_a_double_clicked_submit_stores_one_judgment(campaign, alice):
     assert len({r.judgment.pk for r in results}) == 1
     pair.refresh_from_db()
     assert pair.judgments_count == Judgment.objects.count() == 1
+
+
+def test_a_pair_another_annotator_is_claiming_this_instant_is_still_served_while_it_has_room(campaign, alice, bob):
+    """SKIP LOCKED passes over a row another claim holds; with room left (N = 2) "nothing left" would be
+    wrong, so the queue waits for that claim to commit and serves the pair."""
+    campaign.annotations_per_pair = 2
+    campaign.save()
+    [pair] = make_pairs(campaign)
+    claimed, release = threading.Event(), threading.Event()
+    served: dict[str, object] = {}
+
+    def claim_and_hold() -> None:
+        try:
+            with transaction.atomic():
+                served["alice"] = services.assignment_next(campaign=campaign, annotator=alice)
+                claimed.set()
+                release.wait()
+        finally:
+            connection.close()
+
+    def claim() -> None:
+        try:
+            served["bob"] = services.assignment_next(campaign=campaign, annotator=bob)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=claim_and_hold)
+    holder.start()
+    claimed.wait()
+    second = threading.Thread(target=claim)
+    second.start()
+    # Bob's claim either waits on Alice's row lock (then she commits) or has already answered.
+    while second.is_alive() and not _waiting_on_a_lock():
+        second.join(0.01)
+    release.set()
+    holder.join()
+    second.join()
+    assert served["alice"].comparison_id == pair.pk
+    assert served["bob"] is not None and served["bob"].comparison_id == pair.pk
+
+
+def _waiting_on_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        return cursor.fetchone()[0] > 0
