@@ -51,7 +51,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 
-SUFFIXES = ["", " Answer in two sentences.", " Keep it simple."]
+SUFFIXES = [
+    "", " Answer in two sentences.", " Keep it simple.", " Explain it to a child.", " Give one example.",
+    " Be brief.", " Use plain words.", " Answer in one paragraph.",
+]  # fmt: skip
 
 
 def log(message: str) -> None:
