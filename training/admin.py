@@ -41,7 +41,7 @@ def start_dpo_round(
         return action_form_page(
             modeladmin, request, form=form, title="Start a DPO round", intro=intro, submit="Start round",
             template="admin/training/start_round.html",
-            evidence=[_evidence(campaign) for campaign in queryset.order_by("name")],
+            evidence=[_evidence(campaign, form) for campaign in queryset.order_by("name")],
         )  # fmt: skip
     started = []
     for campaign in queryset:
@@ -60,15 +60,20 @@ def start_dpo_round(
     return None
 
 
-def _evidence(campaign: Campaign) -> tuple[Campaign, dict, bool, int]:
-    """What a round of the campaign would stand on now with the form's defaults, and whether the gate can decide."""
+def _evidence(campaign: Campaign, form: RoundConfigForm) -> tuple[Campaign, dict, dict]:
+    """What a round of the campaign would stand on now with the default aggregation, and whether the gate can
+    decide on as many held-out pairs as the form asks for (its default, or what the admin typed in a form sent
+    back with errors; the page's script follows the field as it changes)."""
     evidence = selectors.round_evidence(
-        campaign=campaign,
-        policy=AggregationPolicy(),
-        min_heldout_pairs=settings.TRAINING_GATE_MIN_HELDOUT_PAIRS,
+        campaign=campaign, policy=AggregationPolicy(), min_heldout_pairs=_min_heldout_pairs(form)
     )
     table = selectors.evidence_table([("now", evidence)])
-    return campaign, table, evidence["gate_can_decide"], evidence["min_heldout_pairs"]
+    return campaign, table, evidence
+
+
+def _min_heldout_pairs(form: RoundConfigForm) -> int:
+    typed = form.cleaned_data.get("gate_min_heldout_pairs") if form.is_bound else None
+    return typed or settings.TRAINING_GATE_MIN_HELDOUT_PAIRS
 
 
 @admin.action(description="Pick the next batch for humans (by the campaign's pair selection)")

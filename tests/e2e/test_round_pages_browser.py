@@ -105,5 +105,11 @@ def test_the_admin_start_form_shows_what_a_round_would_stand_on(page, live_serve
     page.click("button[name='index']")
 
     assert page.locator("table.evidence").is_visible() and page.locator("#id_ab_share").is_visible()
-    assert "will not be promoted" in page.inner_text("#content")
+    warning = page.locator("[data-gate-warning]")
+    assert warning.is_visible() and "Fewer than the 50 held-out pairs" in warning.inner_text()
     page.screenshot(path=str(SCREENSHOTS / "training-start-form.png"), full_page=True)
+    # The warning follows the gate's minimum as the admin types it: one settled held-out pair meets 1, not 2.
+    page.fill("#id_gate_min_heldout_pairs", "1")
+    assert warning.is_hidden()
+    page.fill("#id_gate_min_heldout_pairs", "2")
+    assert warning.is_visible() and "Fewer than the 2 held-out pairs" in warning.inner_text()

@@ -182,7 +182,8 @@ def test_start_form_says_what_a_round_would_stand_on_and_lands_on_the_round_page
     response = client.post(changelist, action)
 
     page = response.content.decode()
-    (shown, table, can_decide, _), = response.context["evidence"]
+    (shown, table, counts), = response.context["evidence"]
+    can_decide = counts["gate_can_decide"]
     train, heldout = ({label: cells for label, cells in section["rows"]} for section in table["sections"])
     assert shown == campaign and table["columns"] == ["now"] and not can_decide
     assert train["settled preferences (the rows the round uses)"] == [16]
@@ -192,12 +193,19 @@ def test_start_form_says_what_a_round_would_stand_on_and_lands_on_the_round_page
     assert train["comparisons in all"] == [19]
     assert heldout["settled preferences (the rows the round uses)"] == [2]
     assert heldout["settled on simulated votes alone"] == [1] and heldout["dropped: no counted vote yet"] == [1]
-    assert "Fewer than the 50 held-out pairs the gate needs" in page and "will not be promoted" in page
+    assert '<p class="errornote" data-gate-warning data-heldout="2">' in page  # shown: 2 of the 50 needed
+    assert "<span data-gate-min>50</span> held-out pairs the gate needs (2 settled)" in page
+    assert "will not be promoted" in page
     assert "A/B share" in page and "Queue a generation job with the new policy once promoted." in page
 
     form = client.post(changelist, action).context["form"]
     config = {name: field.initial for name, field in form.fields.items() if field.initial is not None}
     config["lora"] = "on"
+    # Sent back with an error, the form's warning counts against the minimum the admin typed: 2 settled meet 2.
+    resent = client.post(changelist, {**action, **config, "gate_min_heldout_pairs": 2, "beta": -1, "apply": "1"})
+    (_, _, counts), = resent.context["evidence"]
+    assert resent.context["form"].errors and counts["gate_can_decide"] and counts["min_heldout_pairs"] == 2
+    assert '<p class="errornote" data-gate-warning data-heldout="2" hidden>' in resent.content.decode()
     with django_capture_on_commit_callbacks():  # queued, not run: the page is what this test is about
         response = client.post(changelist, {**action, **config, "apply": "1"})
     training_round = TrainingRound.objects.get()
