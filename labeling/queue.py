@@ -298,8 +298,8 @@ def lease_first_free(*, campaign: Campaign, annotator: User, gold: bool, now: da
     It passes over the rows other annotators are claiming at that instant, and a pair one of them takes
     may keep room for this annotator (N > 1), so before answering "nothing left" a second walk waits for
     those claims to commit. A waiting claim must hold no other pair's lock (two of them could wait on each
-    other): it waits only if the first walk found every pair it locked full, none (a rare race: then
-    "nothing left" may be early, as before), and each of its own tries runs in a savepoint, whose rollback
+    other): it waits only if the first walk locked no pair that turned out full (if it did, a rare race,
+    "nothing left" may come early, as before), and each of its own tries runs in a savepoint, whose rollback
     releases a pair that turned out full.
     """
     rejected: list[int] = []
