@@ -1,3 +1,4 @@
+import functools
 import hashlib
 import io
 import math
@@ -33,7 +34,7 @@ from generation.models import (
     ModelVersionStatus,
     ShardStatus,
 )
-from labeling import importers
+from labeling import bulk, importers
 from labeling import services as labeling_services
 from labeling.models import Campaign, Choice, PairSelection, Prompt, Split
 
@@ -218,7 +219,7 @@ class _Pair:
     a: _Side
     b: _Side
 
-    @property
+    @functools.cached_property
     def identical(self) -> bool:
         return _normalized(self.a.sample.text) == _normalized(self.b.sample.text)
 
@@ -306,20 +307,20 @@ def _stored_text(sample: Sample) -> str:
     return sample.text.replace("\x00", "\ufffd")
 
 
-def _completion(*, job: GenerationJob, prompt: Prompt, side: _Side, backend: str) -> Completion:
-    return Completion(
-        prompt=prompt,
-        model_version=side.policy,
-        job=job,
-        text=_stored_text(side.sample),
-        token_ids=side.sample.token_ids,
-        cumulative_logprob=side.sample.cumulative_logprob,
-        finish_reason=side.sample.finish_reason,
-        sampling_params=job.sampling_params,
-        seed=side.seed,
-        backend=backend,
-        is_heldout=prompt.split == Split.HELDOUT,
-    )
+_COMPLETION_COLUMNS = (
+    "prompt", "model_version", "job", "text", "token_ids", "cumulative_logprob", "finish_reason",
+    "sampling_params", "seed", "backend", "is_heldout",
+)  # fmt: skip
+
+
+def _completion_row(*, job: GenerationJob, prompt: Prompt, side: _Side, backend: str, sampling_params: object) -> tuple:
+    """A completion's values in _COMPLETION_COLUMNS' order, for bulk.insert."""
+    sample = side.sample
+    return (
+        prompt.pk, side.policy.pk, job.pk, _stored_text(sample), bulk.json_value(sample.token_ids),
+        sample.cumulative_logprob, sample.finish_reason, sampling_params, side.seed, backend,
+        prompt.split == Split.HELDOUT,
+    )  # fmt: skip
 
 
 def _pair_key(prompt_id: int, text_a: str, text_b: str) -> tuple[int, frozenset[str]]:
@@ -357,10 +358,15 @@ def _store_chunk(
         existing = {_pair_key(*row) for row in selectors.comparison_texts(prompt_ids=[p.prompt.pk for p in pairs])}
         # Identical and duplicate pairs keep their completions (so the job knows
         # the prompt is done) but get no comparison.
-        completions = Completion.objects.bulk_create(
-            _completion(job=job, prompt=pair.prompt, side=side, backend=backend)
-            for pair in pairs
-            for side in (pair.a, pair.b)
+        sampling_params = bulk.json_value(job.sampling_params)
+        completion_ids = bulk.insert(
+            Completion,
+            columns=_COMPLETION_COLUMNS,
+            rows=[
+                _completion_row(job=job, prompt=pair.prompt, side=side, backend=backend, sampling_params=sampling_params)
+                for pair in pairs
+                for side in (pair.a, pair.b)
+            ],
         )
         rows, duplicates = [], 0
         for i, pair in enumerate(pairs):
@@ -371,7 +377,7 @@ def _store_chunk(
                 duplicates += 1
                 continue
             existing.add(key)
-            rows.append((pair.prompt.pk, completions[2 * i].pk, completions[2 * i + 1].pk))
+            rows.append((pair.prompt.pk, completion_ids[2 * i], completion_ids[2 * i + 1]))
         labeling_services.comparisons_create(rows=rows)
         GenerationSkip.objects.bulk_create(
             GenerationSkip(job=job, prompt=skip.prompt, reason=skip.rejection.reason[:500], detail=skip.rejection.detail)

@@ -15,7 +15,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from tqdm import tqdm
 
-from labeling import authentication, importers, queue, selection, selectors
+from labeling import authentication, bulk, importers, queue, selection, selectors
 from labeling.models import (
     SIMULATED_GROUP,
     Assignment,
@@ -638,8 +638,10 @@ def comparisons_create(*, rows: list[tuple[int, int, int]]) -> int:
     its prompt's priority, which the work queue sorts on.
     """
     priorities = dict(Prompt.objects.filter(pk__in={prompt_id for prompt_id, _, _ in rows}).values_list("pk", "priority"))
-    comparisons = Comparison.objects.bulk_create(
-        Comparison(prompt_id=prompt_id, completion_a_id=a_id, completion_b_id=b_id, priority=priorities[prompt_id])
-        for prompt_id, a_id, b_id in rows
+    return len(
+        bulk.insert(
+            Comparison,
+            columns=("prompt", "completion_a", "completion_b", "priority"),
+            rows=[(prompt_id, a_id, b_id, priorities[prompt_id]) for prompt_id, a_id, b_id in rows],
+        )
     )
-    return len(comparisons)
