@@ -163,7 +163,9 @@ class AnnotatorQualitySerializer(serializers.Serializer):
     tie_rate = serializers.FloatField(allow_null=True)
     both_bad_rate = serializers.FloatField(allow_null=True)
     reliability = serializers.FloatField(
-        allow_null=True, help_text="Estimated probability of a correct answer (Dawid-Skene over these judgments)."
+        allow_null=True,
+        help_text="Estimated probability of a correct answer (Dawid-Skene over these judgments); null when none of "
+        "theirs is on a pair shared with another annotator or on a gold pair.",
     )
     reliability_low = serializers.FloatField(allow_null=True, help_text="95% Beta posterior interval, low end.")
     reliability_high = serializers.FloatField(allow_null=True, help_text="95% Beta posterior interval, high end.")

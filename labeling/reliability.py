@@ -18,7 +18,8 @@ The core (`dawid_skene`) is Django-free numpy; `campaign_reliability` loads a
 campaign's judgments and calls it.
 
 Reliability is the annotator's expected probability of a correct answer on the
-pairs they judged, under the fitted model. Its interval is a 95% Beta posterior
+pairs they judged that are evidence of it (shared with another annotator, or gold;
+an annotator with none gets no estimate), under the fitted model. Its interval is a 95% Beta posterior
 interval on that many expected-correct answers out of their judgment count
 (Beta(1 + correct, 1 + wrong), Jeffreys would differ little): it treats the
 latent truths as known, so it is narrower than a bootstrap over pairs would be.
@@ -53,7 +54,7 @@ class Observation:
 
 @dataclass(frozen=True)
 class AnnotatorReliability:
-    judgments: int
+    judgments: int  # those the estimate stands on: on pairs shared with another annotator, or gold
     reliability: float  # expected probability that an answer of theirs is correct
     low: float  # 95% Beta posterior interval of it
     high: float
@@ -152,10 +153,16 @@ def dawid_skene(
 
     # Expected correctness of each judgment: sum over truths of P(truth) * P(answering it right | truth, order).
     correct = sum(q[which, t] * confusion[who, shown[:, t], shown[:, t]] for t in range(CLASSES))
+    # A pair only its own annotator judged, and not gold, says nothing of them: its posterior is their own
+    # answer, so it would count as right. Only pairs shared with another annotator, or gold, are evidence.
+    judges = np.bincount(np.unique(which * len(annotators) + who) // len(annotators), minlength=len(items))
+    evidence = (judges[which] > 1) | is_gold[which]
     result: dict[Hashable, AnnotatorReliability] = {}
     for index, annotator in enumerate(annotators):
-        mine = who == index
+        mine = (who == index) & evidence
         n = int(mine.sum())
+        if n == 0:
+            continue  # no estimate rather than the prior's
         right = float(correct[mine].sum())
         low, high = beta.ppf([0.025, 0.975], 1 + right, 1 + n - right)
         result[annotator] = AnnotatorReliability(

@@ -107,6 +107,23 @@ def test_ties_and_both_bad_are_the_neither_class():
     assert p_neither > max(p_a, p_b)
 
 
+def test_only_pairs_shared_with_another_annotator_or_gold_are_evidence_of_reliability():
+    # "solo" judges pairs 0-9 alone and answers them wrongly half the time: nothing shows it, as nobody
+    # else judged them. On pairs 10-13 "solo" and "pair" both judge; "solo" disagrees on gold pair 14.
+    observations = [Observation("solo", item, "a" if item % 2 else "b", True) for item in range(10)]
+    observations += [Observation(who, item, "a", True) for item in range(10, 14) for who in ("solo", "pair")]
+    observations += [Observation("solo", 14, "b", True), Observation("loner", 15, "a", True)]
+
+    result = dawid_skene(observations, gold={14: "a"})
+
+    solo = result.annotators["solo"]
+    assert solo.judgments == 5  # pairs 10-13 and gold pair 14, not the ten it judged alone
+    assert solo.reliability < 0.9  # one of the five is a wrong gold answer
+    # An annotator with no shared or gold pair gets no estimate, rather than the prior's near-certain one.
+    assert "loner" not in result.annotators
+    assert result.winner_posterior(15, "a") > 0.5  # the pair itself still gets a posterior
+
+
 def test_no_judgments_give_an_empty_result():
     result = dawid_skene([])
     assert result.annotators == {} and result.posteriors == {}
