@@ -79,7 +79,9 @@ def test_run_loop_works_on_a_scratch_copy_and_closes_the_loop_there(tmp_path: Pa
     ]
     for score, training_round in zip(report["rounds"][1:], rounds):
         if training_round.status == RoundStatus.PROMOTED:
-            assert score["kl"] > 0
+            # Its Monte-Carlo KL over 2 samples per prompt is exactly 0 only for round 0's own weights; a
+            # policy one small round away can read below 0 (-0.036 in CI on bfloat16 CPU sampling).
+            assert score["kl"] != 0
     assert all(0.0 <= w <= 1.0 for w in report["win_rates"])
     assert (tmp_path / "loop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out
