@@ -17,7 +17,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -61,17 +61,16 @@ def _heldout_q() -> Q:
     return Q(prompt__split=Split.HELDOUT) | Q(completion_a__is_heldout=True) | Q(completion_b__is_heldout=True)
 
 
-def _still_undoable(*, sources: tuple[str, ...]) -> Exists:
+def _still_undoable(*, sources: tuple[str, ...], as_of: datetime) -> Exists:
     """Whether the comparison has a counted judgment whose answer may still change: one its annotator
     reopened (undo), or a human answer (or revision) given within LABELING_UNDO_WINDOW_S, which its
-    annotator may still undo. Scripted annotators' answers are final when stored (they undo only by
+    annotator may still undo, at `as_of`. Scripted annotators' answers are final when stored (they undo only by
     reopening, caught by the first case); imported ones cannot be undone."""
-    now = timezone.now()
-    cutoff = now - timedelta(seconds=settings.LABELING_UNDO_WINDOW_S)
+    cutoff = as_of - timedelta(seconds=settings.LABELING_UNDO_WINDOW_S)
     in_window = Q(created_at__gt=cutoff) | Q(revisions__revised_at__gt=cutoff)
     return Exists(
         Judgment.objects.filter(comparison=OuterRef("pk"), source__in=sources).filter(
-            Q(reopened_until__gt=now) | (Q(source=JudgmentSource.HUMAN) & in_window)
+            Q(reopened_until__gt=as_of) | (Q(source=JudgmentSource.HUMAN) & in_window)
         )
     )
 
@@ -89,9 +88,12 @@ OUTCOMES = {
 }
 
 
-def _comparisons_voted(*, campaign: Campaign, split: str, policy: AggregationPolicy) -> QuerySet[Comparison]:
+def _comparisons_voted(
+    *, campaign: Campaign, split: str, policy: AggregationPolicy, as_of: datetime | None = None
+) -> QuerySet[Comparison]:
     """Every comparison of the split, annotated with its votes, its `chosen_side` ("a", "b" or "") and its
-    `outcome` (a key of OUTCOMES)."""
+    `outcome` (a key of OUTCOMES), settled or not as of `as_of` (default: now). Queries that must agree (a
+    round's two exports and its evidence) pass the same instant: an answer's undo window may close between them."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}")
     qs = Comparison.objects.filter(prompt__campaign=campaign)
@@ -138,7 +140,7 @@ def _comparisons_voted(*, campaign: Campaign, split: str, policy: AggregationPol
     settling = []
     if policy.settled_only:
         # Settled: all N votes are in (or a data set's label was imported) and none can still be undone.
-        qs = qs.annotate(undoable=_still_undoable(sources=policy.sources))
+        qs = qs.annotate(undoable=_still_undoable(sources=policy.sources, as_of=as_of or timezone.now()))
         unsettled = (~Q(n_judged__gte=campaign.annotations_per_pair) & ~Q(n_imported__gt=0)) | Q(undoable=True)
         settling = [When(unsettled, then=Value("unsettled"))]
     return qs.annotate(
@@ -154,23 +156,36 @@ def _comparisons_voted(*, campaign: Campaign, split: str, policy: AggregationPol
     )
 
 
-def preferences_queryset(*, campaign: Campaign, split: str, policy: AggregationPolicy) -> QuerySet[Comparison]:
+def preferences_queryset(
+    *, campaign: Campaign, split: str, policy: AggregationPolicy, as_of: datetime | None = None
+) -> QuerySet[Comparison]:
     """The comparisons that aggregate to a preference row, annotated with their votes, in export order."""
-    return _comparisons_voted(campaign=campaign, split=split, policy=policy).filter(outcome="kept").order_by("id")
+    voted = _comparisons_voted(campaign=campaign, split=split, policy=policy, as_of=as_of)
+    return voted.filter(outcome="kept").order_by("id")
 
 
-def preferences_outcomes(*, campaign: Campaign, split: str, policy: AggregationPolicy) -> dict[str, int]:
+def preferences_outcomes(
+    *, campaign: Campaign, split: str, policy: AggregationPolicy, as_of: datetime | None = None
+) -> dict[str, int]:
     """How many of the split's comparisons each OUTCOME has under `policy` (every key, zeros included)."""
     counts = dict.fromkeys(OUTCOMES, 0)
     # Counted here, not in SQL: the outcome is computed from aggregates, and SQL cannot group by those.
-    for outcome in _comparisons_voted(campaign=campaign, split=split, policy=policy).values_list("outcome", flat=True):
+    voted = _comparisons_voted(campaign=campaign, split=split, policy=policy, as_of=as_of)
+    for outcome in voted.values_list("outcome", flat=True):
         counts[outcome] += 1
     return counts
 
 
-def preferences_count(*, campaign: Campaign, split: str, policy: AggregationPolicy, judged_after: Any = None) -> int:
-    """How many rows an export would have now; with `judged_after`, only pairs judged since then."""
-    qs = preferences_queryset(campaign=campaign, split=split, policy=policy)
+def preferences_count(
+    *,
+    campaign: Campaign,
+    split: str,
+    policy: AggregationPolicy,
+    judged_after: Any = None,
+    as_of: datetime | None = None,
+) -> int:
+    """How many rows an export would have now (or `as_of`); with `judged_after`, only pairs judged since then."""
+    qs = preferences_queryset(campaign=campaign, split=split, policy=policy, as_of=as_of)
     if judged_after is not None:
         qs = qs.filter(last_judged_at__gt=judged_after)
     return qs.count()
@@ -257,19 +272,21 @@ def _schema(conversational: bool) -> pa.Schema:
     )
 
 
-def is_conversational(*, campaign: Campaign, split: str, policy: AggregationPolicy, prompt_format: str) -> bool:
+def is_conversational(
+    *, campaign: Campaign, split: str, policy: AggregationPolicy, prompt_format: str, as_of: datetime | None = None
+) -> bool:
     if prompt_format not in PROMPT_FORMATS:
         raise ValueError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}")
     if prompt_format == "chat":
         return True
-    qs = preferences_queryset(campaign=campaign, split=split, policy=policy)
+    qs = preferences_queryset(campaign=campaign, split=split, policy=policy, as_of=as_of)
     return qs.filter(prompt__messages__isnull=False).exists()
 
 
 def preference_rows(
-    *, campaign: Campaign, split: str, policy: AggregationPolicy, conversational: bool
+    *, campaign: Campaign, split: str, policy: AggregationPolicy, conversational: bool, as_of: datetime | None = None
 ) -> Iterator[dict[str, Any]]:
-    qs = preferences_queryset(campaign=campaign, split=split, policy=policy).select_related(
+    qs = preferences_queryset(campaign=campaign, split=split, policy=policy, as_of=as_of).select_related(
         "prompt", "completion_a__model_version", "completion_b__model_version"
     )
     reliability = campaign_reliability(campaign=campaign, sources=policy.sources)
@@ -340,14 +357,19 @@ def export_to_file(
     path: Path,
     prompt_format: str = "chat",
     on_row: Callable[[], None] | None = None,
+    as_of: datetime | None = None,
 ) -> ExportResult:
-    """Write the export to `path` atomically (a temporary sibling renamed into place)."""
+    """Write the export to `path` atomically (a temporary sibling renamed into place), settled as of `as_of`
+    (default: when it starts)."""
+    as_of = as_of or timezone.now()
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    conversational = is_conversational(campaign=campaign, split=split, policy=policy, prompt_format=prompt_format)
-    rows = preference_rows(campaign=campaign, split=split, policy=policy, conversational=conversational)
+    conversational = is_conversational(
+        campaign=campaign, split=split, policy=policy, prompt_format=prompt_format, as_of=as_of
+    )
+    rows = preference_rows(campaign=campaign, split=split, policy=policy, conversational=conversational, as_of=as_of)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as out:

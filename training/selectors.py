@@ -1,10 +1,11 @@
 import json
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db.models import F, Q, QuerySet
+from django.utils import timezone
 
 from generation.models import ModelVersion
 from labeling.models import Campaign, ComparisonStatus, Judgment, JudgmentSource, Split
@@ -41,16 +42,21 @@ def preferences_new_count(*, campaign: Campaign, policy: AggregationPolicy) -> i
     )
 
 
-def round_evidence(*, campaign: Campaign, policy: AggregationPolicy, min_heldout_pairs: int) -> dict:
-    """What a round would stand on now: per split, the settled preferences (`settled`, also per source), and
+def round_evidence(
+    *, campaign: Campaign, policy: AggregationPolicy, min_heldout_pairs: int, as_of: datetime | None = None
+) -> dict:
+    """What a round would stand on now (or `as_of`): per split, the settled preferences (`settled`, also per source), and
     every other comparison of the split with the reason it gives no row (`dropped`, keys of
     training.export.OUTCOMES; `unsettled` is one of them); and whether the held-out ones are enough for the
     gate to decide."""
+    as_of = as_of or timezone.now()  # every count below at the same instant
     counts: dict = {}
     for split in (Split.TRAIN, Split.HELDOUT):
-        outcomes = preferences_outcomes(campaign=campaign, split=split, policy=policy)
+        outcomes = preferences_outcomes(campaign=campaign, split=split, policy=policy, as_of=as_of)
         by_source = {
-            source: preferences_count(campaign=campaign, split=split, policy=replace(policy, sources=(source,)))
+            source: preferences_count(
+                campaign=campaign, split=split, policy=replace(policy, sources=(source,)), as_of=as_of
+            )
             for source in JudgmentSource.values
         }
         settled = outcomes.pop("kept")

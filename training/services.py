@@ -5,6 +5,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +77,9 @@ def snapshot_create(
     prompt_format: str = "chat",
     path: Path | None = None,
     progress: bool = False,
+    as_of: datetime | None = None,
 ) -> PreferenceSnapshot:
-    """Export the campaign's aggregated preferences to a file and record it.
+    """Export the campaign's aggregated preferences, settled as of `as_of` (default: now), to a file and record it.
 
     Without `path` the file goes under ARTIFACTS_DIR/snapshots/, named by its
     content hash: exporting unchanged data again rewrites the same file.
@@ -85,7 +87,8 @@ def snapshot_create(
     policy = policy or AggregationPolicy()
     directory = artifacts_dir() / "snapshots" / f"campaign-{campaign.pk}"
     target = Path(path) if path else directory / f".{split}-{uuid.uuid4().hex}.{fmt}"
-    total = preferences_count(campaign=campaign, split=split, policy=policy) if progress else None
+    as_of = as_of or timezone.now()
+    total = preferences_count(campaign=campaign, split=split, policy=policy, as_of=as_of) if progress else None
     with tqdm(total=total, unit="row", desc=f"exporting {campaign.name} ({split})", disable=not progress) as bar:
         result = export_to_file(
             campaign=campaign,
@@ -95,6 +98,7 @@ def snapshot_create(
             path=target,
             prompt_format=prompt_format,
             on_row=lambda: bar.update(1),
+            as_of=as_of,
         )
     final = result.path
     if path is None:
@@ -165,11 +169,12 @@ def round_start(
     return training_round
 
 
-def _evidence(*, campaign: Campaign, config: RoundConfig) -> dict:
+def _evidence(*, campaign: Campaign, config: RoundConfig, as_of: datetime | None = None) -> dict:
     return selectors.round_evidence(
         campaign=campaign,
         policy=AggregationPolicy.from_dict(config.aggregation),
         min_heldout_pairs=config.gate_min_heldout_pairs,
+        as_of=as_of,
     )
 
 
@@ -313,11 +318,15 @@ def _round_train(training_round: TrainingRound, reporter: _RoundReporter) -> Non
     config = RoundConfig.from_dict(training_round.config)
     policy = AggregationPolicy.from_dict(config.aggregation)
     campaign = training_round.campaign
-    train = snapshot_create(campaign=campaign, split=Split.TRAIN, policy=policy)
-    heldout = snapshot_create(campaign=campaign, split=Split.HELDOUT, policy=policy)
+    # One instant for both exports and the evidence, so the page's "at export" counts are the rows trained on
+    # (an answer's undo window may close between the queries).
+    as_of = timezone.now()
+    train = snapshot_create(campaign=campaign, split=Split.TRAIN, policy=policy, as_of=as_of)
+    heldout = snapshot_create(campaign=campaign, split=Split.HELDOUT, policy=policy, as_of=as_of)
     training_round.snapshot, training_round.heldout_snapshot = train, heldout
     # Judgments that arrived since the start count here: this is what the round trained on.
-    training_round.evidence = {**training_round.evidence, "export": _evidence(campaign=campaign, config=config)}
+    evidence = _evidence(campaign=campaign, config=config, as_of=as_of)
+    training_round.evidence = {**training_round.evidence, "export": evidence}
     training_round.save(update_fields=["snapshot", "heldout_snapshot", "evidence"])
     reporter.mark("exported")
     seconds = reporter.marks["exported"]

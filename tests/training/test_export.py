@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from generation.selectors import prompt_model_input
 from labeling.models import Judgment, JudgmentRevision, JudgmentSource, Split
-from training import export, services
+from training import export, selectors, services
 from training.config import JUDGMENT_SOURCES
 from training.export import AggregationPolicy
 from training.models import PreferenceSnapshot
@@ -120,6 +120,25 @@ def test_a_human_answer_inside_its_undo_window_does_not_settle_its_pair(campaign
     assert [r["comparison_id"] for r in rows(campaign, settled_only=False)] == [fresh.pk, old.pk]
     settings.LABELING_UNDO_WINDOW_S = 1
     assert [r["comparison_id"] for r in rows(campaign)] == [fresh.pk, old.pk]
+
+
+def test_an_export_and_its_evidence_count_the_undo_window_at_the_instant_they_are_given(campaign, pairs, settings, tmp_path):
+    # A round exports both splits and then counts its evidence: an answer's window may close in between,
+    # and the round page said 15 settled "at export" when the round trained on 14. One `as_of` for all.
+    settings.LABELING_UNDO_WINDOW_S = 10
+    answered = pairs.pair(votes=["a"], text="answered 20 s ago", answered_ago=timedelta(seconds=20))
+    policy = AggregationPolicy()
+    answered_at = Judgment.objects.get(comparison=answered).created_at
+    in_window = answered_at + timedelta(seconds=5)
+
+    snapshot = services.snapshot_create(campaign=campaign, policy=policy, path=tmp_path / "a.jsonl", as_of=in_window)
+    evidence = selectors.round_evidence(campaign=campaign, policy=policy, min_heldout_pairs=1, as_of=in_window)
+
+    # Counted at `in_window`, not when the queries ran (the window has closed since): still undoable then.
+    assert snapshot.row_count == evidence[Split.TRAIN]["settled"] == 0
+    assert evidence[Split.TRAIN]["unsettled"] == 1
+    after_window = answered_at + timedelta(seconds=11)
+    assert export.preferences_count(campaign=campaign, split=Split.TRAIN, policy=policy, as_of=after_window) == 1
 
 
 def test_a_reopened_or_recently_revised_judgment_does_not_settle_its_pair(campaign, pairs, settings):
