@@ -47,6 +47,9 @@ At the defaults on 2 Xeon cores (bfloat16 natively), 7 to 9 minutes. Measured th
   every round gated). 526 s wall, 488 s CPU.
 - --oracle gloomy, the same defaults: all 18 rounds gated, every win rate 0.5: about 20 decisive training
   pairs a round do not move the gate's lower bound over 0.5. 445 s wall, 383 s CPU.
+- --oracle positive --seed 1: random/clean 0.5, 0.688, 0.688, 0.688; uncertainty/clean 0.5, 0.5, 0.5, 0.731
+  (ratio 0.938); noisy drops: majority 0.231, reliability 0.0145, the reverse of seed 0's. One seed decides
+  nothing here: the bars need the summary over several seeds. 531 s wall.
 Earlier, on 2 shared cores, smoke runs that prove the machinery, not the bars:
 - --rounds 1 --budget 24 --prompts 60 --gate-min-pairs 10: 934 s wall, 370 s CPU; every run
   labeled exactly 24 training judgments (8 picked pairs x 3) plus 30 held-out ones, and every round
