@@ -111,7 +111,7 @@ def synthetic_campaign(*, pairs: int, heldout: int):
     from django.utils import timezone
 
     from generation.models import Completion, ModelVersion
-    from labeling.models import Assignment, Campaign, Comparison, Judgment, Prompt, Split
+    from labeling.models import Assignment, Campaign, Comparison, Judgment, Prompt, Split, pair_digest
 
     campaign = Campaign.objects.create(name="bench")
     policy = ModelVersion.objects.create(name="bench-base", base_path=str(settings.TINY_MODEL_DIR))
@@ -145,7 +145,11 @@ def synthetic_campaign(*, pairs: int, heldout: int):
     comparisons = Comparison.objects.bulk_create(
         [
             Comparison(
-                prompt=p, completion_a=completions[2 * i], completion_b=completions[2 * i + 1], judgments_count=1
+                prompt=p,
+                completion_a=completions[2 * i],
+                completion_b=completions[2 * i + 1],
+                texts_digest=pair_digest(completions[2 * i].text, completions[2 * i + 1].text),
+                judgments_count=1,
             )
             for i, p in enumerate(prompts)
         ],

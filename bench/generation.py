@@ -12,8 +12,8 @@ per-prompt seeds, after warming every engine up:
 - ours: a GenerationJob run end to end over the whole set, over-long prompts
   included (--over-long of it, 5% by default: each is skipped and named, and
   `skipped` reports how many): prompts read from the database, generate calls
-  queued chunk by chunk, completions and comparisons written per chunk (on the
-  job's storing thread, while the engine samples the next chunk);
+  queued chunk by chunk, completions and comparisons written per chunk (by the
+  worker's storing process, while the engine samples the next chunk);
 - transformers: the same job with GENERATION_BACKEND=transformers.
 
 Rates count the completions of the prompts that fit, for all three.
@@ -24,10 +24,10 @@ generate the same tokens, and our job stores every pair as new). Both paths are
 warmed once over the whole set first (the engine's prefix cache then holds every
 prompt for both). The keys report each path's best round (the least disturbed
 one), the median of the per-round ratios, and CPU seconds of this process per
-completion: under load, the CPU figures are the ones to trust, since wall time
-counts the other processes on the cores. (With DATABASE_URL set to PostgreSQL,
-the database server's CPU is not this process's: the default SQLite file counts
-the storing too.)
+completion (ours: with its storing process's): under load, the CPU figures are
+the ones to trust, since wall time counts the other processes on the cores. (With
+DATABASE_URL set to PostgreSQL, the database server's CPU is not counted: the
+default SQLite file counts the storing's queries too.)
 Unless the environment says otherwise, every path runs one unbound compute
 thread (OMP_NUM_THREADS=1, VLLM_CPU_OMP_THREADS_BIND=nobind): vLLM on 2 cores
 already drops to one thread, and pinned to a core that other processes also
@@ -115,7 +115,9 @@ def main() -> None:
     database = setup_database()
     from django.conf import settings
 
-    from generation import selectors, services, tiny_model
+    from django.db import connection
+
+    from generation import selectors, services, store_process, tiny_model
     from generation.backends import SamplingConfig, encode_batch, get_generator
     from generation.models import Completion, JobStatus
     from labeling.models import Prompt
@@ -130,14 +132,20 @@ def main() -> None:
     inputs_every = [selectors.prompt_model_input(p) for p in every]
     skipped = []
 
+    def storing_cpu() -> float:
+        """CPU seconds of the storing process (generation.store_process) so far: ours counts them too."""
+        return store_process.submit(connection.settings_dict, time.process_time).result()
+
     def job_run(backend: str, seed: int) -> tuple[float, float]:
         settings.GENERATION_BACKEND = backend
         job = services.generation_job_create(
             campaign=campaign, policy=policy, seed=seed, max_tokens=args.max_tokens, only_missing=False
         )
+        storing = storing_cpu()
         start, cpu = time.perf_counter(), time.process_time()
         job = services.generation_job_run(job=job)
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        cpu += storing_cpu() - storing
         assert job.status == JobStatus.SUCCEEDED and job.done == len(every), job.error
         assert Completion.objects.filter(job=job).count() == completions
         skipped.append(job.skipped)

@@ -1,5 +1,3 @@
-from collections.abc import Iterator
-
 from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
@@ -61,11 +59,9 @@ def shard_prompts_todo(*, shard: GenerationShard) -> QuerySet[Prompt]:
     )
 
 
-def comparison_texts(*, prompt_ids: list[int]) -> Iterator[tuple[int, str, str]]:
-    """(prompt id, text a, text b) of every comparison of these prompts: what a new pair must not repeat."""
-    return Comparison.objects.filter(prompt_id__in=prompt_ids).values_list(
-        "prompt_id", "completion_a__text", "completion_b__text"
-    ).iterator()
+def comparison_digests(*, prompt_ids: list[int]) -> set[tuple[int, str]]:
+    """(prompt id, texts digest) of every comparison of these prompts: what a new pair must not repeat."""
+    return set(Comparison.objects.filter(prompt_id__in=prompt_ids).values_list("prompt_id", "texts_digest"))
 
 
 def job_sampled(*, job: GenerationJob) -> int:

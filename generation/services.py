@@ -8,7 +8,7 @@ import time
 import traceback
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,12 +16,12 @@ from celery import current_app
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
-from generation import selectors, tasks
+from generation import selectors, store_process, tasks
 from generation.backends import Generator, OnFinished, Rejection, Sample, SamplingConfig, Stopped, get_generator
 from generation.models import (
     Completion,
@@ -36,7 +36,7 @@ from generation.models import (
 )
 from labeling import bulk, importers
 from labeling import services as labeling_services
-from labeling.models import Campaign, Choice, PairSelection, Prompt, Split
+from labeling.models import Campaign, Choice, PairSelection, Prompt, Split, pair_digest
 
 FINISHED_STATES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
@@ -323,10 +323,6 @@ def _completion_row(*, job: GenerationJob, prompt: Prompt, side: _Side, backend:
     )  # fmt: skip
 
 
-def _pair_key(prompt_id: int, text_a: str, text_b: str) -> tuple[int, frozenset[str]]:
-    return prompt_id, frozenset({_normalized(text_a), _normalized(text_b)})
-
-
 _STORED_COUNTS = ("done", "skipped_identical", "skipped", "duplicates")
 
 
@@ -355,7 +351,7 @@ def _store_chunk(
         fresh = [d for d in drawn if d.prompt.pk not in stored]
         pairs = [d for d in fresh if isinstance(d, _Pair)]
         skips = [d for d in fresh if isinstance(d, _Skip)]
-        existing = {_pair_key(*row) for row in selectors.comparison_texts(prompt_ids=[p.prompt.pk for p in pairs])}
+        existing = selectors.comparison_digests(prompt_ids=[p.prompt.pk for p in pairs])
         # Identical and duplicate pairs keep their completions (so the job knows
         # the prompt is done) but get no comparison.
         sampling_params = bulk.json_value(job.sampling_params)
@@ -372,12 +368,12 @@ def _store_chunk(
         for i, pair in enumerate(pairs):
             if pair.identical:
                 continue
-            key = _pair_key(pair.prompt.pk, _stored_text(pair.a.sample), _stored_text(pair.b.sample))
-            if key in existing:
+            digest = pair_digest(_stored_text(pair.a.sample), _stored_text(pair.b.sample))
+            if (pair.prompt.pk, digest) in existing:
                 duplicates += 1
                 continue
-            existing.add(key)
-            rows.append((pair.prompt.pk, completion_ids[2 * i], completion_ids[2 * i + 1]))
+            existing.add((pair.prompt.pk, digest))
+            rows.append((pair.prompt.pk, completion_ids[2 * i], completion_ids[2 * i + 1], digest))
         labeling_services.comparisons_create(rows=rows)
         GenerationSkip.objects.bulk_create(
             GenerationSkip(job=job, prompt=skip.prompt, reason=skip.rejection.reason[:500], detail=skip.rejection.detail)
@@ -394,21 +390,21 @@ def _store_chunk(
 class _ChunkStore:
     """A shard's chunks stored one at a time, in order, each while the engine samples the next one.
 
-    In autocommit (a worker, `generate_pairs`) a chunk is stored on a thread of
-    its own with its own database connection: the sampling thread keeps stepping
-    the engine through the store's Python, its queries and its commit (which
-    waits on the disk, or on PostgreSQL's round trip and flush; on a GPU host,
-    the engine's step waits on the device). Inside a caller's transaction (a test)
-    the rows must join that transaction, so each chunk is stored inline.
+    In autocommit (a worker, `generate_pairs`) a chunk is stored by the worker's
+    storing process (generation.store_process), with its own database connection:
+    the sampling thread keeps stepping the engine through the store's Python, its
+    queries and its commit. Inside a caller's transaction (a test) the rows must
+    join that transaction, and an in-memory SQLite database (the test suite's on
+    SQLite) is this process's alone: there each chunk is stored inline.
     """
 
     def __init__(self, *, job: GenerationJob, shard: GenerationShard, backend: str, progress: "_Progress") -> None:
         self.job, self.shard, self.backend, self.progress = job, shard, backend, progress
-        self._pool = (
-            None
-            if transaction.get_connection().in_atomic_block
-            else ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"generation-store-{shard.pk}")
-        )
+        connection = transaction.get_connection()
+        inline = connection.in_atomic_block or (connection.vendor == "sqlite" and connection.is_in_memory_db())
+        self._database = None if inline else connection.settings_dict
+        if self._database is not None:
+            store_process.start(self._database)  # its set-up overlaps the engine's loading
         self._prompts = 0  # of the chunk being stored
 
     def __enter__(self) -> "_ChunkStore":
@@ -417,21 +413,20 @@ class _ChunkStore:
     def __exit__(self, *exc_info: object) -> None:
         # Left by an exception (a store is still running only then): that store ends before the run
         # marks the shard failed, and the exception being raised is the one reported. Then the
-        # thread's connection is closed (Django's connections are per thread).
+        # storing process closes its connection, which it keeps for one shard only.
         if self.progress.store is not None:
             self.progress.store.exception()
-        if self._pool is not None:
-            self._pool.submit(connections.close_all).result()
-            self._pool.shutdown()
+        if self._database is not None:
+            store_process.submit(self._database, store_process.close_connections).result()
 
     def put(self, drawn: list[_Pair | _Skip]) -> None:
         """Start storing a chunk (after wait() for the one before)."""
         options = {"job": self.job, "shard": self.shard, "drawn": drawn, "backend": self.backend}
-        if self._pool is None:
+        if self._database is None:
             future: Future = Future()
             future.set_result(_store_chunk(**options))
         else:
-            future = self._pool.submit(_store_chunk, **options)
+            future = store_process.submit(self._database, _store_chunk, **options)
         self.progress.store, self._prompts = future, len(drawn)
 
     def wait(self) -> bool:
@@ -600,12 +595,12 @@ def _shard_run(
         generator = get_generator()
         size = settings.GENERATION_CHUNK_SIZE
         chunks = [todo[start : start + size] for start in range(0, len(todo), size)]
-        # Chunks queued behind the one being collected, about twice as many samples
-        # as the engine runs at once: it keeps sampling them while the oldest
-        # chunk waits for its longest sample. On the tiny model, sampling chunk
-        # by chunk cost ~20% of raw vLLM throughput, one chunk ahead ~10%.
-        ahead = math.ceil(generator.capacity(job.policy) / size) if chunks else 0  # loads the engine
         with _ChunkStore(job=job, shard=shard, backend=generator.name, progress=progress) as store:
+            # Chunks queued behind the one being collected, about twice as many samples
+            # as the engine runs at once: it keeps sampling them while the oldest
+            # chunk waits for its longest sample. On the tiny model, sampling chunk
+            # by chunk cost ~20% of raw vLLM throughput, one chunk ahead ~10%.
+            ahead = math.ceil(generator.capacity(job.policy) / size) if chunks else 0  # loads the engine
             for number in range(len(chunks)):
                 phase(JobPhase.SAMPLING)
                 while len(draws) <= ahead and number + len(draws) < len(chunks):
@@ -769,14 +764,13 @@ def preferences_import(*, campaign: Campaign, stream: io.TextIOBase, source: str
                 if prompt_split != split:
                     other_split.add(pk)
         # The rule generation keeps too: a prompt never gets a second pair of the same two answers.
-        existing: set[tuple[int, frozenset[str]]] = set()
+        existing: set[tuple[int, str]] = set()
         prompt_ids = list(prompts.values())
         for start in range(0, len(prompt_ids), _IMPORT_BATCH):
-            texts = selectors.comparison_texts(prompt_ids=prompt_ids[start : start + _IMPORT_BATCH])
-            existing |= {_pair_key(*row) for row in texts}
+            existing |= selectors.comparison_digests(prompt_ids=prompt_ids[start : start + _IMPORT_BATCH])
         fresh = []
         for row in distinct:
-            key = _pair_key(prompts[row.prompt.content_hash], row.chosen, row.rejected)
+            key = (prompts[row.prompt.content_hash], pair_digest(row.chosen, row.rejected))
             if key not in existing:
                 existing.add(key)
                 fresh.append(row)
@@ -817,5 +811,6 @@ def _store_imported_pairs(
         digest = hashlib.sha256(f"{row.prompt.content_hash}:{row.chosen}:{row.rejected}".encode()).digest()
         chosen_is_a = digest[0] % 2 == 0
         a, b = (chosen, rejected) if chosen_is_a else (rejected, chosen)
-        judged.append((prompts[row.prompt.content_hash], a, b, Choice.A if chosen_is_a else Choice.B))
+        digest = pair_digest(row.chosen, row.rejected)
+        judged.append((prompts[row.prompt.content_hash], a, b, digest, Choice.A if chosen_is_a else Choice.B))
     return labeling_services.comparisons_create_judged(rows=judged, gold=use_as == "gold")

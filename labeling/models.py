@@ -1,3 +1,4 @@
+import hashlib
 from datetime import timedelta
 
 from django.conf import settings
@@ -146,6 +147,14 @@ class ComparisonStatus(models.TextChoices):
     RETIRED = "retired", "Retired"
 
 
+def pair_digest(text_a: str, text_b: str) -> str:
+    """The key of a pair's two answers, whichever side each is on and however their whitespace runs: a
+    prompt never gets a second comparison of the same two answers (generation and preference imports
+    skip a pair whose key the prompt has), and the check reads keys, not every earlier pair's texts."""
+    a, b = sorted(" ".join(text.split()) for text in (text_a, text_b))
+    return hashlib.sha256(f"{len(a)}:{a}{b}".encode()).hexdigest()[:32]
+
+
 class Comparison(models.Model):
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
     completion_a = models.ForeignKey("generation.Completion", on_delete=models.PROTECT, related_name="+")
@@ -169,6 +178,9 @@ class Comparison(models.Model):
         blank=True,
         help_text="The policy's implicit reward margin, beta * (log-ratio of a - log-ratio of b) against its "
         "reference, when the pair was scored; near 0: the policy cannot tell the two apart.",
+    )
+    texts_digest = models.CharField(
+        max_length=32, editable=False, help_text="pair_digest of the two answers' texts (set on save when empty)."
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -199,6 +211,12 @@ class Comparison(models.Model):
 
     def __str__(self) -> str:
         return f"Comparison {self.pk}"
+
+    def save(self, *args, **kwargs) -> None:
+        # The bulk writers (labeling.services.comparisons_create and _judged) pass the digest in their rows.
+        if not self.texts_digest:
+            self.texts_digest = pair_digest(self.completion_a.text, self.completion_b.text)
+        super().save(*args, **kwargs)
 
 
 class AssignmentState(models.TextChoices):

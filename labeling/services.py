@@ -582,9 +582,9 @@ def imported_annotator() -> User:
 
 
 @transaction.atomic
-def comparisons_create_judged(*, rows: list[tuple[int, int, int, str]], gold: bool) -> int:
-    """Store a data set's judged pairs: for each (prompt_id, completion_a_id, completion_b_id, choice) row,
-    a comparison with one judgment of source "imported"; returns how many.
+def comparisons_create_judged(*, rows: list[tuple[int, int, int, str, str]], gold: bool) -> int:
+    """Store a data set's judged pairs: for each (prompt_id, completion_a_id, completion_b_id, texts_digest,
+    choice) row, a comparison with one judgment of source "imported"; returns how many.
 
     An imported label settles its pair on its own, so the pair is complete and never
     queued for annotators; with `gold`, it is instead a gold pair whose answer is the label,
@@ -602,12 +602,13 @@ def comparisons_create_judged(*, rows: list[tuple[int, int, int, str]], gold: bo
                 completion_a_id=a_id,
                 completion_b_id=b_id,
                 priority=priorities[prompt_id],
+                texts_digest=digest,
                 judgments_count=1,
                 is_gold=gold,
                 gold_choice=choice if gold else "",
                 status=ComparisonStatus.OPEN if gold else ComparisonStatus.COMPLETE,
             )
-            for prompt_id, a_id, b_id, choice in batch
+            for prompt_id, a_id, b_id, digest, choice in batch
         )
         assignments = Assignment.objects.bulk_create(
             Assignment(
@@ -624,24 +625,25 @@ def comparisons_create_judged(*, rows: list[tuple[int, int, int, str]], gold: bo
                 left_is_a=True,
                 source=JudgmentSource.IMPORTED,
             )
-            for assignment, comparison, (_, _, _, choice) in zip(assignments, comparisons, batch)
+            for assignment, comparison, (*_, choice) in zip(assignments, comparisons, batch)
         )
         created += len(comparisons)
     return created
 
 
 @transaction.atomic
-def comparisons_create(*, rows: list[tuple[int, int, int]]) -> int:
-    """Open a comparison for each (prompt_id, completion_a_id, completion_b_id) row; returns how many.
+def comparisons_create(*, rows: list[tuple[int, int, int, str]]) -> int:
+    """Open a comparison for each (prompt_id, completion_a_id, completion_b_id, texts_digest) row (the digest:
+    models.pair_digest of the two texts); returns how many.
 
     Generation calls this inside its per-chunk transaction. Each comparison takes
     its prompt's priority, which the work queue sorts on.
     """
-    priorities = dict(Prompt.objects.filter(pk__in={prompt_id for prompt_id, _, _ in rows}).values_list("pk", "priority"))
+    priorities = dict(Prompt.objects.filter(pk__in={row[0] for row in rows}).values_list("pk", "priority"))
     return len(
         bulk.insert(
             Comparison,
-            columns=("prompt", "completion_a", "completion_b", "priority"),
-            rows=[(prompt_id, a_id, b_id, priorities[prompt_id]) for prompt_id, a_id, b_id in rows],
+            columns=("prompt", "completion_a", "completion_b", "texts_digest", "priority"),
+            rows=[(*row, priorities[row[0]]) for row in rows],
         )
     )
