@@ -411,6 +411,7 @@ class VllmGenerator(Generator):
                 max_tokens=params.max_tokens,
                 logprobs=0,  # 0: no top-k lists, but the sampled tokens' logprobs (hence the cumulative one)
                 output_kind=RequestOutputKind.FINAL_ONLY,  # as LLM.generate: no per-step partial outputs
+                skip_clone=True,  # one per request, never shared: the engine need not deep-copy it
             )
             for seed in seeds
         ]
