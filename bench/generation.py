@@ -1,6 +1,6 @@
 """Generation throughput: raw vLLM, our job end to end, and the transformers backend, on the same prompts.
 
-    .venv/bin/python bench/generation.py [--prompts 256] [--over-long 0.05] [--max-tokens 128] [--rounds 3] [--chunk-size N]
+    .venv/bin/python bench/generation.py [--prompts 256] [--over-long 0.05] [--max-tokens 128] [--rounds 7] [--chunk-size N]
 
 All three sample two completions for each of the same prompts with the same
 sampling parameters (temperature 1, top-p 1, max_tokens 128) and the same
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=256)
     parser.add_argument("--over-long", type=float, default=0.05, help="share of prompts longer than the context")
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--chunk-size", type=int, help="GENERATION_CHUNK_SIZE for our job (default: the setting)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
