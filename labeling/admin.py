@@ -214,6 +214,9 @@ class PromptAdmin(admin.ModelAdmin):
                 f"{'the new campaign ' if new else ''}{campaign}; skipped {result.duplicates} duplicates.",
                 messages.SUCCESS,
             )
+            warning = services.prompts_over_context_warning(campaign=campaign, source=name, result=result)
+            if warning:
+                self.message_user(request, f"Warning: {warning}.", messages.WARNING)
             # Land on the prompts of this file (the import stores its name as their source).
             query = urlencode({"campaign__id__exact": campaign.pk, "source": name[:255]})
             return f"{reverse('admin:labeling_prompt_changelist')}?{query}"

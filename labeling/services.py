@@ -88,6 +88,33 @@ def prompts_import(
     )
 
 
+OVER_CONTEXT_LINES_SHOWN = 20
+
+
+def prompts_over_context_warning(*, campaign: Campaign, source: str, result: ImportResult) -> str | None:
+    """A warning that names (count and line numbers) the prompts of an import longer than the campaign's policy's
+    context, which generation will skip or truncate; None when all fit. The import command prints it, the admin's
+    upload shows it. Only with a policy to measure against (its tokenizer, never the model)."""
+    policy = campaign.active_policy
+    if policy is None or not result.rows:
+        return None
+    over = policy.prompts_over_context(list(result.rows))
+    if not over:
+        return None
+    lines = ", ".join(str(result.rows[i].line) for i, _ in over[:OVER_CONTEXT_LINES_SHOWN])
+    more = f" and {len(over) - OVER_CONTEXT_LINES_SHOWN} more" if len(over) > OVER_CONTEXT_LINES_SHOWN else ""
+    what = (
+        "generation drops their earliest chat turns or skips them"
+        if campaign.truncate_long_prompts
+        else "generation skips them"
+    )
+    return (
+        f"{len(over)} prompt{'s' if len(over) != 1 else ''} of {source} {'are' if len(over) != 1 else 'is'} longer "
+        f"than policy {policy.name}'s context ({policy.context_length():,} tokens; the {what}): "
+        f"line{'s' if len(over) != 1 else ''} {lines}{more}"
+    )
+
+
 def prompts_import_into_named_campaign(
     *,
     name: str,

@@ -5,7 +5,9 @@ import json
 import re
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
+from django.urls import reverse
 
 from generation import backends, services
 from generation.models import Completion, GenerationSkip, JobStatus, ModelVersion
@@ -120,6 +122,28 @@ def test_import_warns_with_line_numbers_about_prompts_longer_than_the_policys_co
     assert "imported 4 prompts" in out.getvalue()
     assert "2 prompts of prompts.jsonl are longer than policy tiny-base's context (512 tokens" in err.getvalue()
     assert err.getvalue().rstrip().endswith("lines 2, 4")
+
+
+@pytest.mark.django_db
+def test_the_admins_upload_warns_with_line_numbers_about_prompts_longer_than_the_policys_context(
+    campaign: Campaign, policy: ModelVersion, admin_client
+) -> None:
+    campaign.active_policy = policy
+    campaign.save(update_fields=["active_policy"])
+    lines = [{"prompt": "Short one."}, {"prompt": LONG}, {"prompt": "Short two."}]
+    upload = SimpleUploadedFile("hh.jsonl", "".join(json.dumps(line) + "\n" for line in lines).encode())
+
+    response = admin_client.post(
+        reverse("admin:labeling_prompt_upload"), {"campaign": campaign.pk, "file": upload}, follow=True
+    )
+
+    shown = [(m.level_tag, str(m)) for m in response.context["messages"]]
+    assert ("success", f"Imported 3 prompts from hh.jsonl (JSONL (prompt text)) into {campaign}; skipped 0 duplicates.") in shown
+    assert (
+        "warning",
+        "Warning: 1 prompt of hh.jsonl is longer than policy tiny-base's context (512 tokens; the generation skips "
+        "them): line 2.",
+    ) in shown
 
 
 @pytest.mark.django_db

@@ -5,8 +5,6 @@ from django.core.management.base import BaseCommand, CommandError
 from labeling import services
 from labeling.importers import FORMATS, PromptFileError
 
-LINES_SHOWN = 20
-
 
 class Command(BaseCommand):
     help = (
@@ -39,23 +37,6 @@ class Command(BaseCommand):
         if created:
             self.stdout.write(f"created campaign {campaign!r}")
         self.stdout.write(self.style.SUCCESS(f"{file.name} ({result.format}): {result}"))
-        self._warn_over_context(target, file.name, result)
-
-    def _warn_over_context(self, campaign, name: str, result: services.ImportResult) -> None:
-        # Only with a policy to measure against: its tokenizer, never the model.
-        policy = campaign.active_policy
-        if policy is None or not result.rows:
-            return
-        over = policy.prompts_over_context(list(result.rows))
-        if not over:
-            return
-        lines = ", ".join(str(result.rows[i].line) for i, _ in over[:LINES_SHOWN])
-        more = f" and {len(over) - LINES_SHOWN} more" if len(over) > LINES_SHOWN else ""
-        what = "generation drops their earliest chat turns or skips them" if campaign.truncate_long_prompts else "generation skips them"
-        self.stderr.write(
-            self.style.WARNING(
-                f"warning: {len(over)} prompt{'s' if len(over) != 1 else ''} of {name} "
-                f"{'are' if len(over) != 1 else 'is'} longer than policy {policy.name}'s context "
-                f"({policy.context_length():,} tokens; the {what}): line{'s' if len(over) != 1 else ''} {lines}{more}"
-            )
-        )
+        warning = services.prompts_over_context_warning(campaign=target, source=file.name, result=result)
+        if warning:
+            self.stderr.write(self.style.WARNING(f"warning: {warning}"))
