@@ -21,6 +21,7 @@ must do it under `if __name__ == "__main__":`, as manage.py, Celery and the
 benches do.
 """
 
+import atexit
 import multiprocessing
 import os
 import signal
@@ -68,6 +69,16 @@ def submit(database: dict, fn: Callable, /, **kwargs: Any) -> Future:
 def start(database: dict) -> None:
     """Start the storing process now, without waiting for it (its set-up then overlaps the engine's)."""
     submit(database, os.getpid)
+
+
+@atexit.register
+def shutdown() -> None:
+    """At the worker's exit: stop the storing process and drop the executor, so that its queues' semaphores are
+    released (the resource tracker otherwise warns of them as leaked)."""
+    global _executor, _database
+    if _executor is not None:
+        _executor.shutdown(wait=True)
+    _executor = _database = None
 
 
 def close_connections() -> None:

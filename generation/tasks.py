@@ -7,7 +7,7 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from django.conf import settings
 
-from generation import services
+from generation import services, store_process
 
 # Set when this worker starts a warm shutdown (SIGTERM, e.g. stopping `make run`):
 # the running shard stops at the engine's next step and goes back on the queue, so
@@ -45,6 +45,7 @@ def _exit_without_engine_teardown(sender, **kwargs) -> None:
     multiprocess = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") != "0" or settings.VLLM_TENSOR_PARALLEL_SIZE > 1
     if "vllm" not in sys.modules or multiprocess:
         return
+    store_process.shutdown()  # what Python's exit would do for it: its queues' semaphores are released
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
