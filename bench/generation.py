@@ -38,7 +38,7 @@ Prints one JSON line last (completions per second, and seconds per completion).
 Measured on 2 shared EPYC cores (a VM where one round's ratio ranged 0.72 to 1.27, so --rounds 7), SQLite,
 the final code (chunks stored by the worker's storing process, pair digests, skip_clone), five runs:
 ratio_ours_raw 0.932, 0.998, 1.072, 1.004, 0.954; per-round medians 0.899, 0.949, 0.992, 0.929, 0.954;
-CPU per completion, ours with its storing process against raw: 0.00484/0.00453, 0.00497/0.00505,
+CPU per completion, ours with its storing process against raw: 0.00525/0.00491, 0.00484/0.00453, 0.00497/0.00505,
 0.00422/0.00401, 0.00423/0.00386; skipped 13 (the over-long prompts) every time. The same machine before
 (storing thread, 3 rounds): 0.899, median 0.893, CPU 0.00573 against 0.00529. Earlier, on 2 Xeon cores
 (bfloat16 natively), storing thread: 0.923, median 0.944, CPU 0.00299 against 0.00281. What the thread
