@@ -106,15 +106,25 @@ def test_a_campaign_that_truncates_samples_a_long_chat_from_its_last_turns(
     assert Completion.objects.filter(prompt__messages=fits).count() == 2
 
 
-@pytest.mark.django_db
-def test_import_warns_with_line_numbers_about_prompts_longer_than_the_policys_context(
-    campaign: Campaign, policy: ModelVersion, tmp_path
-) -> None:
+@pytest.fixture
+def measured_campaign(campaign: Campaign, policy: ModelVersion) -> Campaign:
+    """The campaign with the tiny policy active: imports measure its prompts against that context."""
     campaign.active_policy = policy
     campaign.save(update_fields=["active_policy"])
-    lines = [{"prompt": "Short one."}, {"prompt": LONG}, {"prompt": "Short two."}, {"prompt": LONG + " again"}]
+    return campaign
+
+
+def jsonl(lines: list[dict]) -> str:
+    return "".join(json.dumps(line) + "\n" for line in lines)
+
+
+@pytest.mark.django_db
+def test_import_warns_with_line_numbers_about_prompts_longer_than_the_policys_context(
+    measured_campaign: Campaign, tmp_path
+) -> None:
+    campaign = measured_campaign
     path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    path.write_text(jsonl([{"prompt": "Short one."}, {"prompt": LONG}, {"prompt": "Short two."}, {"prompt": LONG + " again"}]))
     out, err = io.StringIO(), io.StringIO()
 
     call_command("import_prompts", str(path), "--campaign", campaign.name, "--quiet", stdout=out, stderr=err)
@@ -126,12 +136,10 @@ def test_import_warns_with_line_numbers_about_prompts_longer_than_the_policys_co
 
 @pytest.mark.django_db
 def test_the_admins_upload_warns_with_line_numbers_about_prompts_longer_than_the_policys_context(
-    campaign: Campaign, policy: ModelVersion, admin_client
+    measured_campaign: Campaign, admin_client
 ) -> None:
-    campaign.active_policy = policy
-    campaign.save(update_fields=["active_policy"])
-    lines = [{"prompt": "Short one."}, {"prompt": LONG}, {"prompt": "Short two."}]
-    upload = SimpleUploadedFile("hh.jsonl", "".join(json.dumps(line) + "\n" for line in lines).encode())
+    campaign = measured_campaign
+    upload = SimpleUploadedFile("hh.jsonl", jsonl([{"prompt": "Short one."}, {"prompt": LONG}, {"prompt": "Short two."}]).encode())
 
     response = admin_client.post(
         reverse("admin:labeling_prompt_upload"), {"campaign": campaign.pk, "file": upload}, follow=True
