@@ -51,7 +51,7 @@ def _executor_for(database: dict) -> ProcessPoolExecutor:
             initializer=_start,
             initargs=(database, os.getpid()),
         )
-        _database = database
+        _database = dict(database)  # a copy: Django may change its own in place (a test database's name)
     return _executor
 
 
