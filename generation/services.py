@@ -36,7 +36,7 @@ from generation.models import (
 )
 from labeling import bulk, importers
 from labeling import services as labeling_services
-from labeling.models import Campaign, Choice, PairSelection, Prompt, Split, pair_digest
+from labeling.models import Campaign, Choice, PairSelection, Prompt, Split, normalized_answer, pair_digest
 
 FINISHED_STATES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
@@ -192,10 +192,6 @@ def generation_job_cancel(*, job: GenerationJob) -> bool:
     )
 
 
-def _normalized(text: str) -> str:
-    return " ".join(text.split())
-
-
 def prompt_seed(*, job_seed: int, prompt: Prompt, attempt: int) -> int:
     """The seed for one prompt's samples in a job: its first sample uses it, its second the next integer.
 
@@ -221,7 +217,7 @@ class _Pair:
 
     @functools.cached_property
     def identical(self) -> bool:
-        return _normalized(self.a.sample.text) == _normalized(self.b.sample.text)
+        return normalized_answer(self.a.sample.text) == normalized_answer(self.b.sample.text)
 
 
 @dataclass

@@ -147,11 +147,16 @@ class ComparisonStatus(models.TextChoices):
     RETIRED = "retired", "Retired"
 
 
+def normalized_answer(text: str) -> str:
+    """An answer's text with its whitespace runs made single spaces: two answers equal under this are one answer."""
+    return " ".join(text.split())
+
+
 def pair_digest(text_a: str, text_b: str) -> str:
     """The key of a pair's two answers, whichever side each is on and however their whitespace runs: a
     prompt never gets a second comparison of the same two answers (generation and preference imports
     skip a pair whose key the prompt has), and the check reads keys, not every earlier pair's texts."""
-    a, b = sorted(" ".join(text.split()) for text in (text_a, text_b))
+    a, b = sorted(normalized_answer(text) for text in (text_a, text_b))
     return hashlib.sha256(f"{len(a)}:{a}{b}".encode()).hexdigest()[:32]
 
 
