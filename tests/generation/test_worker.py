@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -66,13 +66,7 @@ class Worker:
             )
 
     def wait_for(self, condition: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + DEADLINE_S
-        while not condition():
-            if self.process.poll() is not None:
-                pytest.fail(f"worker exited ({self.process.returncode}) before {what}:\n{self.log.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"no {what} within {DEADLINE_S} s:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.05)
+        wait_for(condition, what, [self])
 
     def kill(self) -> None:
         os.killpg(self.process.pid, signal.SIGKILL)
@@ -93,6 +87,19 @@ class Worker:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def wait_for(condition: Callable[[], bool], what: str, workers: Iterable[Worker]) -> None:
+    """Poll `condition` until it holds; fail at once if one of `workers` exits, or after DEADLINE_S."""
+    workers, deadline = list(workers), time.monotonic() + DEADLINE_S
+    while not condition():
+        for worker in workers:
+            if worker.process.poll() is not None:
+                pytest.fail(f"worker exited ({worker.process.returncode}) before {what}:\n{worker.log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {worker.log.name}\n{worker.log.read_text()[-3000:]}" for worker in workers)
+            pytest.fail(f"no {what} within {DEADLINE_S} s:\n{logs}")
+        time.sleep(0.05)
 
 
 def test_worker_killed_mid_job_resumes_it_when_restarted_without_duplicates(
@@ -137,41 +144,55 @@ def test_two_workers_share_a_job_one_killed_and_one_stopped_mid_shard_and_every_
     import_prompts(campaign, demo_lines(60))
     job = services.generation_job_start(campaign=campaign, policy=policy, seed=4, max_tokens=48)
     assert job.shards.count() == 3
-    held: dict[str, GenerationShard] = {}
+    workers: dict[str, Worker] = {}
 
-    def working(name: str) -> bool:
-        """Whether `name` is running a shard with some of its chunks stored (the shard goes in `held`)."""
+    def mid_shard(name: str) -> GenerationShard | None:
+        """The shard `name` is running with some, but under half, of its prompts stored: well before its end."""
         for shard in GenerationShard.objects.filter(job=job, status=ShardStatus.RUNNING, worker__startswith=f"{name}@"):
-            if Completion.objects.filter(job=job, prompt_id__in=shard.prompt_ids).exists():
-                held[name] = shard
-                return True
-        return False
+            stored = Completion.objects.filter(job=job, prompt_id__in=shard.prompt_ids).values("prompt").distinct()
+            if 0 < stored.count() < len(shard.prompt_ids) / 2:
+                return shard
+        return None
+
+    def took_part(name: str) -> bool:
+        """Whether `name` has stored part of a shard it claimed (running still, or done)."""
+        shards = GenerationShard.objects.filter(job=job, worker__startswith=f"{name}@")
+        prompt_ids = [pk for shard in shards for pk in shard.prompt_ids]
+        return Completion.objects.filter(job=job, prompt_id__in=prompt_ids).exists()
 
     # One prompt per chunk: a shard's 20 chunks are stored as their samples finish, spread over its run.
-    first = Worker(broker=redis_broker, log=tmp_path / "gen-a.log", name="gen-a", chunk_size=1)
-    second = Worker(broker=redis_broker, log=tmp_path / "gen-b.log", name="gen-b", chunk_size=1)
+    # Both start at once and race for the shards; which one loads its engine first is up to the host.
+    for name in ("gen-a", "gen-b"):
+        workers[name] = Worker(broker=redis_broker, log=tmp_path / f"{name}.log", name=name, chunk_size=1)
     try:
-        first.wait_for(lambda: working("gen-a"), "gen-a storing part of a shard")
-        first.kill()  # its host dies mid-shard
-        killed = held["gen-a"]
-        second.wait_for(lambda: working("gen-b"), "gen-b storing part of another shard")
+        held: dict[str, GenerationShard] = {}
+
+        def someone_mid_shard() -> bool:
+            held.update({name: shard for name in workers if (shard := mid_shard(name))})
+            return bool(held)
+
+        wait_for(someone_mid_shard, "a worker storing part of a shard", workers.values())
+        doomed, killed = next(iter(held.items()))
+        survivor = next(name for name in workers if name != doomed)
+        workers[doomed].kill()  # its host dies mid-shard
+        wait_for(lambda: took_part(survivor), f"{survivor} storing part of another shard", [workers[survivor]])
         # Warm shutdown (SIGTERM): it exits on its own at the engine's next step, handing back the rest of its
         # shard (test_shards shows the hand-back; here the engine may finish the shard first).
-        assert second.terminate() == 0
+        assert workers[survivor].terminate() == 0
     finally:
-        first.stop()
-        second.stop()
-    assert not GenerationShard.objects.filter(job=job, status=ShardStatus.RUNNING, worker__startswith="gen-b@").exists()
+        for worker in workers.values():
+            worker.stop()
+    assert not GenerationShard.objects.filter(job=job, status=ShardStatus.RUNNING, worker__startswith=f"{survivor}@").exists()
     killed.refresh_from_db()
-    assert killed.status == ShardStatus.RUNNING and killed.attempt == 1
+    assert killed.status == ShardStatus.RUNNING and killed.attempt == 1 and killed.worker.startswith(f"{doomed}@")
 
     # vLLM's own lines keep their level under Celery's logging (they used to come out as WARNING/MainProcess).
-    log_b = second.log.read_text()
-    assert re.search(r"INFO/MainProcess\] .*(vLLM|engine|model)", log_b, re.IGNORECASE), log_b[-3000:]
-    assert not re.search(r"WARNING/MainProcess\] (INFO|DEBUG) ", log_b), log_b[-3000:]
+    log = workers[survivor].log.read_text()
+    assert re.search(r"INFO/MainProcess\] .*(vLLM|engine|model)", log, re.IGNORECASE), log[-3000:]
+    assert not re.search(r"WARNING/MainProcess\] (INFO|DEBUG) ", log), log[-3000:]
 
-    # gen-a comes back (as a supervisor would restart it): it requeues its orphan and finishes the job.
-    again = Worker(broker=redis_broker, log=tmp_path / "gen-a-again.log", name="gen-a", chunk_size=16)
+    # The killed worker comes back (as a supervisor would restart it): it requeues its orphan and finishes the job.
+    again = Worker(broker=redis_broker, log=tmp_path / f"{doomed}-again.log", name=doomed, chunk_size=16)
     try:
         again.wait_for(lambda: GenerationJob.objects.get(pk=job.pk).status in services.FINISHED_STATES, "the job's end")
     finally:
