@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime, time
 
 from django.contrib.auth.models import User
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum, Value
+from django.db.models import Count, Exists, Max, OuterRef, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
@@ -121,6 +121,25 @@ def selection_candidates(*, campaign: Campaign) -> QuerySet[Comparison]:
         .select_related("prompt", "completion_a", "completion_b")
         .order_by("id")
     )
+
+
+def judged_pairs_recent(
+    *, campaign: Campaign, sources: tuple[str, ...], limit: int
+) -> list[tuple[Comparison, list[str]]]:
+    """The campaign's regular pairs most recently judged by `sources`' judgments (at most `limit` pairs), each
+    with those judgments' choices: what active selection learns how often answers pick a side from."""
+    pairs = list(
+        Comparison.objects.filter(prompt__campaign=campaign, is_gold=False, judgments__source__in=sources)
+        .annotate(last_judged=Max("judgments__created_at"))
+        .select_related("prompt", "completion_a", "completion_b")
+        .order_by("-last_judged", "-pk")[:limit]
+    )
+    choices: dict[int, list[str]] = {pair.pk: [] for pair in pairs}
+    for pk, choice in Judgment.objects.filter(comparison__in=pairs, source__in=sources).values_list(
+        "comparison_id", "choice"
+    ):
+        choices[pk].append(choice)
+    return [(pair, choices[pair.pk]) for pair in pairs]
 
 
 def picked_open_count(*, campaign: Campaign) -> int:

@@ -2,7 +2,7 @@ import hashlib
 import io
 import os
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -313,8 +313,16 @@ def prompts_set_priority(*, prompts: QuerySet[Prompt], priority: int) -> int:
 
 
 @transaction.atomic
-def pairs_select(*, campaign: Campaign, margins: Mapping[int, float | None], budget: int, seed: int = 0) -> dict[int, str]:
-    """Pick the next batch of human work among scored candidates, by the campaign's pair_selection.
+def pairs_select(
+    *,
+    campaign: Campaign,
+    margins: Mapping[int, float | None],
+    budget: int,
+    seed: int = 0,
+    decisive: Callable[[float], float] | None = None,
+) -> dict[int, str]:
+    """Pick the next batch of human work among scored candidates, by the campaign's pair_selection
+    (`decisive`: how often an answer picks a side by |margin|, labeling.selection.decisive_curve).
 
     Every candidate keeps its margin (shown in the admin, exported); the picks are
     served first within their priority. Ids that are not open regular pairs of
@@ -332,6 +340,7 @@ def pairs_select(*, campaign: Campaign, margins: Mapping[int, float | None], bud
         mode=campaign.pair_selection,
         random_share=campaign.selection_random_share,
         seed=seed,
+        decisive=decisive,
     )
     rows = list(Comparison.objects.filter(pk__in=list(candidates)).select_for_update())
     for row in rows:

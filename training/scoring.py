@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from generation.models import ModelVersion
 from generation.selectors import prompt_model_input
 from labeling.models import Comparison
-from training.config import RoundConfig
+from training.config import AggregationPolicy, RoundConfig
 from training.models import TrainingRound
 
 
@@ -22,6 +22,13 @@ def policy_reference(*, policy: ModelVersion) -> tuple[ModelVersion, float]:
     if produced_by is None:
         return policy, RoundConfig().beta
     return produced_by.reference_version, RoundConfig.from_dict(produced_by.config).beta
+
+
+def policy_judgment_sources(*, policy: ModelVersion) -> tuple[str, ...]:
+    """The judgment sources the round that produced the policy trained on (human for a first model)."""
+    produced_by = TrainingRound.objects.filter(output_version=policy).first()
+    config = RoundConfig.from_dict(produced_by.config) if produced_by else RoundConfig()
+    return AggregationPolicy.from_dict(config.aggregation).sources
 
 
 def candidate_margins(

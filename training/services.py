@@ -18,9 +18,10 @@ from tqdm import tqdm
 
 from generation import services as generation_services
 from generation.models import ModelVersion
+from labeling import selection
 from labeling import selectors as labeling_selectors
 from labeling import services as labeling_services
-from labeling.models import Campaign, PairSelection, Split
+from labeling.models import Campaign, Choice, PairSelection, Split
 from training import gate, runner, scoring, selectors
 from training.config import RoundConfig
 from training.export import AggregationPolicy, export_to_file, preferences_count
@@ -40,25 +41,43 @@ class RoundError(Exception):
 
 # Human labels per batch: the label budget per round of the issue that asked for active selection.
 SELECTION_BUDGET = 150
+# Judged pairs scored along with the candidates, to fit how often answers pick a side by |margin|.
+SELECTION_HISTORY = 500
 
 
 def pairs_score_and_select(*, campaign: Campaign, budget: int = SELECTION_BUDGET, seed: int = 0) -> dict[int, str]:
     """Top the campaign's batch of human work up to `budget` open picked pairs: score its candidate pairs with
     its active policy (uncertainty selection only), then pick (labeling.selection).
 
+    Uncertainty also scores the campaign's last SELECTION_HISTORY judged pairs, in the same pass, and fits
+    on their judgments (from the sources the policy was trained on) how often an answer picks a side at a
+    given |margin|: selection weighs each candidate's uncertainty by it.
     Topping up makes a second call (a redelivered task) a no-op until humans finish part of the batch.
     Model work runs before any transaction.
     """
     budget_left = budget - labeling_selectors.picked_open_count(campaign=campaign)
     candidates = list(labeling_selectors.selection_candidates(campaign=campaign)) if budget_left > 0 else []
+    decisive = None
     if campaign.pair_selection == PairSelection.UNCERTAINTY and candidates:
         policy = generation_services.campaign_policy_next(campaign=campaign)
-        margins = scoring.candidate_margins(comparisons=candidates, policy=policy)
+        history = labeling_selectors.judged_pairs_recent(
+            campaign=campaign, sources=scoring.policy_judgment_sources(policy=policy), limit=SELECTION_HISTORY
+        )
+        scored = scoring.candidate_margins(comparisons=candidates + [pair for pair, _ in history], policy=policy)
+        margins = {c.pk: scored[c.pk] for c in candidates}
+        decisive = selection.decisive_curve(
+            (scored[pair.pk], choice in (Choice.A, Choice.B))
+            for pair, choices in history
+            if scored[pair.pk] is not None
+            for choice in choices
+        )
     else:
         margins = {c.pk: None for c in candidates}
     if not margins:
         return {}
-    return labeling_services.pairs_select(campaign=campaign, margins=margins, budget=budget_left, seed=seed)
+    return labeling_services.pairs_select(
+        campaign=campaign, margins=margins, budget=budget_left, seed=seed, decisive=decisive
+    )
 
 
 def artifacts_dir() -> Path:

@@ -1,5 +1,8 @@
 """Active pair selection: which candidates humans judge first, stored per comparison and served first."""
 
+import math
+import random
+
 import pytest
 from django.urls import reverse
 
@@ -71,3 +74,31 @@ def test_admin_lists_why_a_pair_was_picked_and_its_margin(client, admin_user, ca
     assert "Policy margin" in listing and "-0.123456" in listing
     assert "Selected by" in listing and "random" in listing
     assert "-0.123456" in detail
+
+
+def test_decisive_curve_recovers_a_planted_rate_and_waits_for_both_outcomes():
+    rng = random.Random(3)
+    planted = lambda m: 1 / (1 + math.exp(1.5 - 3 * abs(m)))  # noqa: E731
+    margins = [rng.uniform(-1.5, 1.5) for _ in range(3000)]
+    curve = selection.decisive_curve((m, rng.random() < planted(m)) for m in margins)
+
+    for m in (0.0, 0.5, -1.0):
+        assert curve(m) == pytest.approx(planted(m), abs=0.05)
+    assert selection.decisive_curve([(0.1, True), (0.9, False)] * 14) is None  # 28 judgments: too few
+    assert selection.decisive_curve([(m, False) for m in margins]) is None  # all ties: nothing to fit
+
+
+def test_uncertainty_weighs_each_pair_by_how_often_answers_pick_a_side():
+    margins = {i: (i - 20) / 10 for i in range(41)}  # -2.0 .. 2.0
+    rarely_decisive_near_zero = lambda m: 0.05 if abs(m) < 0.5 else 0.9  # noqa: E731
+
+    least_sure = selection.choose(margins, budget=10, mode=selection.UNCERTAINTY, random_share=0.0, seed=2)
+    weighed = selection.choose(
+        margins, budget=10, mode=selection.UNCERTAINTY, random_share=0.0, seed=2, decisive=rarely_decisive_near_zero
+    )
+
+    assert sorted(abs(margins[i]) for i in least_sure) == [0.0, 0.1, 0.1, 0.2, 0.2, 0.3, 0.3, 0.4, 0.4, 0.5]
+    # The pairs humans mostly tie on are skipped for the least sure of those they decide.
+    assert sorted(abs(margins[i]) for i in weighed) == [0.5, 0.5, 0.6, 0.6, 0.7, 0.7, 0.8, 0.8, 0.9, 0.9]
+    assert selection.binary_entropy(0.0) == pytest.approx(math.log(2))
+    assert selection.binary_entropy(-3.0) == selection.binary_entropy(3.0) < selection.binary_entropy(0.5)

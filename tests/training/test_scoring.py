@@ -9,7 +9,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from generation.models import ModelVersion
 from generation.selectors import prompt_model_input
 from labeling import services as labeling_services
-from labeling.models import Comparison, PairSelection, Split
+from labeling import selection
+from labeling.models import Comparison, JudgmentSource, PairSelection, Split
 from training import evaluation, export, scoring, services, tasks
 from training.export import AggregationPolicy
 from training.models import RoundStatus, TrainingRound
@@ -127,3 +128,35 @@ def test_the_campaign_admin_action_queues_a_top_up_after_commit(
 
     assert queued == [campaign.pk]
     assert "topped up to 150 pairs" in response.content.decode()
+
+
+def test_uncertainty_learns_from_judged_pairs_scored_by_the_same_policy_how_often_answers_pick_a_side(
+    campaign, pairs, trained_policy
+):
+    campaign.pair_selection = PairSelection.UNCERTAINTY
+    campaign.selection_random_share = 0.0
+    campaign.save()
+    texts = [(f"Describe place {i}.", f"Place {i} is " + "warm " * (i % 5), "hill " * (i + 1)) for i in range(16)]
+    probes = [pairs.pair(votes=[], text=text, a=a, b=b) for text, a, b in texts]
+    probed = scoring.candidate_margins(comparisons=probes, policy=trained_policy)
+    Comparison.objects.filter(pk__in=[p.pk for p in probes]).delete()
+    margins_of = [probed[p.pk] for p in probes]
+    median = sorted(abs(m) for m in margins_of)[len(texts) // 2]
+    # The humans tie on the pairs the policy is least sure of and pick a side on the others; a simulated
+    # annotator picks a side on every pair, but the policy was trained on human judgments only.
+    sources = [JudgmentSource.HUMAN, JudgmentSource.HUMAN, JudgmentSource.SIMULATED]
+    for (text, a, b), m in zip(texts, margins_of):
+        votes = ["a", "b", "a"] if abs(m) >= median else ["tie", "tie", "a"]
+        pairs.pair(votes=votes, sources=sources, text=text, a=a, b=b)
+    comparisons = candidates(pairs)
+    margins = scoring.candidate_margins(comparisons=comparisons, policy=trained_policy)
+
+    picks = services.pairs_score_and_select(campaign=campaign, budget=2)
+
+    observations = [(m, abs(m) >= median) for m in margins_of for _ in range(2)]
+    expected = selection.choose(
+        margins, budget=2, mode="uncertainty", random_share=0.0, decisive=selection.decisive_curve(observations)
+    )
+    least_sure = sorted(margins, key=lambda pk: abs(margins[pk]))[:2]
+    assert set(expected) != set(least_sure)  # the planted ties change the picks: this test can tell
+    assert set(picks) == set(expected)
