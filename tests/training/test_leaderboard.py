@@ -3,8 +3,6 @@ human A/B judgments count."""
 
 import numpy as np
 import pytest
-from django.urls import reverse
-from rest_framework.test import APIClient
 
 from generation.models import ModelVersion
 from labeling.models import Split
