@@ -50,6 +50,20 @@ At the defaults on 2 Xeon cores (bfloat16 natively), 7 to 9 minutes. Measured th
 - --oracle positive --seed 1: random/clean 0.5, 0.688, 0.688, 0.688; uncertainty/clean 0.5, 0.5, 0.5, 0.731
   (ratio 0.938); noisy drops: majority 0.231, reliability 0.0145, the reverse of seed 0's. One seed decides
   nothing here: the bars need the summary over several seeds. 531 s wall.
+With uncertainty weighing each pair by how often judges pick a side at its |margin| (labeling.selection's
+expected information; before it, least |margin| first), --oracle positive, on 2 EPYC cores, 8 minutes a
+run when nothing else runs (24 with the test suite beside it):
+- --seed 0: random/clean 0.5, 0.5, 0.5, 0.723 (rounds 1-2 gated); uncertainty/clean 0.5, 0.696, 0.691,
+  0.791, all promoted (least |margin| had 0.5, 0.696, 0.715, 0.642 on the same round 1): ratio 0.774.
+  Noisy drops: majority 0.291, reliability 0.291 (both uncertainty/noisy runs and random/noisy/reliability
+  gated every round; random/noisy/majority ended at 0.775).
+- --seed 1 and --seed 2: uncertainty/clean's rounds 1 and 2 were gated, so it never had a policy other than
+  round 0 to score with and picked as random does; ratios 0.938 and 0.985. Noisy drops: seed 1 majority
+  0.231, reliability 0.0195; seed 2 both 0.238 (every noisy run gated every round).
+Which round passes the gate at about 75 held-out pairs (a 95% lower bound over 0.5 needs an accuracy near
+0.62) decides these figures more than either selection or aggregation does, and one seed has not repeated
+its figures from one session to the next: seed 2's random/clean (whose selection did not change) promoted
+every round the session before, and only round 3 here.
 Earlier, on 2 shared cores, smoke runs that prove the machinery, not the bars:
 - --rounds 1 --budget 24 --prompts 60 --gate-min-pairs 10: 934 s wall, 370 s CPU; every run
   labeled exactly 24 training judgments (8 picked pairs x 3) plus 30 held-out ones, and every round
