@@ -94,13 +94,20 @@ OVER_CONTEXT_LINES_SHOWN = 20
 def prompts_over_context_warning(*, campaign: Campaign, source: str, result: ImportResult) -> str | None:
     """A warning that names (count and line numbers) the prompts of an import longer than the campaign's policy's
     context, which generation will skip or truncate; None when all fit. The import command prints it, the admin's
-    upload shows it. Only with a policy to measure against (its tokenizer, never the model)."""
-    policy = campaign.active_policy
+    upload shows it. A campaign with no policy yet is measured against settings.POLICY_MODEL, which its first
+    generation job starts from, when that is a folder here. Only the tokenizer is loaded, never the model."""
+    policy, context, note = campaign.active_policy, "", ""
+    if policy is None and os.path.isdir(settings.POLICY_MODEL):
+        # Unsaved: measuring registers nothing (the first job does, generation.services.campaign_policy_next).
+        policy = Campaign._meta.get_field("active_policy").related_model(base_path=settings.POLICY_MODEL)
+        first = os.path.basename(os.path.normpath(settings.POLICY_MODEL))
+        context, note = f"the context of {first}", "POLICY_MODEL, which the campaign's first generation job uses; "
     if policy is None or not result.rows:
         return None
     over = policy.prompts_over_context(list(result.rows))
     if not over:
         return None
+    context = context or f"policy {policy.name}'s context"
     lines = ", ".join(str(result.rows[i].line) for i, _ in over[:OVER_CONTEXT_LINES_SHOWN])
     more = f" and {len(over) - OVER_CONTEXT_LINES_SHOWN} more" if len(over) > OVER_CONTEXT_LINES_SHOWN else ""
     what = (
@@ -110,7 +117,7 @@ def prompts_over_context_warning(*, campaign: Campaign, source: str, result: Imp
     )
     return (
         f"{len(over)} prompt{'s' if len(over) != 1 else ''} of {source} {'are' if len(over) != 1 else 'is'} longer "
-        f"than policy {policy.name}'s context ({policy.context_length():,} tokens; the {what}): "
+        f"than {context} ({policy.context_length():,} tokens; {note}the {what}): "
         f"line{'s' if len(over) != 1 else ''} {lines}{more}"
     )
 

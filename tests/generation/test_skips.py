@@ -155,9 +155,25 @@ def test_the_admins_upload_warns_with_line_numbers_about_prompts_longer_than_the
 
 
 @pytest.mark.django_db
-def test_import_into_a_campaign_without_a_policy_measures_nothing(campaign: Campaign, tmp_path) -> None:
+def test_import_into_a_campaign_without_a_policy_yet_is_measured_against_the_model_its_first_job_uses(
+    campaign: Campaign, settings, tiny_model_path, tmp_path
+) -> None:
+    settings.POLICY_MODEL = str(tiny_model_path)
     path = tmp_path / "prompts.jsonl"
-    path.write_text(json.dumps({"prompt": LONG}) + "\n")
+    path.write_text(jsonl([{"prompt": "Short one."}, {"prompt": LONG}]))
     err = io.StringIO()
+
+    call_command("import_prompts", str(path), "--campaign", campaign.name, "--quiet", stdout=io.StringIO(), stderr=err)
+
+    assert (
+        f"1 prompt of prompts.jsonl is longer than the context of {tiny_model_path.name} (512 tokens; POLICY_MODEL, "
+        "which the campaign's first generation job uses; the generation skips them): line 2" in err.getvalue()
+    )
+    campaign.refresh_from_db()
+    assert campaign.active_policy is None and not ModelVersion.objects.exists()  # measuring registered nothing
+    # A POLICY_MODEL that is no folder here (a hub id this machine cannot load) measures nothing.
+    settings.POLICY_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
+    err = io.StringIO()
+    path.write_text(jsonl([{"prompt": LONG + " more"}]))
     call_command("import_prompts", str(path), "--campaign", campaign.name, "--quiet", stdout=io.StringIO(), stderr=err)
     assert err.getvalue() == ""
