@@ -60,6 +60,7 @@ run when nothing else runs (24 with the test suite beside it):
 - --seed 1 and --seed 2: uncertainty/clean's rounds 1 and 2 were gated, so it never had a policy other than
   round 0 to score with and picked as random does; ratios 0.938 and 0.985. Noisy drops: seed 1 majority
   0.231, reliability 0.0195; seed 2 both 0.238 (every noisy run gated every round).
+- --oracle gloomy --seed 0: all 18 rounds gated, every win rate 0.5, as before (480 s).
 Which round passes the gate at about 75 held-out pairs (a 95% lower bound over 0.5 needs an accuracy near
 0.62) decides these figures more than either selection or aggregation does, and one seed has not repeated
 its figures from one session to the next: seed 2's random/clean (whose selection did not change) promoted
