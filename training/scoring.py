@@ -16,19 +16,21 @@ from training.config import AggregationPolicy, RoundConfig
 from training.models import TrainingRound
 
 
+def _produced_by(policy: ModelVersion) -> tuple[TrainingRound | None, RoundConfig]:
+    """The round that produced the policy (None for a first model) and its config (the defaults without one)."""
+    produced_by = TrainingRound.objects.filter(output_version=policy).select_related("reference_version").first()
+    return produced_by, RoundConfig.from_dict(produced_by.config) if produced_by else RoundConfig()
+
+
 def policy_reference(*, policy: ModelVersion) -> tuple[ModelVersion, float]:
     """The reference the policy was trained against, and that round's beta."""
-    produced_by = TrainingRound.objects.filter(output_version=policy).select_related("reference_version").first()
-    if produced_by is None:
-        return policy, RoundConfig().beta
-    return produced_by.reference_version, RoundConfig.from_dict(produced_by.config).beta
+    produced_by, config = _produced_by(policy)
+    return (produced_by.reference_version if produced_by else policy), config.beta
 
 
 def policy_judgment_sources(*, policy: ModelVersion) -> tuple[str, ...]:
     """The judgment sources the round that produced the policy trained on (human for a first model)."""
-    produced_by = TrainingRound.objects.filter(output_version=policy).first()
-    config = RoundConfig.from_dict(produced_by.config) if produced_by else RoundConfig()
-    return AggregationPolicy.from_dict(config.aggregation).sources
+    return AggregationPolicy.from_dict(_produced_by(policy)[1].aggregation).sources
 
 
 def candidate_margins(
