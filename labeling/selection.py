@@ -91,17 +91,17 @@ def choose(
         raise ValueError(f"mode must be {UNCERTAINTY} or {RANDOM}")
     if budget < 0 or not 0 <= random_share <= 1:
         raise ValueError("budget must be at least 0 and random_share between 0 and 1")
-    rng = random.Random(seed)
-    ids = sorted(margins)
-    budget = min(budget, len(ids))
+    # One random order of the candidates, the same in both modes: it breaks ties in information and draws
+    # the random share. Where the policy knows nothing (its first model scores every pair 0), uncertainty
+    # therefore picks exactly the pairs random does, so the two modes differ only by what margins tell.
+    order = sorted(margins)
+    random.Random(seed).shuffle(order)
+    rank = {i: k for k, i in enumerate(order)}
+    budget = min(budget, len(order))
     n_random = budget if mode == RANDOM else round(budget * random_share)
-    scored = [i for i in ids if margins[i] is not None]
-    # Equal scores (a policy equal to its reference scores every pair 0) are broken at random, not by age.
-    rng.shuffle(scored)
     p_decisive = decisive or (lambda margin: 1.0)
-    information = {i: p_decisive(margins[i]) * binary_entropy(margins[i]) for i in scored}
-    most_informative = sorted(scored, key=lambda i: -information[i])[: budget - n_random]
+    information = {i: p_decisive(m) * binary_entropy(m) for i, m in margins.items() if m is not None}
+    most_informative = sorted(information, key=lambda i: (-information[i], rank[i]))[: budget - n_random]
     picks = dict.fromkeys(most_informative, UNCERTAINTY)
-    rest = [i for i in ids if i not in picks]
-    picks.update(dict.fromkeys(rng.sample(rest, min(budget - len(picks), len(rest))), RANDOM))
+    picks.update(dict.fromkeys([i for i in order if i not in picks][: budget - len(picks)], RANDOM))
     return picks

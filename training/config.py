@@ -152,7 +152,7 @@ class RoundConfig:
     ab_share: float | None = None
     # Per-pair confidence from the annotators' reliability: each exported row's `posterior` is the probability
     # that its chosen completion is truly the better one (labeling.reliability).
-    # Training pairs below this posterior are dropped (0: all kept). Held-out pairs are never dropped.
+    # Pairs below this posterior are dropped (0: all kept): from training, and from the gate's held-out evidence.
     min_posterior: float = 0.0
     # Train with conservative DPO's label smoothing per pair, eps = 1 - posterior (training.confidence_dpo).
     posterior_smoothing: bool = False

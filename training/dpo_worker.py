@@ -247,6 +247,10 @@ def build_trainer(spec: dict[str, Any], config: RoundConfig, *, train_dataset, c
     return trainer
 
 
+def _confident(row: dict[str, Any], min_posterior: float) -> bool:
+    return row["posterior"] is not None and row["posterior"] >= min_posterior
+
+
 def confident_pairs(dataset, config: RoundConfig):
     """The training rows the round keeps: those whose posterior reaches config.min_posterior."""
     if config.min_posterior <= 0 and not config.posterior_smoothing:
@@ -255,10 +259,21 @@ def confident_pairs(dataset, config: RoundConfig):
         raise ValueError("the training file has no posterior column (exported before reliability): export it again")
     if config.min_posterior <= 0:
         return dataset
-    kept = dataset.filter(lambda row: row["posterior"] is not None and row["posterior"] >= config.min_posterior)
-    emit("selected", kept=len(kept), dropped=len(dataset) - len(kept), min_posterior=config.min_posterior)
+    kept = dataset.filter(lambda row: _confident(row, config.min_posterior))
+    emit("selected", split="training", kept=len(kept), dropped=len(dataset) - len(kept), min_posterior=config.min_posterior)
     if len(kept) == 0:
         raise ValueError(f"no training pair has a posterior of at least {config.min_posterior}")
+    return kept
+
+
+def confident_heldout(rows: list[dict[str, Any]], config: RoundConfig) -> list[dict[str, Any]]:
+    """The held-out rows the gate reads: with a min_posterior, those that reach it, as in training. The labels
+    the reliability model doubts are then not held against the candidate (nor for it): a noisy crowd's wrong
+    answers would otherwise pull every policy's measured accuracy toward chance."""
+    if config.min_posterior <= 0:
+        return rows
+    kept = [row for row in rows if _confident(row, config.min_posterior)]
+    emit("selected", split="held-out", kept=len(kept), dropped=len(rows) - len(kept), min_posterior=config.min_posterior)
     return kept
 
 
@@ -359,7 +374,7 @@ def run(spec: dict[str, Any]) -> None:
     )
     train_dataset = confident_pairs(train_dataset, config)
     trainer = build_trainer(spec, config, train_dataset=train_dataset, callbacks=[_event_callback()])
-    rows = _read_jsonl(spec["heldout_path"]) if spec.get("heldout_path") else []
+    rows = confident_heldout(_read_jsonl(spec["heldout_path"]) if spec.get("heldout_path") else [], config)
     budget = _kl_budget(spec, config, trainer, rows)
     started = time.perf_counter()
     result = trainer.train()

@@ -68,8 +68,8 @@ class RoundConfigForm(forms.Form):
         initial=_DEFAULT.min_posterior,
         min_value=0.0,
         max_value=1.0,
-        help_text="Drop training pairs whose chosen side is less likely than this to be truly better "
-        "(the annotator-reliability posterior); 0 keeps every pair.",
+        help_text="Drop pairs whose chosen side is less likely than this to be truly better (the "
+        "annotator-reliability posterior), from training and from the gate's held-out evidence; 0 keeps every pair.",
     )
     posterior_smoothing = forms.BooleanField(
         initial=_DEFAULT.posterior_smoothing,

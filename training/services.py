@@ -270,7 +270,7 @@ class _RoundReporter:
             self._store_metric(event)
         elif kind == "selected":
             self.note(
-                f"kept {event['kept']} training pairs, dropped {event['dropped']} "
+                f"kept {event['kept']} {event['split']} pairs, dropped {event['dropped']} "
                 f"with a posterior below {event['min_posterior']}"
             )
         elif kind == "kl_check":

@@ -33,6 +33,21 @@ def test_random_mode_ignores_margins_and_draws_the_whole_budget_uniformly():
     assert len(set(picks) - set(range(5))) > 10  # not the five least-sure ones
 
 
+def test_a_policy_that_knows_nothing_picks_what_random_picks():
+    # A first model scores every pair 0: uncertainty then has nothing to go on, and picks the very pairs random
+    # does on the same seed (the same positions among the candidates, whatever their ids), not merely as many.
+    zeros = {i: 0.0 for i in range(60)}
+    offset = {i + 1000: 0.0 for i in range(60)}  # the same candidates in another campaign
+
+    uncertain = selection.choose(zeros, budget=15, mode=selection.UNCERTAINTY, random_share=0.2, seed=7)
+    randoms = selection.choose(zeros, budget=15, mode=selection.RANDOM, random_share=0.2, seed=7)
+
+    assert set(uncertain) == set(randoms) and len(randoms) == 15
+    assert sorted(uncertain.values()).count(selection.RANDOM) == 3
+    assert {i + 1000 for i in randoms} == set(selection.choose(offset, budget=15, mode=selection.RANDOM, random_share=0.2, seed=7))
+    assert set(randoms) != set(selection.choose(zeros, budget=15, mode=selection.RANDOM, random_share=0.2, seed=8))
+
+
 def test_unscored_candidates_are_only_picked_at_random_and_fill_the_budget():
     margins = {1: None, 2: 0.5, 3: None}
 

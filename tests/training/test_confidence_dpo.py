@@ -53,6 +53,15 @@ def test_confident_pairs_drops_rows_below_the_minimum_posterior():
         dpo_worker.confident_pairs(Dataset.from_list(ROWS), RoundConfig(posterior_smoothing=True))
 
 
+
+def test_the_gate_reads_the_held_out_rows_that_reach_the_minimum_posterior():
+    rows = with_posteriors(POSTERIORS)
+
+    assert [r["posterior"] for r in dpo_worker.confident_heldout(rows, RoundConfig(min_posterior=0.7))] == [1.0, 0.8]
+    assert dpo_worker.confident_heldout(rows, RoundConfig(posterior_smoothing=True)) is rows  # smoothing alone drops none
+    # A row exported without a posterior (no judgment of the round's sources) is no confident evidence.
+    assert dpo_worker.confident_heldout([{**ROWS[0], "posterior": None}], RoundConfig(min_posterior=0.5)) == []
+
 @pytest.mark.slow
 def test_posterior_column_survives_column_pruning_and_the_collator(tiny_model_path, tmp_path):
     from transformers import AutoTokenizer

@@ -233,29 +233,38 @@ def test_a_round_drops_low_posterior_pairs_and_trains_the_rest_with_per_pair_smo
 ):
     campaign.annotations_per_pair = 3
     campaign.save(update_fields=["annotations_per_pair"])
+    # Three judges agree on most pairs; on every third one, the third judge dissents.
+    def votes(i: int) -> list[str]:
+        return ["a", "a", "b"] if i % 3 == 0 else ["a", "a", "a"]
+
     for i, topic in enumerate(TOPICS):
-        # Three judges agree on most pairs; on every third one, the third judge dissents.
-        votes = ["a", "a", "b"] if i % 3 == 0 else ["a", "a", "a"]
-        pairs.pair(votes=votes, text=f"Tell me about {topic}.", a=f"{topic.capitalize()} is lovely.", b="sea sea sea")
+        pairs.pair(votes=votes(i), text=f"Tell me about {topic}.", a=f"{topic.capitalize()} is lovely.", b="sea sea sea")
     for i in range(12):
-        pairs.pair(votes=["a", "a", "a"], text=f"Describe {TOPICS[i % 8]}. ({i})", a="I like it.", b="sea", split=Split.HELDOUT)
-    train_rows = list(
-        export.preference_rows(campaign=campaign, split=Split.TRAIN, policy=AggregationPolicy(), conversational=True)
-    )
-    split_posterior = max(r["posterior"] for r in train_rows if r["votes_b"])
-    threshold = (split_posterior + min(r["posterior"] for r in train_rows if not r["votes_b"])) / 2
-    assert split_posterior < threshold  # the dissented pairs are the less certain ones
+        pairs.pair(votes=votes(i), text=f"Describe {TOPICS[i % 8]}. ({i})", a="I like it.", b="sea", split=Split.HELDOUT)
+    rows = [
+        row
+        for split in (Split.TRAIN, Split.HELDOUT)
+        for row in export.preference_rows(campaign=campaign, split=split, policy=AggregationPolicy(), conversational=True)
+    ]
+    split_posterior = max(r["posterior"] for r in rows if r["votes_b"])
+    threshold = (split_posterior + min(r["posterior"] for r in rows if not r["votes_b"])) / 2
+    assert split_posterior < threshold  # the dissented pairs are the less certain ones, in both splits
 
     training_round = run(
         services.round_start(
             campaign=campaign,
-            config=RoundConfig.from_dict({**FAST, "min_posterior": threshold, "posterior_smoothing": True}),
+            config=RoundConfig.from_dict(
+                {**FAST, "gate_min_heldout_pairs": 8, "min_posterior": threshold, "posterior_smoothing": True}
+            ),
         )
     )
 
     assert training_round.status in (RoundStatus.PROMOTED, RoundStatus.GATED), training_round.error
     assert f"kept 5 training pairs, dropped 3 with a posterior below {threshold}" in training_round.log_tail
     assert training_round.metrics.filter(step=1).exists()
+    # The gate reads the same confident labels: the 4 dissented held-out pairs are not its evidence.
+    assert f"kept 8 held-out pairs, dropped 4 with a posterior below {threshold}" in training_round.log_tail
+    assert training_round.eval_results["gate"]["pairs"] == 8
 
 
 @pytest.mark.slow
