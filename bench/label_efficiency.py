@@ -76,6 +76,7 @@ Earlier, on 2 shared cores, smoke runs that prove the machinery, not the bars:
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -87,6 +88,7 @@ sys.path.insert(0, str(ROOT))
 from bench import loop as loop_bench  # noqa: E402
 
 SELECTIONS = ("random", "uncertainty")
+SEEDS = 3  # seeds per run by default (see the module's docstring)
 HELDOUT_SHARE = 0.4  # the least share of prompts held out (see main)
 # (selection, crowd, aggregation): every run's name is these joined by "/" (clean runs have one aggregation).
 RUNS = [
@@ -133,43 +135,43 @@ def summarize(runs: Mapping[str, Mapping[str, Sequence[float]]]) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    loop_bench.add_loop_arguments(parser)
-    parser.add_argument("--budget", type=int, default=150, help="Human judgments on training pairs per round.")
-    parser.add_argument("--candidates", type=int, help="Training pairs sampled per round (default: 3x the budget's pairs).")
-    parser.add_argument("--annotations-per-pair", type=int, default=3)
-    parser.add_argument("--flip", type=float, default=0.4, help="How often the noisy crowd's flippers flip.")
-    parser.add_argument("--min-posterior", type=float, default=0.6, help="The reliability runs drop pairs below it.")
-    args = parser.parse_args()
-    pairs = args.budget // args.annotations_per_pair
-    if pairs < 1:
-        parser.error(f"--budget {args.budget} buys no pair at {args.annotations_per_pair} judgments each")
-    args.candidates = args.candidates or 3 * pairs
-    # Held-out pairs are judged three times each and most tiny-model pairs tie under the built-in oracles
-    # (59 of 96 under positive): at loop.py's fifth held out, the gate had 37 decisive pairs, under its 50,
-    # and all 18 rounds of the six runs ended "not evaluated" at 0.5. Two fifths give it about 75.
-    if args.heldout is None:
-        args.heldout = max(HELDOUT_SHARE, loop_bench.POLICY_DEFAULTS[args.policy]["heldout"])
+def mean_runs(per_seed: Sequence[Mapping[str, Mapping[str, Sequence]]]) -> dict[str, dict]:
+    """Per run, the mean over seeds of each per-round figure (`win_rates`, `labels_used`, `kl`), with every seed's
+    win rates and statuses beside it."""
+    return {
+        name: {
+            **{
+                key: [round(statistics.fmean(values), 4) for values in zip(*(runs[name][key] for runs in per_seed))]
+                for key in ("win_rates", "labels_used", "kl")
+            },
+            "win_rates_by_seed": [list(runs[name]["win_rates"]) for runs in per_seed],
+            "statuses_by_seed": [list(runs[name]["statuses"]) for runs in per_seed],
+        }
+        for name in per_seed[0]
+    }
 
-    started = time.perf_counter()
-    loop_bench.loop_setup(args, prefix="bench-efficiency-")
+
+def seed_run(args: argparse.Namespace, oracle, seed: int) -> dict[str, dict]:
+    """The six runs on one seed (its own prompts, held-out set, samples and training), each its own campaign."""
     from labeling.models import Judgment, Split
-    from simulation import annotators, loop, oracles
+    from simulation import annotators, loop
     from training.models import TrainingRound
 
-    oracle = oracles.resolve(args.oracle)
+    args.seed = seed  # campaign_make and round_config read it
     results: dict[str, dict] = {}
     for selection, crowd, aggregation in RUNS:
         name = run_name(selection, crowd, aggregation)
         campaign = loop_bench.campaign_make(
-            args, name=f"efficiency {name}", annotations_per_pair=args.annotations_per_pair, pair_selection=selection
+            args,
+            name=f"efficiency seed {seed} {name}",
+            annotations_per_pair=args.annotations_per_pair,
+            pair_selection=selection,
         )
         heldout = campaign.prompts.filter(split=Split.HELDOUT).count()
         pipeline = {"min_posterior": args.min_posterior, "posterior_smoothing": True} if aggregation == "reliability" else {}
         config = loop.LoopSettings(
             annotators=args.annotators,
-            seed=args.seed,
+            seed=seed,
             prompts_per_round=args.candidates + heldout,  # held-out prompts are served, and so sampled, first
             label_budget=args.budget,
             behaviours=tuple(annotators.noisy_crowd(args.annotators, flip=args.flip)) if crowd == "noisy" else (),
@@ -187,12 +189,46 @@ def main() -> None:
             "kl": [round(k, 4) for k in report.kl],
             "statuses": [r.status for r in report.rounds],
         }
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    loop_bench.add_loop_arguments(parser)
+    parser.add_argument("--seeds", type=int, default=SEEDS, help="Seeds run, from --seed on; the summary is of their mean curves.")
+    parser.add_argument("--budget", type=int, default=150, help="Human judgments on training pairs per round.")
+    parser.add_argument("--candidates", type=int, help="Training pairs sampled per round (default: 3x the budget's pairs).")
+    parser.add_argument("--annotations-per-pair", type=int, default=3)
+    parser.add_argument("--flip", type=float, default=0.4, help="How often the noisy crowd's flippers flip.")
+    parser.add_argument("--min-posterior", type=float, default=0.6, help="The reliability runs drop pairs below it.")
+    args = parser.parse_args()
+    pairs = args.budget // args.annotations_per_pair
+    if pairs < 1:
+        parser.error(f"--budget {args.budget} buys no pair at {args.annotations_per_pair} judgments each")
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    args.candidates = args.candidates or 3 * pairs
+    # Held-out pairs are judged three times each and most tiny-model pairs tie under the built-in oracles
+    # (59 of 96 under positive): at loop.py's fifth held out, the gate had 37 decisive pairs, under its 50,
+    # and all 18 rounds of the six runs ended "not evaluated" at 0.5. Two fifths give it about 75.
+    if args.heldout is None:
+        args.heldout = max(HELDOUT_SHARE, loop_bench.POLICY_DEFAULTS[args.policy]["heldout"])
+
+    started = time.perf_counter()
+    loop_bench.loop_setup(args, prefix="bench-efficiency-")
+    from simulation import oracles
+
+    oracle = oracles.resolve(args.oracle)
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    per_seed = [seed_run(args, oracle, seed) for seed in seeds]
+    runs = mean_runs(per_seed)
     print(
         json.dumps(
             {
                 "bench": "label_efficiency",
                 "policy": args.policy,
                 "oracle": args.oracle,
+                "seeds": seeds,
                 "rounds": args.rounds,
                 "prompts": args.prompts,
                 "budget": args.budget,
@@ -201,8 +237,12 @@ def main() -> None:
                 "annotators": args.annotators,
                 "flip": args.flip,
                 "min_posterior": args.min_posterior,
-                "runs": results,
-                **summarize(results),
+                "runs": runs,
+                **summarize(runs),
+                "by_seed": [
+                    {"seed": seed, **{k: v for k, v in summarize(one).items() if k != "noisy_drop_by_selection"}}
+                    for seed, one in zip(seeds, per_seed)
+                ],
                 "wall_s": round(time.perf_counter() - started, 1),
                 "cpu_s": round(loop_bench.cpu_seconds(), 1),
             }

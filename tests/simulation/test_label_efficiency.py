@@ -40,3 +40,22 @@ def test_summary_ratio_is_null_when_uncertainty_never_reaches_random_or_random_n
     # Random ended at its round 0's 0.5: there is no target, not a ratio of 0.
     summary = label_efficiency.summarize(clean_and_noisy(0.5, 0.8, {"majority": 0.0, "reliability": 0.0}))
     assert summary["labels_ratio_uncertainty_vs_random"] is None
+
+
+def test_seeds_are_summarized_by_their_mean_curves():
+    one = clean_and_noisy(0.7, 0.8, {"majority": 0.1, "reliability": 0.0})
+    other = clean_and_noisy(0.9, 0.6, {"majority": 0.3, "reliability": 0.1})
+    for runs, status in ((one, "promoted"), (other, "gated")):
+        for run in runs.values():
+            run.update(kl=[0.0, 1.0, 2.0], statuses=["initial", status, status])
+
+    runs = label_efficiency.mean_runs([one, other])
+
+    assert runs["random/clean"]["win_rates"] == [0.5, 0.6, 0.8]
+    assert runs["uncertainty/clean"]["win_rates_by_seed"] == [[0.5, 0.75, 0.8], [0.5, 0.75, 0.6]]
+    assert runs["uncertainty/clean"]["statuses_by_seed"][1] == ["initial", "gated", "gated"]
+    assert runs["random/noisy/majority"]["labels_used"] == [0, 150, 300]
+    summary = label_efficiency.summarize(runs)
+    # The summary is of the mean curves, not of one seed: the first alone has a ratio of 0.4 and no reliability drop.
+    assert summary["noisy_drop_reliability"] == pytest.approx(0.05)
+    assert summary["labels_ratio_uncertainty_vs_random"] is None  # uncertainty's mean ends at 0.7, under random's 0.8
