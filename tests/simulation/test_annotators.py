@@ -83,6 +83,28 @@ def test_full_noise_flips_every_answer(campaign):
     assert set(Judgment.objects.values_list("choice", flat=True)) == {Choice.B}
 
 
+
+@concurrent
+def test_the_command_plants_a_noisy_crowd_whose_left_clicker_always_picks_the_left_side(campaign):
+    campaign.annotations_per_pair = 4
+    campaign.save()
+    make_pairs(campaign, 6, texts=("short", "a much longer answer"))
+    call_command(
+        "simulate_annotators", campaign=campaign.name, annotators=4, oracle="shorter", noisy_crowd=True, in_place=True
+    )
+    # noisy_crowd(4): a flipper, the left-clicker, two honest annotators; each judged all 6 pairs.
+    by_name = {
+        name: list(Judgment.objects.filter(annotator__username=name).values_list("choice", "left_is_a"))
+        for name in User.objects.filter(username__startswith=f"sim-{campaign.pk}-").values_list("username", flat=True)
+    }
+    left_clicker, honest = by_name[f"sim-{campaign.pk}-2"], by_name[f"sim-{campaign.pk}-3"]
+    assert len(left_clicker) == 6 and all((choice == Choice.A) == left_is_a for choice, left_is_a in left_clicker)
+    assert {choice for choice, _ in honest} == {Choice.A}
+    with pytest.raises(CommandError, match="leave --noise out"):
+        call_command("simulate_annotators", campaign=campaign.name, oracle="shorter", noise=0.1, noisy_crowd=True)
+    with pytest.raises(CommandError, match="at least 2 annotators"):
+        call_command("simulate_annotators", campaign=campaign.name, annotators=1, oracle="shorter", noisy_crowd=True)
+
 def test_a_noisy_crowd_has_a_quarter_of_flippers_and_one_left_clicker_among_honest_annotators():
     crowd = annotators.noisy_crowd(8)
     assert crowd.count(annotators.Behaviour(flip=0.4)) == 2

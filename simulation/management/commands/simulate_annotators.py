@@ -24,6 +24,12 @@ class Command(BaseCommand):
             "--oracle", required=True, help=f"{', '.join(oracles.BUILTIN)} or package.module:function"
         )
         parser.add_argument("--noise", type=float, default=0.0, help="Share of answers flipped (0-1).")
+        parser.add_argument(
+            "--noisy-crowd",
+            action="store_true",
+            help="Plant bad annotators instead: a quarter of them flip their answer with probability 0.4 and one "
+            "more always picks the left side (the label efficiency bench's crowd); they stand out on the dashboard.",
+        )
         parser.add_argument("--url", help="A running server, e.g. http://127.0.0.1:8000.")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--password", default="simulated-annotator-pass")
@@ -36,11 +42,17 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, campaign: str, annotators: int, oracle: str, noise: float, url: str | None,
-               seed: int, password: str, in_place: bool, max_tokens: int, **options) -> None:
+               seed: int, password: str, in_place: bool, max_tokens: int, noisy_crowd: bool, **options) -> None:
         if annotators < 1:
             raise CommandError("--annotators must be at least 1")
         if not 0.0 <= noise <= 1.0:
             raise CommandError("--noise must be between 0 and 1")
+        if noisy_crowd and noise:
+            raise CommandError("--noisy-crowd plants its own noise: leave --noise out")
+        try:
+            behaviours = annotators_module.noisy_crowd(annotators) if noisy_crowd else None
+        except ValueError as exc:
+            raise CommandError(f"--noisy-crowd: {exc}") from None
         try:
             choose = oracles.resolve(oracle)
         except ValueError as exc:
@@ -61,7 +73,13 @@ class Command(BaseCommand):
         try:
             with server as base_url:
                 result = annotators_module.simulate(
-                    base_url=base_url, campaign=target.name, credentials=credentials, oracle=choose, noise=noise, seed=seed
+                    base_url=base_url,
+                    campaign=target.name,
+                    credentials=credentials,
+                    oracle=choose,
+                    noise=noise,
+                    behaviours=behaviours,
+                    seed=seed,
                 )
         except (annotators_module.SimulationError, OSError) as exc:
             raise CommandError(str(exc)) from None
