@@ -220,7 +220,11 @@ def main() -> None:
 
     oracle = oracles.resolve(args.oracle)
     seeds = list(range(args.seed, args.seed + args.seeds))
-    per_seed = [seed_run(args, oracle, seed) for seed in seeds]
+    per_seed = []
+    for seed in seeds:
+        per_seed.append(seed_run(args, oracle, seed))
+        # Each seed's figures as it ends (a long run can be read, or stopped, before the summary line).
+        print(json.dumps({"seed": seed, "runs": per_seed[-1], **summarize(per_seed[-1])}), flush=True)
     runs = mean_runs(per_seed)
     print(
         json.dumps(
