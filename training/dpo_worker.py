@@ -248,7 +248,7 @@ def build_trainer(spec: dict[str, Any], config: RoundConfig, *, train_dataset, c
 
 
 def _confident(row: dict[str, Any], min_posterior: float) -> bool:
-    return row["posterior"] is not None and row["posterior"] >= min_posterior
+    return row.get("posterior") is not None and row["posterior"] >= min_posterior
 
 
 def confident_pairs(dataset, config: RoundConfig):
