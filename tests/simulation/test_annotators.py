@@ -85,7 +85,7 @@ def test_full_noise_flips_every_answer(campaign):
 
 
 @concurrent
-def test_the_command_plants_a_noisy_crowd_whose_left_clicker_always_picks_the_left_side(campaign):
+def test_the_command_plants_a_noisy_crowd_whose_left_clicker_always_picks_the_left_side(campaign, capsys):
     campaign.annotations_per_pair = 4
     campaign.save()
     make_pairs(campaign, 6, texts=("short", "a much longer answer"))
@@ -100,6 +100,11 @@ def test_the_command_plants_a_noisy_crowd_whose_left_clicker_always_picks_the_le
     left_clicker, honest = by_name[f"sim-{campaign.pk}-2"], by_name[f"sim-{campaign.pk}-3"]
     assert len(left_clicker) == 6 and all((choice == Choice.A) == left_is_a for choice, left_is_a in left_clicker)
     assert {choice for choice, _ in honest} == {Choice.A}
+    assert "no two annotators share a pair" not in capsys.readouterr().out
+    campaign.annotations_per_pair = 1
+    campaign.save()
+    call_command("simulate_annotators", campaign=campaign.name, annotators=2, oracle="shorter", noisy_crowd=True, in_place=True)
+    assert "no two annotators share a pair" in capsys.readouterr().out
     with pytest.raises(CommandError, match="leave --noise out"):
         call_command("simulate_annotators", campaign=campaign.name, oracle="shorter", noise=0.1, noisy_crowd=True)
     with pytest.raises(CommandError, match="at least 2 annotators"):

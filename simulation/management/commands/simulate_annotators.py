@@ -28,7 +28,8 @@ class Command(BaseCommand):
             "--noisy-crowd",
             action="store_true",
             help="Plant bad annotators instead: a quarter of them flip their answer with probability 0.4 and one "
-            "more always picks the left side (the label efficiency bench's crowd); they stand out on the dashboard.",
+            "more always picks the left side (the label efficiency bench's crowd); they stand out on the dashboard "
+            "when pairs are judged more than once (the campaign's annotations per pair).",
         )
         parser.add_argument("--url", help="A running server, e.g. http://127.0.0.1:8000.")
         parser.add_argument("--seed", type=int, default=0)
@@ -83,6 +84,13 @@ class Command(BaseCommand):
                 )
         except (annotators_module.SimulationError, OSError) as exc:
             raise CommandError(str(exc)) from None
+        if behaviours and target.annotations_per_pair < 2:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"{target.name!r} takes one judgment per pair: no two annotators share a pair, so the dashboard "
+                    "cannot tell the planted ones apart (set its annotations per pair to 3, then run this again)"
+                )
+            )
         per = ", ".join(f"{name}: {count}" for name, count in sorted(result.by_annotator.items()))
         self.stdout.write(
             self.style.SUCCESS(
