@@ -169,6 +169,13 @@ class AnnotatorQualitySerializer(serializers.Serializer):
     )
     reliability_low = serializers.FloatField(allow_null=True, help_text="95% Beta posterior interval, low end.")
     reliability_high = serializers.FloatField(allow_null=True, help_text="95% Beta posterior interval, high end.")
+    decisive_accuracy = serializers.FloatField(
+        allow_null=True,
+        help_text="The same estimate on their judgments of pairs where one side is truly better: how often they pick "
+        "it; null when none of theirs is.",
+    )
+    decisive_accuracy_low = serializers.FloatField(allow_null=True, help_text="95% Beta posterior interval, low end.")
+    decisive_accuracy_high = serializers.FloatField(allow_null=True, help_text="95% Beta posterior interval, high end.")
     left_bias = serializers.FloatField(
         allow_null=True, help_text="P(left | right truly better) - P(right | left truly better)."
     )
@@ -212,15 +219,20 @@ def _tally_data(tally: quality.Tally) -> dict:
     }
 
 
+# The API's names for AnnotatorReliability's fields.
+_RELIABILITY_FIELDS = {
+    "reliability": "reliability",
+    "reliability_low": "low",
+    "reliability_high": "high",
+    "decisive_accuracy": "decisive",
+    "decisive_accuracy_low": "decisive_low",
+    "decisive_accuracy_high": "decisive_high",
+    "left_bias": "left_bias",
+}
+
+
 def _reliability_data(reliability: AnnotatorReliability | None) -> dict:
-    if reliability is None:
-        return {"reliability": None, "reliability_low": None, "reliability_high": None, "left_bias": None}
-    return {
-        "reliability": reliability.reliability,
-        "reliability_low": reliability.low,
-        "reliability_high": reliability.high,
-        "left_bias": reliability.left_bias,
-    }
+    return {key: None if reliability is None else getattr(reliability, name) for key, name in _RELIABILITY_FIELDS.items()}
 
 
 def report_data(report: quality.CampaignReport) -> dict:

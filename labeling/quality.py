@@ -214,21 +214,27 @@ class CampaignReport:
     def annotator_reliability(self, name: str) -> AnnotatorReliability | None:
         return self.reliability.annotators.get(name) if self.reliability else None
 
-    def reliability_stands_out(self, name: str) -> bool:
-        """Their 95% interval lies wholly below the median annotator's reliability: worth a look."""
+    def reliability_stands_out(self, name: str) -> tuple[bool, bool]:
+        """Whether their reliability's, and their decisive accuracy's, 95% interval lies wholly below the median
+        annotator's figure: worth a look. Either can show a bad annotator alone: where most pairs are ties, one
+        who flips decisive answers is right on most pairs, and only their decisive accuracy falls."""
         mine = self.annotator_reliability(name)
         if mine is None or len(self.reliability.annotators) < 3:
-            return False
-        median = statistics.median(r.reliability for r in self.reliability.annotators.values())
-        return mine.high < median
+            return False, False
+        others = self.reliability.annotators.values()
+        low_reliability = mine.high < statistics.median(r.reliability for r in others)
+        decisive = [r.decisive for r in others if r.decisive is not None]
+        low_decisive = mine.decisive is not None and len(decisive) >= 3 and mine.decisive_high < statistics.median(decisive)
+        return low_reliability, low_decisive
 
     @property
     def fraction(self) -> float:
         return self.done / self.needed if self.needed else 1.0
 
     @property
-    def annotator_lines(self) -> list[tuple[str, Tally, int, int, AnnotatorReliability | None, bool]]:
-        """(name, tally, skips, flags, reliability, stands out) per annotator, for the dashboard's table."""
+    def annotator_lines(self) -> list[tuple[str, Tally, int, int, AnnotatorReliability | None, bool, bool]]:
+        """(name, tally, skips, flags, reliability, its stands out, decisive accuracy's) per annotator, for the
+        dashboard's table."""
         return [
             (
                 name,
@@ -236,7 +242,7 @@ class CampaignReport:
                 self.skips.get(name, 0),
                 self.flags.get(name, 0),
                 self.annotator_reliability(name),
-                self.reliability_stands_out(name),
+                *self.reliability_stands_out(name),
             )
             for name, t in self.annotators.items()
         ]

@@ -23,6 +23,13 @@ an annotator with none gets no estimate), under the fitted model. Its interval i
 interval on that many expected-correct answers out of their judgment count
 (Beta(1 + correct, 1 + wrong), Jeffreys would differ little): it treats the
 latent truths as known, so it is narrower than a bootstrap over pairs would be.
+
+Decisive accuracy is the same on the judgments whose truth is a side (weighted by
+P(a or b truly better)): how often they pick the better completion when there is
+one, which is what training reads. Where most pairs are truly ties, an annotator
+who flips two in five decisive answers still answers most pairs right (a tie
+flipped is a tie), so their reliability sits near everyone's; their decisive
+accuracy does not.
 """
 
 from collections.abc import Hashable, Iterable, Mapping
@@ -42,6 +49,8 @@ _TRUTH_OF_CHOICE = {"a": A_BETTER, "b": B_BETTER, "tie": NEITHER, "both_bad": NE
 # floor everywhere so no answer is ever impossible.
 _DIAGONAL_PRIOR = 1.0
 _FLOOR_PRIOR = 0.01
+# Below one expected decisive judgment, a decisive accuracy is the prior's, not theirs: none is given.
+_MIN_DECISIVE = 1.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,11 @@ class AnnotatorReliability:
     high: float
     # P(left | truly right) - P(right | truly left): above zero, they favour the left side.
     left_bias: float
+    # The same estimate on the judgments whose truth is a side; None when (almost) none is.
+    decisive_judgments: float  # expected count: the sum of P(a or b truly better) over their evidence
+    decisive: float | None
+    decisive_low: float | None
+    decisive_high: float | None
 
 
 @dataclass(frozen=True)
@@ -152,7 +166,10 @@ def dawid_skene(
             break
 
     # Expected correctness of each judgment: sum over truths of P(truth) * P(answering it right | truth, order).
-    correct = sum(q[which, t] * confusion[who, shown[:, t], shown[:, t]] for t in range(CLASSES))
+    right_if = [q[which, t] * confusion[who, shown[:, t], shown[:, t]] for t in range(CLASSES)]
+    correct = sum(right_if)
+    decisive_correct = right_if[A_BETTER] + right_if[B_BETTER]
+    decisive_weight = q[which, A_BETTER] + q[which, B_BETTER]
     # A pair only its own annotator judged, and not gold, says nothing of them: its posterior is their own
     # answer, so it would count as right. Only pairs shared with another annotator, or gold, are evidence.
     judges = np.bincount(np.unique(which * len(annotators) + who) // len(annotators), minlength=len(items))
@@ -165,12 +182,24 @@ def dawid_skene(
             continue  # no estimate rather than the prior's
         right = float(correct[mine].sum())
         low, high = beta.ppf([0.025, 0.975], 1 + right, 1 + n - right)
+        n_decisive = float(decisive_weight[mine].sum())
+        decisive = decisive_low = decisive_high = None
+        if n_decisive >= _MIN_DECISIVE:
+            right_decisive = float(decisive_correct[mine].sum())
+            decisive = right_decisive / n_decisive
+            decisive_low, decisive_high = (
+                float(x) for x in beta.ppf([0.025, 0.975], 1 + right_decisive, 1 + n_decisive - right_decisive)
+            )
         result[annotator] = AnnotatorReliability(
             judgments=n,
             reliability=right / n,
             low=float(low),
             high=float(high),
             left_bias=float(confusion[index, RIGHT, LEFT] - confusion[index, LEFT, RIGHT]),
+            decisive_judgments=n_decisive,
+            decisive=decisive,
+            decisive_low=decisive_low,
+            decisive_high=decisive_high,
         )
     posteriors = {item: tuple(float(p) for p in q[i]) for i, item in enumerate(items)}
     return ReliabilityResult(annotators=result, posteriors=posteriors, iterations=iterations, converged=converged)

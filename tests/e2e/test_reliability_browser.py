@@ -43,7 +43,7 @@ def test_noisy_and_left_clicking_annotators_stand_out_on_the_dashboard(page, liv
     page.goto(live_server.url + reverse("campaign-dashboard", args=[campaign.pk]))
 
     flagged = page.eval_on_selector_all(
-        "table.annotators tbody tr", "rows => rows.filter(r => r.querySelector('td.reliability.flag')).map(r => r.cells[0].innerText)"
+        "table.annotators tbody tr", "rows => rows.filter(r => r.querySelector('td.reliability.flag, td.decisive.flag')).map(r => r.cells[0].innerText)"
     )
     assert sorted(flagged) == ["flipper", "left-clicker"]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -19,10 +19,13 @@ def _other(choice: str) -> str:
     return "b" if choice == "a" else "a"
 
 
-def simulate(seed: int, *, pairs: int = 300, per_pair: int = 3, clean_error: float = 0.05):
-    """Planted truths and annotators; every pair judged by `per_pair` annotators drawn at random, each shown in a random order."""
+def simulate(seed: int, *, pairs: int = 300, per_pair: int = 3, clean_error: float = 0.05, ties: float = 0.0):
+    """Planted truths and annotators; every pair judged by `per_pair` annotators drawn at random, each shown in a random order.
+
+    A share `ties` of the pairs are truly ties: everyone answers them "tie" but the left-clicker (the bench's
+    crowd: a flipper flips sides, and a tie flipped is a tie)."""
     rng = np.random.default_rng(seed)
-    truth = {i: str(rng.choice(["a", "b"])) for i in range(pairs)}
+    truth = {i: "tie" if rng.random() < ties else str(rng.choice(["a", "b"])) for i in range(pairs)}
     annotators = CLEAN + FLIPPERS + [LEFT_CLICKER]
     observations = []
     for item, better in truth.items():
@@ -30,6 +33,8 @@ def simulate(seed: int, *, pairs: int = 300, per_pair: int = 3, clean_error: flo
             left_is_a = bool(rng.integers(2))
             if who == LEFT_CLICKER:
                 choice = "a" if left_is_a else "b"
+            elif better == "tie":
+                choice = "tie"
             elif who in FLIPPERS:
                 choice = _other(better) if rng.random() < 0.4 else better
             else:
@@ -49,6 +54,24 @@ def test_planted_noisy_annotators_are_estimated_below_every_clean_one(seed):
         assert result.annotators[noisy].reliability < worst_clean
         assert result.annotators[noisy].high < worst_clean  # apart, not only on average
     assert result.converged
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_where_most_pairs_are_ties_decisive_accuracy_still_sets_the_flippers_apart(seed):
+    # Three pairs in four are ties, which a flipper answers right: their reliability (about 0.9) nears the
+    # clean annotators', but on the pairs where one side is better they are right 6 times in 10.
+    _, observations = simulate(seed, pairs=600, ties=0.75)
+
+    result = dawid_skene(observations)
+
+    clean = [result.annotators[name] for name in CLEAN]
+    for noisy in [*FLIPPERS, LEFT_CLICKER]:
+        assert result.annotators[noisy].decisive_high < min(r.decisive for r in clean)
+    for flipper in FLIPPERS:
+        assert result.annotators[flipper].decisive == pytest.approx(0.6, abs=0.12)
+        assert result.annotators[flipper].reliability > 0.85
+    assert all(r.decisive_low <= r.decisive <= r.decisive_high for r in result.annotators.values())
+    assert all(r.decisive_judgments < r.judgments / 2 for r in clean)  # weighted by P(a side is better)
 
 
 def test_the_left_clicker_shows_a_left_bias_and_the_others_do_not():
@@ -157,7 +180,7 @@ def test_dashboard_shows_reliability_and_flags_the_left_clicker(client, admin_us
     client.force_login(admin_user)
     page = client.get(reverse("campaign-dashboard", args=[campaign.pk])).content.decode()
 
-    lines = {name: (rel, stands_out) for name, _, _, _, rel, stands_out in report.annotator_lines}
+    lines = {name: (rel, low_reliability) for name, _, _, _, rel, low_reliability, _ in report.annotator_lines}
     assert lines["bob"][1] and not lines["alice"][1] and not lines["carol"][1]
     assert lines["bob"][0].reliability < 0.7 < lines["alice"][0].reliability
     assert 'class="num reliability flag"' in page and "reliability (95% interval)" in page
@@ -167,3 +190,34 @@ def test_dashboard_shows_reliability_and_flags_the_left_clicker(client, admin_us
     assert api["bob"]["reliability"] == pytest.approx(lines["bob"][0].reliability)
     assert api["bob"]["reliability_low"] <= api["bob"]["reliability"] <= api["bob"]["reliability_high"]
     assert api["bob"]["left_bias"] > 0.5
+    assert api["bob"]["decisive_accuracy"] == pytest.approx(lines["bob"][0].decisive)
+    assert api["alice"]["decisive_accuracy_low"] <= api["alice"]["decisive_accuracy"] <= api["alice"]["decisive_accuracy_high"]
+
+
+@pytest.mark.django_db
+def test_dashboard_flags_a_flipper_by_decisive_accuracy_where_most_pairs_are_ties(client, admin_user, campaign, alice, bob, django_user_model):
+    campaign.annotations_per_pair = 3
+    campaign.save()
+    make_pairs(campaign, 60)
+    carol = django_user_model.objects.create_user("carol", password="x")
+    rng = np.random.default_rng(0)
+    # Pairs 0-44 are ties, which all three answer; on pairs 45-59 "a" is better, and Bob answers the other
+    # side half the time.
+    for i in range(60):
+        for user in (alice, bob, carol):
+            left_is_a = bool(rng.integers(2))
+            if i < 45:
+                choice = "tie"
+            else:
+                picks_a = user != bob or i % 2 == 0
+                choice = "left" if picks_a == left_is_a else "right"
+            label(campaign, user, choice, left_is_a=left_is_a)
+
+    report = quality.campaign_report(campaign=campaign)
+    client.force_login(admin_user)
+    page = client.get(reverse("campaign-dashboard", args=[campaign.pk])).content.decode()
+
+    lines = {name: (rel, low_rel, low_dec) for name, _, _, _, rel, low_rel, low_dec in report.annotator_lines}
+    assert lines["bob"][2] and not lines["alice"][2] and not lines["carol"][2]
+    assert lines["bob"][0].decisive < 0.7 < lines["alice"][0].decisive
+    assert 'class="num decisive flag"' in page and "decisive accuracy (95% interval)" in page
