@@ -18,10 +18,10 @@ Per seed, six runs, each its own campaign in one throwaway SQLite database:
   the annotators flip their answer with probability `--flip`, one always picks the left side), rounds
   trained on the plain majority of each pair's votes;
 - {random, uncertainty}/noisy/reliability: the same crowd, rounds trained through the reliability
-  pipeline: the export's per-pair posterior (labeling.reliability's Dawid-Skene fit), pairs under
-  `--min-posterior` dropped from training and from the gate's held-out evidence, the rest trained with
-  per-pair label smoothing 1 - posterior (RoundConfig.min_posterior, posterior_smoothing;
-  training/confidence_dpo.py).
+  pipeline: each pair's chosen side is the one labeling.reliability's Dawid-Skene fit favours
+  (AggregationPolicy.winner "posterior"), pairs whose posterior is under `--min-posterior` dropped from
+  training and from the gate's held-out evidence, the rest trained with per-pair label smoothing
+  1 - posterior (RoundConfig.min_posterior, posterior_smoothing; training/confidence_dpo.py).
 The six runs of a seed share their random numbers: the same prompts and held-out set, the same samples
 from the same policy, and one random order of the candidates for both selection modes (labeling.selection).
 Round 0's policy is its own reference, so every margin is 0 and uncertainty picks exactly random's first
@@ -188,7 +188,11 @@ def seed_run(args: argparse.Namespace, oracle, seed: int) -> dict[str, dict]:
             pair_selection=selection,
         )
         heldout = campaign.prompts.filter(split=Split.HELDOUT).count()
-        pipeline = {"min_posterior": args.min_posterior, "posterior_smoothing": True} if aggregation == "reliability" else {}
+        pipeline = (
+            {"min_posterior": args.min_posterior, "posterior_smoothing": True, "aggregation": {"winner": "posterior"}}
+            if aggregation == "reliability"
+            else {}
+        )
         config = loop.LoopSettings(
             annotators=args.annotators,
             seed=seed,

@@ -90,6 +90,13 @@ class ReliabilityResult:
             return None
         return posterior[A_BETTER if side == "a" else B_BETTER]
 
+    def likelier_side(self, item: Hashable, default: str) -> str:
+        """The side ("a" or "b") more probably the better one; `default` for an item never judged or an even posterior."""
+        posterior = self.posteriors.get(item)
+        if posterior is None or posterior[A_BETTER] == posterior[B_BETTER]:
+            return default
+        return "a" if posterior[A_BETTER] > posterior[B_BETTER] else "b"
+
 
 def _shown(truth: np.ndarray, left_is_a: np.ndarray) -> np.ndarray:
     """The shown side (LEFT, RIGHT, NO_SIDE) of each truth for judgments shown in order `left_is_a`."""

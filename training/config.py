@@ -17,6 +17,8 @@ REFERENCES = ("previous", "initial")
 PRECISIONS = ("auto", "fp32", "bf16")
 # labeling.models.JudgmentSource's values, spelled out: this module stays Django-free.
 JUDGMENT_SOURCES = ("human", "simulated", "imported")
+# Which side of a kept pair an export chooses (AggregationPolicy.winner).
+WINNERS = ("votes", "posterior")
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 # What each field's declared type accepts from JSON or a form, and how a refusal names it.
@@ -68,6 +70,14 @@ class AggregationPolicy:
     default) a pair is exported only once it is settled: it has all of its
     campaign's N judgments from those sources, so a later vote can no longer
     flip its majority. An imported judgment is a data set's settled label on its own.
+
+    `winner` says which side of a kept pair is chosen: "votes" (the default), the one
+    the votes name; "posterior", the one the campaign's Dawid-Skene fit
+    (labeling.reliability) finds likelier to be truly better, which weighs each vote
+    by its annotator's reliability and side bias: where a left-clicker and a flipper
+    outvote a reliable annotator, the row is turned to the reliable one's side rather
+    than trained the wrong way or dropped. Which pairs give a row is decided by the
+    votes in both cases.
     """
 
     min_judgments: int = 1
@@ -77,10 +87,13 @@ class AggregationPolicy:
     include_gold: bool = False
     settled_only: bool = True
     sources: tuple[str, ...] = ("human",)
+    winner: str = "votes"
 
     def __post_init__(self) -> None:
         if self.min_judgments < 1:
             raise ValueError("min_judgments must be at least 1")
+        if self.winner not in WINNERS:
+            raise ValueError(f"winner must be one of {', '.join(WINNERS)}, not {self.winner!r}")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ValueError("min_agreement must be between 0 and 1")
         unknown = sorted(set(self.sources) - set(JUDGMENT_SOURCES))

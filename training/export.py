@@ -7,7 +7,8 @@ same judgments always give the same bytes and the same sha256.
 
 Each row's `posterior` is the probability that its chosen completion is truly
 the better one, from the campaign's Dawid-Skene fit (labeling.reliability) over
-the judgments of the policy's sources. That fit holds the campaign's judgments in
+the judgments of the policy's sources; with the policy's winner "posterior", the
+chosen completion is the one that fit favours, whatever the votes say. That fit holds the campaign's judgments in
 memory (a few numbers per judgment, not their texts), fitted once per export.
 """
 
@@ -195,8 +196,11 @@ def _messages(value: list[dict]) -> list[dict[str, str]]:
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
 
 
-def _row(comparison: Comparison, *, conversational: bool, reliability: ReliabilityResult) -> dict[str, Any]:
-    a_wins = comparison.chosen_side == "a"
+def _row(comparison: Comparison, *, conversational: bool, reliability: ReliabilityResult, winner: str) -> dict[str, Any]:
+    side = comparison.chosen_side
+    if winner == "posterior":
+        side = reliability.likelier_side(comparison.pk, default=side)
+    a_wins = side == "a"
     chosen, rejected = (
         (comparison.completion_a, comparison.completion_b)
         if a_wins
@@ -206,7 +210,7 @@ def _row(comparison: Comparison, *, conversational: bool, reliability: Reliabili
     counted = comparison.n_counted
     winner_votes = comparison.n_a if a_wins else comparison.n_b
     strength = comparison.strength_a if a_wins else comparison.strength_b
-    posterior = reliability.winner_posterior(comparison.pk, comparison.chosen_side)
+    posterior = reliability.winner_posterior(comparison.pk, side)
     margin = comparison.policy_margin
     if conversational:
         prompt_value: Any = _messages(prompt_model_input(prompt))
@@ -291,7 +295,7 @@ def preference_rows(
     )
     reliability = campaign_reliability(campaign=campaign, sources=policy.sources)
     for comparison in qs.iterator(chunk_size=_CHUNK):
-        yield _row(comparison, conversational=conversational, reliability=reliability)
+        yield _row(comparison, conversational=conversational, reliability=reliability, winner=policy.winner)
 
 
 @dataclass(frozen=True)

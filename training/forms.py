@@ -1,7 +1,7 @@
 from django import forms
 from django.conf import settings
 
-from training.config import JUDGMENT_SOURCES, LOSS_TYPES, REFERENCES, RoundConfig
+from training.config import JUDGMENT_SOURCES, LOSS_TYPES, REFERENCES, WINNERS, RoundConfig
 from training.export import AggregationPolicy
 
 _DEFAULT = RoundConfig()
@@ -31,6 +31,14 @@ class RoundConfigForm(forms.Form):
     )
     min_agreement = forms.FloatField(initial=_AGGREGATION.min_agreement, min_value=0.0, max_value=1.0)
     min_judgments = forms.IntegerField(initial=_AGGREGATION.min_judgments, min_value=1)
+    winner = forms.ChoiceField(
+        choices=[(w, w) for w in WINNERS],
+        initial=_AGGREGATION.winner,
+        label="Chosen side",
+        help_text="votes: the side the pair's votes name; posterior: the side the annotators' reliability model finds "
+        "likelier better, each vote weighed by who gave it (a pair a left-clicker and a careless annotator outvoted "
+        "is turned, not trained the wrong way).",
+    )
     sources = forms.MultipleChoiceField(
         choices=[(s, s) for s in JUDGMENT_SOURCES],
         initial=list(_AGGREGATION.sources),
@@ -100,7 +108,7 @@ class RoundConfigForm(forms.Form):
         data = super().clean()
         if self.errors:
             return data
-        aggregation = {name: data.pop(name) for name in ("min_agreement", "min_judgments", "sources")}
+        aggregation = {name: data.pop(name) for name in ("min_agreement", "min_judgments", "sources", "winner")}
         try:
             self.config = RoundConfig.from_dict({**data, "aggregation": aggregation})
         except ValueError as exc:

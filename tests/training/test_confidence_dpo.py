@@ -157,5 +157,8 @@ def test_the_round_form_offers_both_posterior_options():
 
     assert form.is_valid(), form.errors
     assert (form.config.min_posterior, form.config.posterior_smoothing) == (0.7, True)
+    by_posterior = RoundConfigForm({**initial, "lora": "on", "winner": "posterior"})
+    assert by_posterior.is_valid(), by_posterior.errors
+    assert by_posterior.config.aggregation["winner"] == "posterior"
     refused = RoundConfigForm({**initial, "loss_type": "ipo", "posterior_smoothing": "on"})
     assert not refused.is_valid() and "posterior_smoothing needs loss_type" in str(refused.errors)

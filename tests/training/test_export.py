@@ -58,6 +58,46 @@ def test_rows_carry_the_reliability_posterior_of_their_chosen_completion(campaig
     assert all(0 <= row["posterior"] <= 1 for row in by_id.values())
 
 
+def outvoted_pair(pairs):
+    """Twelve pairs where "a" is better, judged by four annotators: judge 0 and judge 3 answer it every time,
+    judge 1 (shown b on the left) always clicks left, judge 2 answers b one time in three. Then a pair the
+    two unreliable ones outvote judge 0 on, 2 to 1."""
+    for i in range(12):
+        pairs.pair(votes=["a", "b", "b" if i % 3 == 0 else "a", "a"], text=f"agreed {i}")
+    return pairs.pair(votes=["a", "b", "b"], text="outvoted")
+
+
+def test_by_votes_the_outvoted_pair_chooses_the_majority_with_a_low_posterior(campaign, pairs):
+    outvoted = outvoted_pair(pairs)
+
+    by_id = {row["comparison_id"]: row for row in rows(campaign)}
+
+    assert by_id[outvoted.pk]["chosen_completion_id"] == outvoted.completion_b_id
+    assert by_id[outvoted.pk]["posterior"] < 0.5
+
+
+def test_by_posterior_the_outvoted_pair_chooses_the_side_the_reliable_annotator_picked(campaign, pairs):
+    outvoted = outvoted_pair(pairs)
+
+    by_votes = {row["comparison_id"]: row for row in rows(campaign)}
+    by_posterior = {row["comparison_id"]: row for row in rows(campaign, winner="posterior")}
+
+    row = by_posterior[outvoted.pk]
+    assert (row["chosen_completion_id"], row["rejected_completion_id"]) == (outvoted.completion_a_id, outvoted.completion_b_id)
+    assert row["posterior"] > 0.5 and row["posterior"] == pytest.approx(1 - by_votes[outvoted.pk]["posterior"], abs=0.05)
+    assert row["agreement"] == pytest.approx(1 / 3, abs=1e-6)  # the votes the chosen side got, as ever
+    assert (row["votes_a"], row["votes_b"]) == (1, 2)
+    # Every other pair's votes and posterior already agree: only the outvoted pair turns.
+    assert {k: v["chosen_completion_id"] for k, v in by_posterior.items() if k != outvoted.pk} == {
+        k: v["chosen_completion_id"] for k, v in by_votes.items() if k != outvoted.pk
+    }
+
+
+def test_an_unknown_winner_is_refused():
+    with pytest.raises(ValueError, match="winner must be one of votes, posterior"):
+        AggregationPolicy.from_dict({"winner": "loudest"})
+
+
 @pytest.mark.parametrize(
     ("votes", "policy", "kept"),
     [
@@ -320,6 +360,17 @@ def test_export_preferences_command_keeps_ties_when_asked(campaign, pairs, tmp_p
     table = pq.read_table(out)
     assert table.num_rows == 1
     assert table.column("chosen").to_pylist() == ["sea sea sea"]
+
+
+def test_export_preferences_command_chooses_by_posterior_when_asked(campaign, pairs, tmp_path):
+    outvoted = outvoted_pair(pairs)
+    out = tmp_path / "prefs.jsonl"
+
+    call_command("export_preferences", campaign=campaign.name, format="jsonl", out=str(out), winner="posterior", verbosity=0)
+
+    by_id = {row["comparison_id"]: row for row in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
+    assert by_id[outvoted.pk]["chosen_completion_id"] == outvoted.completion_a_id
+    assert PreferenceSnapshot.objects.get().filters["aggregation"]["winner"] == "posterior"
 
 
 def test_export_preferences_command_exports_unsettled_pairs_only_when_asked(campaign, pairs, tmp_path):

@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from labeling.commands import campaign_named
 from labeling.models import JudgmentSource
 from training import services
+from training.config import WINNERS
 from training.export import FORMATS, PROMPT_FORMATS, SPLITS, AggregationPolicy
 
 
@@ -31,6 +32,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--keep-both-bad", action="store_true", help="Both-bad votes abstain instead of dropping the pair."
         )
+        parser.add_argument(
+            "--winner",
+            choices=WINNERS,
+            default=AggregationPolicy.winner,
+            help="Which side a kept pair chooses: the votes' (default), or the one the annotators' reliability model "
+            "finds likelier better (posterior).",
+        )
         parser.add_argument("--include-gold", action="store_true")
         parser.add_argument(
             "--include-unsettled",
@@ -55,6 +63,7 @@ class Command(BaseCommand):
                 include_gold=options["include_gold"],
                 settled_only=not options["include_unsettled"],
                 sources=tuple(s.strip() for s in options["sources"].split(",") if s.strip()),
+                winner=options["winner"],
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
