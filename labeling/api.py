@@ -150,6 +150,13 @@ class CampaignSerializer(serializers.ModelSerializer):
         return selectors.campaign_allowed_choices(campaign=campaign)
 
 
+_INTERVAL_LOW, _INTERVAL_HIGH = "95% Beta posterior interval, low end.", "95% Beta posterior interval, high end."
+
+
+def _nullable(help_text: str) -> serializers.FloatField:
+    return serializers.FloatField(allow_null=True, help_text=help_text)
+
+
 class AnnotatorQualitySerializer(serializers.Serializer):
     username = serializers.CharField()
     judgments = serializers.IntegerField()
@@ -162,20 +169,16 @@ class AnnotatorQualitySerializer(serializers.Serializer):
     left_p_value = serializers.FloatField(allow_null=True, help_text="Two-sided binomial test against 1/2.")
     tie_rate = serializers.FloatField(allow_null=True)
     both_bad_rate = serializers.FloatField(allow_null=True)
-    reliability = serializers.FloatField(
-        allow_null=True,
-        help_text="Estimated probability of a correct answer (Dawid-Skene over these judgments); null when none of "
-        "theirs is on a pair shared with another annotator or on a gold pair.",
+    reliability = _nullable(
+        "Estimated probability of a correct answer (Dawid-Skene over these judgments); null when none of theirs is "
+        "on a pair shared with another annotator or on a gold pair."
     )
-    reliability_low = serializers.FloatField(allow_null=True, help_text="95% Beta posterior interval, low end.")
-    reliability_high = serializers.FloatField(allow_null=True, help_text="95% Beta posterior interval, high end.")
-    decisive_accuracy = serializers.FloatField(
-        allow_null=True,
-        help_text="The same estimate on their judgments of pairs where one side is truly better: how often they pick "
-        "it; null when none of theirs is.",
+    reliability_low, reliability_high = _nullable(_INTERVAL_LOW), _nullable(_INTERVAL_HIGH)
+    decisive_accuracy = _nullable(
+        "The same estimate on their judgments of pairs where one side is truly better: how often they pick it; null "
+        "when none of theirs is."
     )
-    decisive_accuracy_low = serializers.FloatField(allow_null=True, help_text="95% Beta posterior interval, low end.")
-    decisive_accuracy_high = serializers.FloatField(allow_null=True, help_text="95% Beta posterior interval, high end.")
+    decisive_accuracy_low, decisive_accuracy_high = _nullable(_INTERVAL_LOW), _nullable(_INTERVAL_HIGH)
     left_bias = serializers.FloatField(
         allow_null=True, help_text="P(left | right truly better) - P(right | left truly better)."
     )

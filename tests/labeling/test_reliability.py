@@ -164,12 +164,18 @@ def test_interval_contains_the_estimate_and_narrows_with_more_judgments():
     assert large.high - large.low < small.high - small.low
 
 
-@pytest.mark.django_db
-def test_dashboard_shows_reliability_and_flags_the_left_clicker(client, admin_user, campaign, alice, bob, django_user_model):
+@pytest.fixture
+def three_judges(campaign, alice, bob, django_user_model):
+    """Alice, Bob and Carol, who judge every pair of the campaign (three judgments a pair)."""
     campaign.annotations_per_pair = 3
     campaign.save()
+    return alice, bob, django_user_model.objects.create_user("carol", password="x")
+
+
+@pytest.mark.django_db
+def test_dashboard_shows_reliability_and_flags_the_left_clicker(client, admin_user, campaign, three_judges):
+    alice, bob, carol = three_judges
     make_pairs(campaign, 30)
-    carol = django_user_model.objects.create_user("carol", password="x")
     # Alice and Carol answer the truth ("a" is better on every pair); Bob always clicks left.
     for i in range(30):
         label(campaign, alice, "left" if i % 2 == 0 else "right", left_is_a=i % 2 == 0)
@@ -195,11 +201,9 @@ def test_dashboard_shows_reliability_and_flags_the_left_clicker(client, admin_us
 
 
 @pytest.mark.django_db
-def test_dashboard_flags_a_flipper_by_decisive_accuracy_where_most_pairs_are_ties(client, admin_user, campaign, alice, bob, django_user_model):
-    campaign.annotations_per_pair = 3
-    campaign.save()
+def test_dashboard_flags_a_flipper_by_decisive_accuracy_where_most_pairs_are_ties(client, admin_user, campaign, three_judges):
+    alice, bob, carol = three_judges
     make_pairs(campaign, 60)
-    carol = django_user_model.objects.create_user("carol", password="x")
     rng = np.random.default_rng(0)
     # Pairs 0-44 are ties, which all three answer; on pairs 45-59 "a" is better, and Bob answers the other
     # side half the time.
