@@ -43,6 +43,25 @@ Bars (issue 15): ratio <= 0.6; noisy_drop_reliability <= 0.03 and below noisy_dr
 One seed decides nothing here (see below: whether the gate passes a round near its bounds moves a run's
 final win rate by 0.1 to 0.3), hence three by default.
 
+With the reliability pipeline choosing each pair's side by the posterior (AggregationPolicy.winner
+"posterior"), at the defaults (three seeds, --oracle positive), alone on 2 EPYC cores: 3,602 s wall,
+4,393 s CPU (about 1,460 s CPU a seed); the bars not met (ratio 0.93; reliability drop 0.068, under
+majority's 0.144 but over 0.03):
+- every row the reliability runs exported, training and held-out, 3 seeds (about 2,000 rows), is the side
+  the oracle prefers; the majority runs' rows were 6-12% wrong (6 to 12 of 92-109 training rows a run, 24
+  to 35 held-out ones), every wrong row under a posterior of 0.6. Before the posterior chose the side,
+  those rows were dropped instead (and the gate's evidence with them).
+- mean win rates by round: random/clean 0.5, 0.589, 0.635, 0.718; uncertainty/clean 0.5, 0.589, 0.621,
+  0.744 (both the same as the session before: the seeds now repeat); random/noisy/majority 0.5, 0.56,
+  0.577, 0.606; random/noisy/reliability 0.5, 0.59, 0.618, 0.65; uncertainty/noisy/majority 0.5, 0.557,
+  0.576, 0.6; uncertainty/noisy/reliability 0.5, 0.59, 0.652, 0.769.
+- noisy drops per mode: random majority 0.112, reliability 0.068; uncertainty majority 0.144, reliability
+  -0.025. Per seed, reliability: -0.001, 0.040, 0.187. With right labels all through, what is left is the
+  loop's own spread: the runs train with per-pair smoothing (1 - posterior, posteriors near but under 1),
+  so their round-1 policy differs slightly from the clean run's, samples other pairs, and meets the gate
+  near its bounds on other evidence. On seed 2, random/noisy/reliability's round 2 was gated (held-out
+  accuracy 0.552, n=277) where random/clean's passed (0.623, n=276), and it ended at 0.592 against 0.778;
+  uncertainty/noisy/reliability on the same seed ended 0.076 above its clean run.
 At the defaults (three seeds, --oracle positive), on 2 EPYC cores shared with the test suite and a walk
 for most of the run: 6,543 s wall, 6,293 s CPU (about 2,100 s CPU a seed); the bars not met:
 - mean win rates by round: random/clean 0.5, 0.589, 0.635, 0.718; uncertainty/clean 0.5, 0.589, 0.621,
