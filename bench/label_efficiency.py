@@ -62,6 +62,12 @@ majority's 0.144 but over 0.03):
   near its bounds on other evidence. On seed 2, random/noisy/reliability's round 2 was gated (held-out
   accuracy 0.552, n=277) where random/clean's passed (0.623, n=276), and it ended at 0.592 against 0.778;
   uncertainty/noisy/reliability on the same seed ended 0.076 above its clean run.
+- --oracle gloomy --seeds 1 (seed 0; beside the test suite: 2,970 s wall, 2,814 s CPU): all six runs gated
+  rounds 1 and 2 and promoted round 3, so both selection modes picked the same pairs (ratio 1.0); final win
+  rates clean 0.633, noisy/majority 0.630 (random) and 0.598 (uncertainty), noisy/reliability 0.633 and
+  0.633: noisy_drop_reliability 0.0003, under majority's 0.035, within the bar on this one seed. Again
+  every reliability row was right (89 training, 245 held-out a run) and 8-10 training and 13-25 held-out
+  majority rows wrong.
 At the defaults (three seeds, --oracle positive), on 2 EPYC cores shared with the test suite and a walk
 for most of the run: 6,543 s wall, 6,293 s CPU (about 2,100 s CPU a seed); the bars not met:
 - mean win rates by round: random/clean 0.5, 0.589, 0.635, 0.718; uncertainty/clean 0.5, 0.589, 0.621,
