@@ -3,6 +3,7 @@ reliability pipeline keep it when some annotators are bad?
 
     .venv/bin/python bench/label_efficiency.py [--oracle positive] [--rounds 3] [--budget 150] [--seeds 3]
         [--seed 0] [--prompts N] [--candidates N] [--annotations-per-pair 3] [--flip 0.4] [--min-posterior 0.6]
+        [--no-posterior-smoothing]
         [--gate-min-pairs N] (and bench/loop.py's loop options: --policy, --annotators, --learning-rate, ...)
 
 bench/loop.py's closed loop (simulation.loop.loop_run, the same campaign, rounds and scoring), with a
@@ -213,11 +214,13 @@ def seed_run(args: argparse.Namespace, oracle, seed: int) -> dict[str, dict]:
             pair_selection=selection,
         )
         heldout = campaign.prompts.filter(split=Split.HELDOUT).count()
-        pipeline = (
-            {"min_posterior": args.min_posterior, "posterior_smoothing": True, "aggregation": {"winner": "posterior"}}
-            if aggregation == "reliability"
-            else {}
-        )
+        pipeline = {
+            "min_posterior": args.min_posterior,
+            "posterior_smoothing": args.posterior_smoothing,
+            "aggregation": {"winner": "posterior"},
+        }
+        if aggregation != "reliability":
+            pipeline = {}
         config = loop.LoopSettings(
             annotators=args.annotators,
             seed=seed,
@@ -250,6 +253,12 @@ def main() -> None:
     parser.add_argument("--annotations-per-pair", type=int, default=3)
     parser.add_argument("--flip", type=float, default=0.4, help="How often the noisy crowd's flippers flip.")
     parser.add_argument("--min-posterior", type=float, default=0.6, help="The reliability runs drop pairs below it.")
+    parser.add_argument(
+        "--posterior-smoothing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="The reliability runs train with per-pair label smoothing 1 - posterior (default: on).",
+    )
     args = parser.parse_args()
     pairs = args.budget // args.annotations_per_pair
     if pairs < 1:
@@ -290,6 +299,7 @@ def main() -> None:
                 "annotators": args.annotators,
                 "flip": args.flip,
                 "min_posterior": args.min_posterior,
+                "posterior_smoothing": args.posterior_smoothing,
                 "runs": runs,
                 **summarize(runs),
                 "by_seed": [
