@@ -63,6 +63,12 @@ majority's 0.144 but over 0.03):
   near its bounds on other evidence. On seed 2, random/noisy/reliability's round 2 was gated (held-out
   accuracy 0.552, n=277) where random/clean's passed (0.623, n=276), and it ended at 0.592 against 0.778;
   uncertainty/noisy/reliability on the same seed ended 0.076 above its clean run.
+- the same seed 2 with --no-posterior-smoothing (alone: 1,073 s wall, 1,290 s CPU): random/noisy/reliability
+  is random/clean round for round (the same rows, gate figures and win rates: drop 0.0);
+  uncertainty/noisy/reliability matches its clean run through round 2, then picks other round-3 pairs (its
+  selection's fit of how often answers pick a side reads the noisy crowd's answers, and a left-clicker never
+  says tie) and ends 0.026 under it. noisy_drop_reliability 0.026 against 0.187 with smoothing, majority
+  0.278: on this seed, smoothing right labels by 1 - posterior is what sent the run elsewhere.
 - --oracle gloomy --seeds 1 (seed 0; beside the test suite: 2,970 s wall, 2,814 s CPU): all six runs gated
   rounds 1 and 2 and promoted round 3, so both selection modes picked the same pairs (ratio 1.0); final win
   rates clean 0.633, noisy/majority 0.630 (random) and 0.598 (uncertainty), noisy/reliability 0.633 and
