@@ -7,6 +7,7 @@ dashboard, the staff API and the plot agree with each other.
 import io
 import math
 import statistics
+from functools import cached_property
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -219,13 +220,24 @@ class CampaignReport:
         annotator's figure: worth a look. Either can show a bad annotator alone: where most pairs are ties, one
         who flips decisive answers is right on most pairs, and only their decisive accuracy falls."""
         mine = self.annotator_reliability(name)
-        if mine is None or len(self.reliability.annotators) < 3:
+        medians = self._reliability_medians
+        if mine is None or medians is None:
             return False, False
-        others = self.reliability.annotators.values()
-        low_reliability = mine.high < statistics.median(r.reliability for r in others)
-        decisive = [r.decisive for r in others if r.decisive is not None]
-        low_decisive = mine.decisive is not None and len(decisive) >= 3 and mine.decisive_high < statistics.median(decisive)
-        return low_reliability, low_decisive
+        median_reliability, median_decisive = medians
+        low_decisive = mine.decisive is not None and median_decisive is not None and mine.decisive_high < median_decisive
+        return mine.high < median_reliability, low_decisive
+
+    @cached_property
+    def _reliability_medians(self) -> tuple[float, float | None] | None:
+        """The median annotator's reliability and decisive accuracy (None with fewer than 3 estimates)."""
+        estimates = self.reliability.annotators.values() if self.reliability else []
+        if len(estimates) < 3:
+            return None
+        decisive = [r.decisive for r in estimates if r.decisive is not None]
+        return (
+            statistics.median(r.reliability for r in estimates),
+            statistics.median(decisive) if len(decisive) >= 3 else None,
+        )
 
     @property
     def fraction(self) -> float:
