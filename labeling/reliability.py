@@ -98,6 +98,14 @@ class ReliabilityResult:
         return "a" if posterior[A_BETTER] > posterior[B_BETTER] else "b"
 
 
+    def truly_decisive(self, item: Hashable, default: bool) -> bool:
+        """Whether a side is more probably the better one than neither; `default` for an item never judged."""
+        posterior = self.posteriors.get(item)
+        if posterior is None:
+            return default
+        return posterior[A_BETTER] + posterior[B_BETTER] > posterior[NEITHER]
+
+
 def _shown(truth: np.ndarray, left_is_a: np.ndarray) -> np.ndarray:
     """The shown side (LEFT, RIGHT, NO_SIDE) of each truth for judgments shown in order `left_is_a`."""
     swapped = np.where(truth == A_BETTER, RIGHT, np.where(truth == B_BETTER, LEFT, NO_SIDE))

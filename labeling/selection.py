@@ -12,7 +12,8 @@ often looking at two answers that humans cannot tell apart either (in the label
 efficiency bench, plain least-margin selection filled its batches with the oracle's
 ties). So a pair's score is its expected information, P(decisive | |margin|) times
 H(sigma(margin)), with P(decisive | |margin|) fitted (`decisive_curve`) on the
-campaign's past judgments, their pairs scored by the same policy. Until there are
+campaign's past judgments, their pairs scored by the same policy and each judgment
+read as its pair's settled truth (training.services.pairs_score_and_select). Until there are
 enough of them, P is taken as constant, and the score orders pairs by |margin|
 alone. A share of every batch (the campaign's
 selection_random_share, 20% by default) is still drawn uniformly from the rest,

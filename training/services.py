@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from generation import services as generation_services
 from generation.models import ModelVersion
-from labeling import selection
+from labeling import quality, selection
 from labeling import selectors as labeling_selectors
 from labeling import services as labeling_services
 from labeling.models import Campaign, Choice, PairSelection, Split
@@ -50,8 +50,11 @@ def pairs_score_and_select(*, campaign: Campaign, budget: int = SELECTION_BUDGET
     its active policy (uncertainty selection only), then pick (labeling.selection).
 
     Uncertainty also scores the campaign's last SELECTION_HISTORY judged pairs, in the same pass, and fits
-    on their judgments (from the sources the policy was trained on) how often an answer picks a side at a
-    given |margin|: selection weighs each candidate's uncertainty by it.
+    on them how often a pair's truth is a side at a given |margin|: selection weighs each candidate's
+    uncertainty by it. A pair's truth is the one the campaign's Dawid-Skene fit settles on (over the sources
+    the policy was trained on), not each raw answer: a left-clicker never says tie, a flipper turns ties
+    into sides, and read raw they would teach selection that the pairs they judged are decisive. Each
+    judgment counts once, so a pair weighs as much as in the raw answers.
     Topping up makes a second call (a redelivered task) a no-op until humans finish part of the batch.
     Model work runs before any transaction.
     """
@@ -60,13 +63,13 @@ def pairs_score_and_select(*, campaign: Campaign, budget: int = SELECTION_BUDGET
     decisive = None
     if campaign.pair_selection == PairSelection.UNCERTAINTY and candidates:
         policy = generation_services.campaign_policy_next(campaign=campaign)
-        history = labeling_selectors.judged_pairs_recent(
-            campaign=campaign, sources=scoring.policy_judgment_sources(policy=policy), limit=SELECTION_HISTORY
-        )
+        sources = scoring.policy_judgment_sources(policy=policy)
+        history = labeling_selectors.judged_pairs_recent(campaign=campaign, sources=sources, limit=SELECTION_HISTORY)
         scored = scoring.candidate_margins(comparisons=candidates + [pair for pair, _ in history], policy=policy)
         margins = {c.pk: scored[c.pk] for c in candidates}
+        truths = quality.campaign_reliability(campaign=campaign, sources=sources) if history else None
         decisive = selection.decisive_curve(
-            (scored[pair.pk], choice in (Choice.A, Choice.B))
+            (scored[pair.pk], truths.truly_decisive(pair.pk, default=choice in (Choice.A, Choice.B)))
             for pair, choices in history
             if scored[pair.pk] is not None
             for choice in choices

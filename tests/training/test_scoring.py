@@ -130,8 +130,9 @@ def test_the_campaign_admin_action_queues_a_top_up_after_commit(
     assert "topped up to 150 pairs" in response.content.decode()
 
 
-def test_uncertainty_learns_from_judged_pairs_scored_by_the_same_policy_how_often_answers_pick_a_side(
-    campaign, pairs, trained_policy
+@pytest.mark.parametrize("third_judge", [JudgmentSource.SIMULATED, JudgmentSource.HUMAN])
+def test_uncertainty_learns_from_judged_pairs_scored_by_the_same_policy_how_often_their_truth_is_a_side(
+    campaign, pairs, trained_policy, third_judge
 ):
     campaign.pair_selection = PairSelection.UNCERTAINTY
     campaign.selection_random_share = 0.0
@@ -142,9 +143,10 @@ def test_uncertainty_learns_from_judged_pairs_scored_by_the_same_policy_how_ofte
     Comparison.objects.filter(pk__in=[p.pk for p in probes]).delete()
     margins_of = [probed[p.pk] for p in probes]
     median = sorted(abs(m) for m in margins_of)[len(texts) // 2]
-    # The humans tie on the pairs the policy is least sure of and pick a side on the others; a simulated
-    # annotator picks a side on every pair, but the policy was trained on human judgments only.
-    sources = [JudgmentSource.HUMAN, JudgmentSource.HUMAN, JudgmentSource.SIMULATED]
+    # Two humans tie on the pairs the policy is least sure of and pick a side on the others; a third judge
+    # always picks the left side. Simulated, it is left out (the policy was trained on human judgments only);
+    # human, the campaign's Dawid-Skene fit finds the pairs the other two tie on truly tied all the same.
+    sources = [JudgmentSource.HUMAN, JudgmentSource.HUMAN, third_judge]
     for (text, a, b), m in zip(texts, margins_of):
         votes = ["a", "b", "a"] if abs(m) >= median else ["tie", "tie", "a"]
         pairs.pair(votes=votes, sources=sources, text=text, a=a, b=b)
@@ -160,3 +162,9 @@ def test_uncertainty_learns_from_judged_pairs_scored_by_the_same_policy_how_ofte
     least_sure = sorted(margins, key=lambda pk: abs(margins[pk]))[:2]
     assert set(expected) != set(least_sure)  # the planted ties change the picks: this test can tell
     assert set(picks) == set(expected)
+    if third_judge == JudgmentSource.HUMAN:  # read raw, the left-clicker's answers would make ties look decisive
+        raw = [(m, True) if abs(m) >= median else (m, k == 2) for m in margins_of for k in range(3)]
+        misled = selection.choose(
+            margins, budget=2, mode="uncertainty", random_share=0.0, decisive=selection.decisive_curve(raw)
+        )
+        assert set(misled) != set(expected)
