@@ -3,7 +3,7 @@ reliability pipeline keep it when some annotators are bad?
 
     .venv/bin/python bench/label_efficiency.py [--oracle positive] [--rounds 3] [--budget 150] [--seeds 3]
         [--seed 0] [--prompts N] [--candidates N] [--annotations-per-pair 3] [--flip 0.4] [--min-posterior 0.6]
-        [--no-posterior-smoothing]
+        [--posterior-smoothing]
         [--gate-min-pairs N] (and bench/loop.py's loop options: --policy, --annotators, --learning-rate, ...)
 
 bench/loop.py's closed loop (simulation.loop.loop_run, the same campaign, rounds and scoring), with a
@@ -21,8 +21,9 @@ Per seed, six runs, each its own campaign in one throwaway SQLite database:
 - {random, uncertainty}/noisy/reliability: the same crowd, rounds trained through the reliability
   pipeline: each pair's chosen side is the one labeling.reliability's Dawid-Skene fit favours
   (AggregationPolicy.winner "posterior"), pairs whose posterior is under `--min-posterior` dropped from
-  training and from the gate's held-out evidence, the rest trained with per-pair label smoothing
-  1 - posterior (RoundConfig.min_posterior, posterior_smoothing; training/confidence_dpo.py).
+  training and from the gate's held-out evidence (RoundConfig.min_posterior); with `--posterior-smoothing`,
+  the rest also trained with per-pair label smoothing 1 - posterior (RoundConfig.posterior_smoothing,
+  training/confidence_dpo.py). Off by default: see "Measured".
 The six runs of a seed share their random numbers: the same prompts and held-out set, the same samples
 from the same policy, and one random order of the candidates for both selection modes (labeling.selection).
 Round 0's policy is its own reference, so every margin is 0 and uncertainty picks exactly random's first
@@ -44,86 +45,43 @@ Bars (issue 15): ratio <= 0.6; noisy_drop_reliability <= 0.03 and below noisy_dr
 One seed decides nothing here (see below: whether the gate passes a round near its bounds moves a run's
 final win rate by 0.1 to 0.3), hence three by default.
 
-With the reliability pipeline choosing each pair's side by the posterior (AggregationPolicy.winner
-"posterior"), at the defaults (three seeds, --oracle positive), alone on 2 EPYC cores: 3,602 s wall,
-4,393 s CPU (about 1,460 s CPU a seed); the bars not met (ratio 0.93; reliability drop 0.068, under
-majority's 0.144 but over 0.03):
-- every row the reliability runs exported, training and held-out, 3 seeds (about 2,000 rows), is the side
-  the oracle prefers; the majority runs' rows were 6-12% wrong (6 to 12 of 92-109 training rows a run, 24
-  to 35 held-out ones), every wrong row under a posterior of 0.6. Before the posterior chose the side,
-  those rows were dropped instead (and the gate's evidence with them).
-- mean win rates by round: random/clean 0.5, 0.589, 0.635, 0.718; uncertainty/clean 0.5, 0.589, 0.621,
-  0.744 (both the same as the session before: the seeds now repeat); random/noisy/majority 0.5, 0.56,
-  0.577, 0.606; random/noisy/reliability 0.5, 0.59, 0.618, 0.65; uncertainty/noisy/majority 0.5, 0.557,
-  0.576, 0.6; uncertainty/noisy/reliability 0.5, 0.59, 0.652, 0.769.
-- noisy drops per mode: random majority 0.112, reliability 0.068; uncertainty majority 0.144, reliability
-  -0.025. Per seed, reliability: -0.001, 0.040, 0.187. With right labels all through, what is left is the
-  loop's own spread: the runs train with per-pair smoothing (1 - posterior, posteriors near but under 1),
-  so their round-1 policy differs slightly from the clean run's, samples other pairs, and meets the gate
-  near its bounds on other evidence. On seed 2, random/noisy/reliability's round 2 was gated (held-out
-  accuracy 0.552, n=277) where random/clean's passed (0.623, n=276), and it ended at 0.592 against 0.778;
-  uncertainty/noisy/reliability on the same seed ended 0.076 above its clean run.
-- the same seed 2 with --no-posterior-smoothing (alone: 1,073 s wall, 1,290 s CPU): random/noisy/reliability
-  is random/clean round for round (the same rows, gate figures and win rates: drop 0.0);
-  uncertainty/noisy/reliability matches its clean run through round 2, then picks other round-3 pairs (its
-  selection's fit of how often answers pick a side reads the noisy crowd's answers, and a left-clicker never
-  says tie) and ends 0.026 under it. noisy_drop_reliability 0.026 against 0.187 with smoothing, majority
-  0.278: on this seed, smoothing right labels by 1 - posterior is what sent the run elsewhere.
-- --oracle gloomy --seeds 1 (seed 0; beside the test suite: 2,970 s wall, 2,814 s CPU): all six runs gated
-  rounds 1 and 2 and promoted round 3, so both selection modes picked the same pairs (ratio 1.0); final win
-  rates clean 0.633, noisy/majority 0.630 (random) and 0.598 (uncertainty), noisy/reliability 0.633 and
-  0.633: noisy_drop_reliability 0.0003, under majority's 0.035, within the bar on this one seed. Again
-  every reliability row was right (89 training, 245 held-out a run) and 8-10 training and 13-25 held-out
-  majority rows wrong.
-At the defaults (three seeds, --oracle positive), on 2 EPYC cores shared with the test suite and a walk
-for most of the run: 6,543 s wall, 6,293 s CPU (about 2,100 s CPU a seed); the bars not met:
-- mean win rates by round: random/clean 0.5, 0.589, 0.635, 0.718; uncertainty/clean 0.5, 0.589, 0.621,
-  0.744 (round 1 is one and the same in both, as designed); ratio 0.93 (per seed 0.333, null, null:
-  on seeds 1 and 2 uncertainty ended under random, 0.772 vs 0.792 and 0.727 vs 0.778).
-- noisy drops: majority 0.141 (random) and 0.113 (uncertainty); reliability 0.0125 (random, within the
-  bar) and 0.091 (uncertainty): the summary's worse mode, 0.091, is over 0.03, but under majority's 0.141.
-  The reliability runs were promoted in 14 of their 18 rounds, the majority runs in 5 and the clean ones
-  in 15: with the gate reading the same confident labels, a noisy crowd gates about as seldom as a clean one.
-- --oracle gloomy (stopped after its first run for time): random/clean's rounds 1 and 2 gated, round 3
-  promoted (accuracy 0.62, lower bound 0.558 on 245 held-out pairs); the version before (below) had all 18
-  rounds gated under gloomy. Uncertainty/clean, scoring with round 0's zero
-  margins until a round is promoted, picks exactly what random picks there.
-Before the shared random numbers and the seeds, one seed a run, on 2 Xeon cores (bfloat16 natively), 7 to 9
-minutes a run; the bars not met:
-- with a fifth held out (loop.py's): every round of the six runs "not evaluated" (37 decisive held-out
-  pairs of 96, under the gate's 50; 35 of the 50 labeled training pairs tied), all win rates 0.5.
-- --oracle positive, two fifths held out (the default since): random/clean 0.5, 0.5, 0.5, 0.723 (rounds
-  1-2 gated); uncertainty/clean 0.5, 0.696, 0.715, 0.642 (all promoted), so it never reached random's
-  final 0.723 and the ratio is null; noisy majority drops 0.116 (random) and 0.142 (uncertainty);
-  reliability 0.223 and 0.142 (random/noisy/reliability and both uncertainty/noisy runs stayed at 0.5,
-  every round gated). 526 s wall, 488 s CPU.
-- --oracle gloomy, the same defaults: all 18 rounds gated, every win rate 0.5: about 20 decisive training
-  pairs a round do not move the gate's lower bound over 0.5. 445 s wall, 383 s CPU.
-- --oracle positive --seed 1: random/clean 0.5, 0.688, 0.688, 0.688; uncertainty/clean 0.5, 0.5, 0.5, 0.731
-  (ratio 0.938); noisy drops: majority 0.231, reliability 0.0145, the reverse of seed 0's. One seed decides
-  nothing here: the bars need the summary over several seeds. 531 s wall.
-With uncertainty weighing each pair by how often judges pick a side at its |margin| (labeling.selection's
-expected information; before it, least |margin| first), --oracle positive, on 2 EPYC cores, 8 minutes a
-run when nothing else runs (24 with the test suite beside it):
-- --seed 0: random/clean 0.5, 0.5, 0.5, 0.723 (rounds 1-2 gated); uncertainty/clean 0.5, 0.696, 0.691,
-  0.791, all promoted (least |margin| had 0.5, 0.696, 0.715, 0.642 on the same round 1): ratio 0.774.
-  Noisy drops: majority 0.291, reliability 0.291 (both uncertainty/noisy runs and random/noisy/reliability
-  gated every round; random/noisy/majority ended at 0.775).
-- --seed 1 and --seed 2: uncertainty/clean's rounds 1 and 2 were gated, so it never had a policy other than
-  round 0 to score with and picked as random does; ratios 0.938 and 0.985. Noisy drops: seed 1 majority
-  0.231, reliability 0.0195; seed 2 both 0.238 (every noisy run gated every round).
-- --oracle gloomy --seed 0: all 18 rounds gated, every win rate 0.5, as before (480 s).
-Which round passes the gate at about 75 held-out pairs (a 95% lower bound over 0.5 needs an accuracy near
-0.62) decides these figures more than either selection or aggregation does, and one seed has not repeated
-its figures from one session to the next: seed 2's random/clean (whose selection did not change) promoted
-every round the session before, and only round 3 here.
-Earlier, on 2 shared cores, smoke runs that prove the machinery, not the bars:
-- --rounds 1 --budget 24 --prompts 60 --gate-min-pairs 10: 934 s wall, 370 s CPU; every run
-  labeled exactly 24 training judgments (8 picked pairs x 3) plus 30 held-out ones, and every round
-  was unevaluated (7 held-out pairs with a winner, under 10), so all win rates stayed 0.5.
-- --rounds 2, the same sizes, --gate-min-pairs 5: 756 s wall, 588 s CPU; 11 of 12 rounds gated
-  (7 held-out pairs give a 95% lower bound under 0.5), random/noisy/reliability's round 2 promoted
-  (0.569 vs round 0, KL 1.89); ratio null (random/clean never left 0.5).
+Measured, on 2 cores. A run's curves depend on the CPU's arithmetic: the same seed gave other curves on
+EPYC cores than on Xeon cores with AMX (bfloat16 in hardware); on one machine they repeat exactly, but for
+the noisy majority runs, whose simulated annotators work in threads (who judges which pair depends on timing).
+
+Xeon with AMX, the defaults (`--oracle positive`, three seeds, no posterior smoothing), selection fitting
+P(decisive | |margin|) on each judged pair's Dawid-Skene truth: 1,731 s wall, 1,785 s CPU (about 600 s CPU a
+seed); `noisy_drop_reliability` 0.0 (bar met), `noisy_drop_majority` 0.132; ratio 1.0 (bar not met).
+- The reliability runs are their clean run round for round on every seed, both modes: the same
+  gate figures (held-out accuracy, n, KL) and win rates. Per seed, majority's drop 0.179, 0.0, 0.216 (its worse mode).
+- mean win rates by round: every clean and reliability run 0.5, 0.560, 0.560, 0.632; random/noisy/majority
+  0.5, 0.560, 0.560, 0.657; uncertainty/noisy/majority 0.5 all through (every round of every seed gated).
+- The ratio is 1.0 because uncertainty/clean is random/clean on every seed. Statuses (P promoted, g gated):
+  seed 0 Pgg, seed 1 ggg, seed 2 ggP, the same in both modes. Until a round is promoted every margin is 0
+  and the two modes pick the same pairs; after seed 0's round 1, they picked different pairs, and both
+  modes' rounds 2 and 3 were gated. At 76 decisive held-out pairs (seed 1), a 95% lower bound over 0.5
+  needs an accuracy near 0.61; rounds at 0.54-0.59 were gated.
+- --oracle gloomy: GLOOMY
+EPYC, `--posterior-smoothing` (then the default), three seeds, positive: 3,602 s wall, 4,393 s CPU; ratio 0.93
+(per seed 0.333, null, null); drops: majority 0.144, reliability 0.068 (random 0.068, uncertainty -0.025;
+per seed -0.001, 0.040, 0.187). Every row the reliability runs exported was the oracle's side (about 2,000
+rows; majority's were 6-12% wrong). With right labels all through, smoothing by 1 - posterior (posteriors
+near but under 1) is what parted the reliability runs from the clean ones: round 1's policy differs
+slightly, samples other pairs and meets the gate near its bounds on other evidence (seed 2,
+random/noisy/reliability: round 2 gated at 0.552 on n=277 where the clean run passed at 0.623 on n=276;
+final 0.592 against 0.778). Seed 2 again without smoothing: random/noisy/reliability was its clean run
+round for round; uncertainty/noisy/reliability parted at round 3, its selection's fit of how often answers
+pick a side reading the noisy crowd's raw answers (a left-clicker never says tie), which the fit on each
+pair's Dawid-Skene truth since removed. `--oracle gloomy`, seed 0 (smoothing on): every run gated rounds
+1-2 and promoted round 3 (ratio 1.0), drops majority 0.035, reliability 0.0003.
+
+What earlier versions taught, for whoever tunes this bench:
+- At loop.py's fifth held out, the gate never had its 50 decisive held-out pairs (most tiny-model pairs tie
+  under the built-in oracles: 59 of 96 under positive): every round "not evaluated". Two fifths give ~75.
+- Whether the gate passes a round near its bounds moves a run's final win rate by 0.1 to 0.3, more than
+  selection or aggregation do: one seed decides nothing, hence three by default.
+- Least |margin| first filled uncertainty's batches with the oracle's ties (a tie trains nothing): pairs are
+  weighed by P(decisive | |margin|) since.
 """
 
 import argparse
@@ -262,8 +220,8 @@ def main() -> None:
     parser.add_argument(
         "--posterior-smoothing",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="The reliability runs train with per-pair label smoothing 1 - posterior (default: on).",
+        default=False,
+        help="The reliability runs also train with per-pair label smoothing 1 - posterior (default: off).",
     )
     args = parser.parse_args()
     pairs = args.budget // args.annotations_per_pair
