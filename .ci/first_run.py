@@ -189,6 +189,9 @@ def check_clean_stop(server: Server, returncode: int) -> None:
 
 
 def main() -> int:
+    # Started without job control (`.ci/run &` in a script, nohup), we inherit SIGINT ignored, and so would
+    # make: it would then outlive the Ctrl-C below and exit 2. A handler here is reset to the default in children.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
     timings: dict[str, float] = {}
     workdir = Path(tempfile.mkdtemp(prefix="first-run-"))
