@@ -64,6 +64,10 @@ seed); `noisy_drop_reliability` 0.0 (bar met), `noisy_drop_majority` 0.132; rati
 - --oracle gloomy, two seeds (the third stopped for time; beside the test suite): 35 of 36 rounds gated,
   every clean and reliability run at 0.5 all through (ratio null, drops 0.0); only seed 0's
   uncertainty/noisy/majority promoted a round (round 3, 0.668). Nothing is told apart here.
+- --prompts 1000, seed 0 (twice the held-out pairs: n=143 decisive at round 1; 1,252 s wall, 1,378 s CPU):
+  the gate promoted 6 of the 12 clean and reliability rounds (4 of 12 on seed 0 at 500 prompts); random/clean
+  0.5, 0.5, 0.716, 0.756 (gPP); uncertainty/clean 0.5, 0.5, 0.716, 0.716 (gPg: its round 3 fell 0.039 under
+  round 2 on 415 held-out pairs), so the ratio is null; reliability drops 0.0, majority 0.163. One seed.
 EPYC, `--posterior-smoothing` (then the default), three seeds, positive: 3,602 s wall, 4,393 s CPU; ratio 0.93
 (per seed 0.333, null, null); drops: majority 0.144, reliability 0.068 (random 0.068, uncertainty -0.025;
 per seed -0.001, 0.040, 0.187). Every row the reliability runs exported was the oracle's side (about 2,000
