@@ -7,11 +7,11 @@ dashboard, the staff API and the plot agree with each other.
 import io
 import math
 import statistics
-from functools import cached_property
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone

@@ -97,7 +97,6 @@ class ReliabilityResult:
             return default
         return "a" if posterior[A_BETTER] > posterior[B_BETTER] else "b"
 
-
     def truly_decisive(self, item: Hashable, default: bool) -> bool:
         """Whether a side is more probably the better one than neither; `default` for an item never judged."""
         posterior = self.posteriors.get(item)
