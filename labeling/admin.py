@@ -280,16 +280,16 @@ def _excerpt(text: str, length: int = 80) -> str:
 class ComparisonAdmin(admin.ModelAdmin):
     list_display = [
         "id", "prompt_text", "text_a", "text_b", "status", "judgments_count", "is_gold", "gold_choice",
-        "selected_by", "policy_margin",
+        "selected_by", "policy_margin", "policy_entropy",
     ]  # fmt: skip
     list_filter = ["status", "is_gold", "selected_by", "prompt__campaign"]
     list_select_related = ["prompt", "completion_a", "completion_b"]
     search_fields = ["prompt__text", "completion_a__text", "completion_b__text"]
     raw_id_fields = ["prompt", "completion_a", "completion_b"]
-    readonly_fields = ["side_by_side", "selected_by", "policy_margin", "selection_rank"]
+    readonly_fields = ["side_by_side", "selected_by", "policy_margin", "policy_entropy", "selection_rank"]
     fields = [
         "side_by_side", "prompt", "completion_a", "completion_b", "is_gold", "gold_choice", "status", "priority",
-        "selected_by", "policy_margin", "selection_rank",
+        "selected_by", "policy_margin", "policy_entropy", "selection_rank",
     ]  # fmt: skip
     inlines = [JudgmentInline]
     actions = ["mark_gold"]

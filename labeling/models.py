@@ -184,6 +184,12 @@ class Comparison(models.Model):
         help_text="The policy's implicit reward margin, beta * (log-ratio of a - log-ratio of b) against its "
         "reference, when the pair was scored; near 0: the policy cannot tell the two apart.",
     )
+    policy_entropy = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="The policy's predictive entropy at the prompt when the pair was scored, in nats: "
+        "-(log pi(a|x) + log pi(b|x)) / 2; high: the policy is unsure how to answer the prompt.",
+    )
     texts_digest = models.CharField(
         max_length=32, editable=False, help_text="pair_digest of the two answers' texts (set on save when empty)."
     )

@@ -326,12 +326,14 @@ def pairs_select(
     margins: Mapping[int, float | None],
     budget: int,
     seed: int = 0,
-    decisive: Callable[[float], float] | None = None,
+    entropies: Mapping[int, float] | None = None,
+    decisive: Callable[[float, float], float] | None = None,
 ) -> dict[int, str]:
     """Pick the next batch of human work among scored candidates, by the campaign's pair_selection
-    (`decisive`: how often an answer picks a side by |margin|, labeling.selection.decisive_curve).
+    (`entropies`: the policy's predictive entropy at each candidate's prompt; `decisive`: how often an answer
+    picks a side by |margin| and entropy, labeling.selection.decisive_curve).
 
-    Every candidate keeps its margin (shown in the admin, exported); the picks are
+    Every candidate keeps its margin and entropy (shown in the admin, exported); the picks are
     served first within their priority. Ids that are not open regular pairs of
     the campaign are ignored.
     """
@@ -347,14 +349,17 @@ def pairs_select(
         mode=campaign.pair_selection,
         random_share=campaign.selection_random_share,
         seed=seed,
+        entropies=entropies,
         decisive=decisive,
     )
     rows = list(Comparison.objects.filter(pk__in=list(candidates)).select_for_update())
     for row in rows:
         row.policy_margin = candidates[row.pk]
+        row.policy_entropy = (entropies or {}).get(row.pk)
         row.selected_by = picks.get(row.pk, "")
         row.selection_rank = 1 if row.pk in picks else 0
-    Comparison.objects.bulk_update(rows, ["policy_margin", "selected_by", "selection_rank"], batch_size=_BATCH)
+    fields = ["policy_margin", "policy_entropy", "selected_by", "selection_rank"]
+    Comparison.objects.bulk_update(rows, fields, batch_size=_BATCH)
     return picks
 
 

@@ -237,9 +237,10 @@ def _row(comparison: Comparison, *, conversational: bool, reliability: Reliabili
         "strength": None if strength is None else round(float(strength), 6),
         "posterior": None if posterior is None else round(posterior, 6),
         # Active selection (labeling.selection): why the pair was labeled, and the policy's margin for chosen
-        # over rejected when it was scored.
+        # over rejected and its entropy at the prompt when it was scored.
         "selected_by": comparison.selected_by,
         "policy_margin": None if margin is None else round(margin if a_wins else -margin, 6),
+        "policy_entropy": None if comparison.policy_entropy is None else round(comparison.policy_entropy, 6),
     }
 
 
@@ -272,6 +273,7 @@ def _schema(conversational: bool) -> pa.Schema:
             ("posterior", pa.float64()),
             ("selected_by", pa.string()),
             ("policy_margin", pa.float64()),
+            ("policy_entropy", pa.float64()),
         ]
     )
 

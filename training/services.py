@@ -50,8 +50,8 @@ def pairs_score_and_select(*, campaign: Campaign, budget: int = SELECTION_BUDGET
     its active policy (uncertainty selection only), then pick (labeling.selection).
 
     Uncertainty also scores the campaign's last SELECTION_HISTORY judged pairs, in the same pass, and fits
-    on them how often a pair's truth is a side at a given |margin|: selection weighs each candidate's
-    uncertainty by it. A pair's truth is the one the campaign's Dawid-Skene fit settles on (over the sources
+    on them how often a pair's truth is a side at a given |margin| and entropy (training.scoring.PairScore):
+    selection weighs each candidate's uncertainty by it. A pair's truth is the one the campaign's Dawid-Skene fit settles on (over the sources
     the policy was trained on), not each raw answer: a left-clicker never says tie, a flipper turns ties
     into sides, and read raw they would teach selection that the pairs they judged are decisive. Each
     judgment counts once, so a pair weighs as much as in the raw answers.
@@ -60,16 +60,17 @@ def pairs_score_and_select(*, campaign: Campaign, budget: int = SELECTION_BUDGET
     """
     budget_left = budget - labeling_selectors.picked_open_count(campaign=campaign)
     candidates = list(labeling_selectors.selection_candidates(campaign=campaign)) if budget_left > 0 else []
-    decisive = None
+    decisive, entropies = None, None
     if campaign.pair_selection == PairSelection.UNCERTAINTY and candidates:
         policy = generation_services.campaign_policy_next(campaign=campaign)
         sources = scoring.policy_judgment_sources(policy=policy)
         history = labeling_selectors.judged_pairs_recent(campaign=campaign, sources=sources, limit=SELECTION_HISTORY)
-        scored = scoring.candidate_margins(comparisons=candidates + [pair for pair, _ in history], policy=policy)
-        margins = {c.pk: scored[c.pk] for c in candidates}
+        scored = scoring.candidate_scores(comparisons=candidates + [pair for pair, _ in history], policy=policy)
+        margins = {c.pk: None if scored[c.pk] is None else scored[c.pk].margin for c in candidates}
+        entropies = {c.pk: scored[c.pk].entropy for c in candidates if scored[c.pk] is not None}
         truths = quality.campaign_reliability(campaign=campaign, sources=sources) if history else None
         decisive = selection.decisive_curve(
-            (scored[pair.pk], truths.truly_decisive(pair.pk, default=choice in (Choice.A, Choice.B)))
+            (*scored[pair.pk], truths.truly_decisive(pair.pk, default=choice in (Choice.A, Choice.B)))
             for pair, choices in history
             if scored[pair.pk] is not None
             for choice in choices
@@ -79,7 +80,7 @@ def pairs_score_and_select(*, campaign: Campaign, budget: int = SELECTION_BUDGET
     if not margins:
         return {}
     return labeling_services.pairs_select(
-        campaign=campaign, margins=margins, budget=budget_left, seed=seed, decisive=decisive
+        campaign=campaign, margins=margins, budget=budget_left, seed=seed, entropies=entropies, decisive=decisive
     )
 
 

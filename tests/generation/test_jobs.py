@@ -300,10 +300,11 @@ def test_a_finished_job_of_an_uncertainty_campaign_queues_its_pair_selection_on_
     select()  # the (eager) training worker scores the new pairs and picks the batch
     train = Comparison.objects.filter(prompt__split=Split.TRAIN)
     assert train.count() == 4
-    # Round 0's policy is its own reference: every margin is 0, and the batch (all 4 under a budget of 150)
-    # is a random 20% share and the rest picked as uncertain.
+    # Round 0's policy is its own reference: every margin is 0 (its entropy at each prompt is not), and the
+    # batch (all 4 under a budget of 150) is a random 20% share and the rest picked as uncertain.
     assert Counter(train.values_list("selected_by", flat=True)) == {"uncertainty": 3, "random": 1}
     assert set(train.values_list("policy_margin", "selection_rank")) == {(0.0, 1)}
+    assert not train.filter(policy_entropy__isnull=True).exists() and not train.filter(policy_entropy__lte=0).exists()
 
 
 def test_a_random_campaign_or_the_loop_harness_queues_no_pair_selection(

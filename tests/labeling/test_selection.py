@@ -33,9 +33,21 @@ def test_random_mode_ignores_margins_and_draws_the_whole_budget_uniformly():
     assert len(set(picks) - set(range(5))) > 10  # not the five least-sure ones
 
 
-def test_a_policy_that_knows_nothing_picks_what_random_picks():
-    # A first model scores every pair 0: uncertainty then has nothing to go on, and picks the very pairs random
-    # does on the same seed (the same positions among the candidates, whatever their ids), not merely as many.
+def test_among_equal_margins_uncertainty_asks_where_the_policy_is_least_sure_how_to_answer():
+    # A first model scores every margin 0; its entropy at each prompt still tells them apart.
+    zeros = {i: 0.0 for i in range(60)}
+    entropies = {i: (i * 37) % 60 / 10 for i in range(60)}  # a permutation of 0.0 .. 5.9
+
+    picks = selection.choose(zeros, budget=15, mode=selection.UNCERTAINTY, random_share=0.2, seed=7, entropies=entropies)
+
+    uncertain = [i for i, why in picks.items() if why == selection.UNCERTAINTY]
+    assert sorted(entropies[i] for i in uncertain) == [4.8, 4.9, 5.0, 5.1, 5.2, 5.3, 5.4, 5.5, 5.6, 5.7, 5.8, 5.9]
+    assert sorted(picks.values()).count(selection.RANDOM) == 3
+
+
+def test_with_nothing_to_go_on_uncertainty_picks_what_random_picks():
+    # Equal margins and no entropy: uncertainty picks the very pairs random does on the same seed (the same
+    # positions among the candidates, whatever their ids), not merely as many.
     zeros = {i: 0.0 for i in range(60)}
     offset = {i + 1000: 0.0 for i in range(60)}  # the same candidates in another campaign
 
@@ -60,27 +72,30 @@ def test_unscored_candidates_are_only_picked_at_random_and_fill_the_budget():
 
 
 @pytest.mark.django_db
-def test_picked_pairs_store_their_margin_and_are_served_before_older_pairs(campaign, alice):
+def test_picked_pairs_store_their_scores_and_are_served_before_older_pairs(campaign, alice):
     campaign.pair_selection = PairSelection.UNCERTAINTY
     campaign.selection_random_share = 0.0
     campaign.save()
     pairs = make_pairs(campaign, 6)
     margins = {p.pk: m for p, m in zip(pairs, [3.0, -2.0, 1.5, 0.01, -4.0, -0.2])}
 
-    picks = services.pairs_select(campaign=campaign, margins=margins, budget=2)
+    entropies = {p.pk: 2.0 + k for k, p in enumerate(pairs)}
+
+    picks = services.pairs_select(campaign=campaign, margins=margins, entropies=entropies, budget=2)
 
     assert picks == {pairs[3].pk: "uncertainty", pairs[5].pk: "uncertainty"}
-    stored = {c.pk: (c.policy_margin, c.selected_by, c.selection_rank) for c in Comparison.objects.all()}
-    assert stored[pairs[3].pk] == (0.01, "uncertainty", 1)
-    assert stored[pairs[0].pk] == (3.0, "", 0)
+    stored = {c.pk: (c.policy_margin, c.policy_entropy, c.selected_by, c.selection_rank) for c in Comparison.objects.all()}
+    assert stored[pairs[3].pk] == (0.01, 5.0, "uncertainty", 1)
+    assert stored[pairs[0].pk] == (3.0, 2.0, "", 0)
     served = [services.assignment_next(campaign=campaign, annotator=alice).comparison_id]
     assert served[0] == pairs[3].pk  # ahead of the older, unpicked pairs 0-2
 
 
 @pytest.mark.django_db
-def test_admin_lists_why_a_pair_was_picked_and_its_margin(client, admin_user, campaign):
+def test_admin_lists_why_a_pair_was_picked_and_its_scores(client, admin_user, campaign):
     pairs = make_pairs(campaign, 2)
-    services.pairs_select(campaign=campaign, margins={pairs[0].pk: -0.123456, pairs[1].pk: 2.5}, budget=1)
+    margins, entropies = {pairs[0].pk: -0.123456, pairs[1].pk: 2.5}, {pairs[0].pk: 4.75, pairs[1].pk: 1.0}
+    services.pairs_select(campaign=campaign, margins=margins, entropies=entropies, budget=1)
     client.force_login(admin_user)
 
     listing = client.get(reverse("admin:labeling_comparison_changelist")).content.decode()
@@ -88,24 +103,28 @@ def test_admin_lists_why_a_pair_was_picked_and_its_margin(client, admin_user, ca
 
     assert "Policy margin" in listing and "-0.123456" in listing
     assert "Selected by" in listing and "random" in listing
-    assert "-0.123456" in detail
+    assert "Policy entropy" in listing and "4.75" in listing
+    assert "-0.123456" in detail and "4.75" in detail
 
 
 def test_decisive_curve_recovers_a_planted_rate_and_waits_for_both_outcomes():
     rng = random.Random(3)
-    planted = lambda m: 1 / (1 + math.exp(1.5 - 3 * abs(m)))  # noqa: E731
-    margins = [rng.uniform(-1.5, 1.5) for _ in range(3000)]
-    curve = selection.decisive_curve((m, rng.random() < planted(m)) for m in margins)
+    planted = lambda m, h: 1 / (1 + math.exp(4.5 - 3 * abs(m) - 0.5 * h))  # noqa: E731
+    scores = [(rng.uniform(-1.5, 1.5), rng.uniform(2.0, 10.0)) for _ in range(4000)]
+    curve = selection.decisive_curve((m, h, rng.random() < planted(m, h)) for m, h in scores)
 
-    for m in (0.0, 0.5, -1.0):
-        assert curve(m) == pytest.approx(planted(m), abs=0.05)
-    assert selection.decisive_curve([(0.1, True), (0.9, False)] * 14) is None  # 28 judgments: too few
-    assert selection.decisive_curve([(m, False) for m in margins]) is None  # all ties: nothing to fit
+    for m, h in ((0.0, 3.0), (0.5, 6.0), (-1.0, 9.0), (0.2, 8.0)):
+        assert curve(m, h) == pytest.approx(planted(m, h), abs=0.05)
+    assert selection.decisive_curve([(0.1, 1.0, True), (0.9, 1.0, False)] * 14) is None  # 28 judgments: too few
+    assert selection.decisive_curve([(m, h, False) for m, h in scores]) is None  # all ties: nothing to fit
+    # Under a first model every margin is 0: the curve is then one of the entropy alone.
+    flat = selection.decisive_curve((0.0, h, rng.random() < planted(0.0, h)) for _, h in scores)
+    assert flat(0.0, 4.0) < flat(0.0, 8.0) and flat(0.0, 8.0) == pytest.approx(planted(0.0, 8.0), abs=0.05)
 
 
 def test_uncertainty_weighs_each_pair_by_how_often_answers_pick_a_side():
     margins = {i: (i - 20) / 10 for i in range(41)}  # -2.0 .. 2.0
-    rarely_decisive_near_zero = lambda m: 0.05 if abs(m) < 0.5 else 0.9  # noqa: E731
+    rarely_decisive_near_zero = lambda m, h: 0.05 if abs(m) < 0.5 else 0.9  # noqa: E731
 
     least_sure = selection.choose(margins, budget=10, mode=selection.UNCERTAINTY, random_share=0.0, seed=2)
     weighed = selection.choose(

@@ -1,4 +1,4 @@
-"""Candidate pairs scored with the active policy's implicit reward margin, then picked for humans."""
+"""Candidate pairs scored with the active policy's implicit reward margin and entropy, then picked for humans."""
 
 import pytest
 import torch
@@ -50,12 +50,29 @@ def candidates(pairs, n: int = 6) -> list[Comparison]:
     ]
 
 
-def test_margins_are_the_policy_implicit_reward_margins_against_its_round_reference(
+def own_logps(policy: ModelVersion, comparison: Comparison) -> tuple[float, float]:
+    """log pi(a|x), log pi(b|x) under the policy, by hand from training.evaluation's pieces."""
+    tokenizer = AutoTokenizer.from_pretrained(policy.base_path)
+    head, (a, b) = evaluation.split_completions(
+        tokenizer,
+        prompt_model_input(comparison.prompt),
+        [
+            [{"role": "assistant", "content": comparison.completion_a.text}],
+            [{"role": "assistant", "content": comparison.completion_b.text}],
+        ],
+    )
+    model = AutoModelForCausalLM.from_pretrained(policy.base_path, dtype=torch.float32)
+    logps = evaluation.sequence_logps(model, [(head, a), (head, b)], pad_token_id=tokenizer.pad_token_id)
+    return float(logps[0]), float(logps[1])
+
+
+def test_scores_are_the_policy_implicit_reward_margins_against_its_round_reference_and_its_entropy(
     campaign, pairs, trained_policy, tiny_policy
 ):
     comparisons = candidates(pairs)
 
-    margins = scoring.candidate_margins(comparisons=comparisons, policy=trained_policy)
+    scores = scoring.candidate_scores(comparisons=comparisons, policy=trained_policy)
+    margins = {pk: score.margin for pk, score in scores.items()}
 
     tokenizer = AutoTokenizer.from_pretrained(trained_policy.base_path)
     c = comparisons[2]
@@ -73,12 +90,34 @@ def test_margins_are_the_policy_implicit_reward_margins_against_its_round_refere
     )
     assert margins[c.pk] == pytest.approx(float(expected[0]), abs=1e-4)
     assert len({round(m, 6) for m in margins.values()}) == len(comparisons)  # really scored, not all zero
+    assert scores[c.pk].entropy == pytest.approx(-sum(own_logps(trained_policy, c)) / 2, abs=1e-3)
 
 
-def test_a_policy_no_round_produced_scores_every_pair_zero(campaign, pairs, tiny_policy):
+def test_a_policy_no_round_produced_scores_every_margin_zero_and_still_tells_its_entropy(campaign, pairs, tiny_policy):
     comparisons = candidates(pairs, 3)
 
-    assert scoring.candidate_margins(comparisons=comparisons, policy=tiny_policy) == {c.pk: 0.0 for c in comparisons}
+    scores = scoring.candidate_scores(comparisons=comparisons, policy=tiny_policy)
+
+    assert {pk: score.margin for pk, score in scores.items()} == {c.pk: 0.0 for c in comparisons}
+    for c in comparisons:
+        assert scores[c.pk].entropy == pytest.approx(-sum(own_logps(tiny_policy, c)) / 2, abs=1e-3)
+    assert len({round(score.entropy, 3) for score in scores.values()}) == 3
+
+
+def test_a_first_model_gives_humans_the_prompts_it_is_least_sure_how_to_answer(campaign, pairs, tiny_policy):
+    campaign.pair_selection = PairSelection.UNCERTAINTY
+    campaign.selection_random_share = 0.0
+    campaign.save()
+    comparisons = candidates(pairs, 8)
+    scores = scoring.candidate_scores(comparisons=comparisons, policy=tiny_policy)
+
+    picks = services.pairs_score_and_select(campaign=campaign, budget=3)
+
+    surest_last = sorted(scores, key=lambda pk: -scores[pk].entropy)
+    assert set(picks) == set(surest_last[:3])
+    assert set(picks) != set(selection.choose({pk: 0.0 for pk in scores}, budget=3, mode="random", random_share=0.0))
+    stored = dict(Comparison.objects.values_list("pk", "policy_entropy"))
+    assert stored == pytest.approx({pk: score.entropy for pk, score in scores.items()})
 
 
 def test_select_pairs_command_gives_humans_the_least_sure_pairs_first_and_the_export_carries_the_margin(
@@ -88,7 +127,7 @@ def test_select_pairs_command_gives_humans_the_least_sure_pairs_first_and_the_ex
     campaign.selection_random_share = 0.0
     campaign.save()
     comparisons = candidates(pairs)
-    margins = scoring.candidate_margins(comparisons=comparisons, policy=trained_policy)
+    margins = {pk: s.margin for pk, s in scoring.candidate_scores(comparisons=comparisons, policy=trained_policy).items()}
 
     call_command("select_pairs", campaign=campaign.name, budget=2)
 
@@ -101,15 +140,15 @@ def test_select_pairs_command_gives_humans_the_least_sure_pairs_first_and_the_ex
     assert tasks.pairs_select.apply(args=[campaign.pk, 2]).get() == 1
     batch = set(Comparison.objects.filter(selection_rank=1, status="open").values_list("pk", flat=True))
     assert batch == {least_sure[1], sorted(margins, key=lambda pk: abs(margins[pk]))[2]}
-    # Once judged, the row says why the pair was labeled and the margin for its chosen side.
+    # Once judged, the row says why the pair was labeled, the margin for its chosen side and the entropy.
     judged = pairs.pair(votes=["b"], text="judged", a="x", b="y")
-    labeling_services.pairs_select(campaign=campaign, margins={judged.pk: 0.25}, budget=1)
+    labeling_services.pairs_select(campaign=campaign, margins={judged.pk: 0.25}, entropies={judged.pk: 3.5}, budget=1)
     [row] = [
         r
         for r in export.preference_rows(campaign=campaign, split=Split.TRAIN, policy=AggregationPolicy(), conversational=True)
         if r["comparison_id"] == judged.pk
     ]
-    assert (row["selected_by"], row["policy_margin"]) == ("uncertainty", -0.25)
+    assert (row["selected_by"], row["policy_margin"], row["policy_entropy"]) == ("uncertainty", -0.25, 3.5)
 
 
 def test_the_campaign_admin_action_queues_a_top_up_after_commit(
@@ -139,9 +178,10 @@ def test_uncertainty_learns_from_judged_pairs_scored_by_the_same_policy_how_ofte
     campaign.save()
     texts = [(f"Describe place {i}.", f"Place {i} is " + "warm " * (i % 5), "hill " * (i + 1)) for i in range(16)]
     probes = [pairs.pair(votes=[], text=text, a=a, b=b) for text, a, b in texts]
-    probed = scoring.candidate_margins(comparisons=probes, policy=trained_policy)
+    probed = scoring.candidate_scores(comparisons=probes, policy=trained_policy)
     Comparison.objects.filter(pk__in=[p.pk for p in probes]).delete()
-    margins_of = [probed[p.pk] for p in probes]
+    margins_of = [probed[p.pk].margin for p in probes]
+    entropies_of = [probed[p.pk].entropy for p in probes]
     median = sorted(abs(m) for m in margins_of)[len(texts) // 2]
     # Two humans tie on the pairs the policy is least sure of and pick a side on the others; a third judge
     # always picks the left side. Simulated, it is left out (the policy was trained on human judgments only);
@@ -151,20 +191,20 @@ def test_uncertainty_learns_from_judged_pairs_scored_by_the_same_policy_how_ofte
         votes = ["a", "b", "a"] if abs(m) >= median else ["tie", "tie", "a"]
         pairs.pair(votes=votes, sources=sources, text=text, a=a, b=b)
     comparisons = candidates(pairs)
-    margins = scoring.candidate_margins(comparisons=comparisons, policy=trained_policy)
+    scores = scoring.candidate_scores(comparisons=comparisons, policy=trained_policy)
+    margins = {pk: s.margin for pk, s in scores.items()}
+    entropies = {pk: s.entropy for pk, s in scores.items()}
 
     picks = services.pairs_score_and_select(campaign=campaign, budget=2)
 
-    observations = [(m, abs(m) >= median) for m in margins_of for _ in range(2)]
-    expected = selection.choose(
-        margins, budget=2, mode="uncertainty", random_share=0.0, decisive=selection.decisive_curve(observations)
+    observations = [(m, h, abs(m) >= median) for m, h in zip(margins_of, entropies_of) for _ in range(2)]
+    choose = lambda curve: selection.choose(  # noqa: E731
+        margins, budget=2, mode="uncertainty", random_share=0.0, entropies=entropies, decisive=curve
     )
+    expected = choose(selection.decisive_curve(observations))
     least_sure = sorted(margins, key=lambda pk: abs(margins[pk]))[:2]
     assert set(expected) != set(least_sure)  # the planted ties change the picks: this test can tell
     assert set(picks) == set(expected)
     if third_judge == JudgmentSource.HUMAN:  # read raw, the left-clicker's answers would make ties look decisive
-        raw = [(m, True) if abs(m) >= median else (m, k == 2) for m in margins_of for k in range(3)]
-        misled = selection.choose(
-            margins, budget=2, mode="uncertainty", random_share=0.0, decisive=selection.decisive_curve(raw)
-        )
-        assert set(misled) != set(expected)
+        raw = [(m, h, abs(m) >= median or k == 2) for m, h in zip(margins_of, entropies_of) for k in range(3)]
+        assert set(choose(selection.decisive_curve(raw))) != set(expected)
