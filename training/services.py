@@ -51,10 +51,10 @@ def pairs_score_and_select(*, campaign: Campaign, budget: int = SELECTION_BUDGET
 
     Uncertainty also scores the campaign's last SELECTION_HISTORY judged pairs, in the same pass, and fits
     on them how often a pair's truth is a side at a given |margin| and entropy (training.scoring.PairScore):
-    selection weighs each candidate's uncertainty by it. A pair's truth is the one the campaign's Dawid-Skene fit settles on (over the sources
-    the policy was trained on), not each raw answer: a left-clicker never says tie, a flipper turns ties
-    into sides, and read raw they would teach selection that the pairs they judged are decisive. Each
-    judgment counts once, so a pair weighs as much as in the raw answers.
+    selection weighs each candidate's uncertainty by it. A pair's truth is the one the campaign's Dawid-Skene
+    fit settles on (over the sources the policy was trained on), not each raw answer: a left-clicker never
+    says tie, a flipper turns ties into sides, and read raw they would teach selection that the pairs they
+    judged are decisive. Each judgment counts once, so a pair weighs as much as in the raw answers.
     Topping up makes a second call (a redelivered task) a no-op until humans finish part of the batch.
     Model work runs before any transaction.
     """

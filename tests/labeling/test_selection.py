@@ -38,7 +38,9 @@ def test_among_equal_margins_uncertainty_asks_where_the_policy_is_least_sure_how
     zeros = {i: 0.0 for i in range(60)}
     entropies = {i: (i * 37) % 60 / 10 for i in range(60)}  # a permutation of 0.0 .. 5.9
 
-    picks = selection.choose(zeros, budget=15, mode=selection.UNCERTAINTY, random_share=0.2, seed=7, entropies=entropies)
+    picks = selection.choose(
+        zeros, budget=15, mode=selection.UNCERTAINTY, random_share=0.2, seed=7, entropies=entropies
+    )
 
     uncertain = [i for i, why in picks.items() if why == selection.UNCERTAINTY]
     assert sorted(entropies[i] for i in uncertain) == [4.8, 4.9, 5.0, 5.1, 5.2, 5.3, 5.4, 5.5, 5.6, 5.7, 5.8, 5.9]
@@ -84,7 +86,9 @@ def test_picked_pairs_store_their_scores_and_are_served_before_older_pairs(campa
     picks = services.pairs_select(campaign=campaign, margins=margins, entropies=entropies, budget=2)
 
     assert picks == {pairs[3].pk: "uncertainty", pairs[5].pk: "uncertainty"}
-    stored = {c.pk: (c.policy_margin, c.policy_entropy, c.selected_by, c.selection_rank) for c in Comparison.objects.all()}
+    stored = {
+        c.pk: (c.policy_margin, c.policy_entropy, c.selected_by, c.selection_rank) for c in Comparison.objects.all()
+    }
     assert stored[pairs[3].pk] == (0.01, 5.0, "uncertainty", 1)
     assert stored[pairs[0].pk] == (3.0, 2.0, "", 0)
     served = [services.assignment_next(campaign=campaign, annotator=alice).comparison_id]

@@ -127,7 +127,8 @@ def test_select_pairs_command_gives_humans_the_least_sure_pairs_first_and_the_ex
     campaign.selection_random_share = 0.0
     campaign.save()
     comparisons = candidates(pairs)
-    margins = {pk: s.margin for pk, s in scoring.candidate_scores(comparisons=comparisons, policy=trained_policy).items()}
+    scores = scoring.candidate_scores(comparisons=comparisons, policy=trained_policy)
+    margins = {pk: score.margin for pk, score in scores.items()}
 
     call_command("select_pairs", campaign=campaign.name, budget=2)
 
