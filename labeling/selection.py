@@ -40,6 +40,11 @@ RANDOM = "random"
 MIN_DECISIVE_OBSERVATIONS = 30
 
 
+def _sigmoid(z: float) -> float:
+    """1 / (1 + e^-z), without overflow for a score far outside the fitted range."""
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+
 def binary_entropy(margin: float) -> float:
     """H(sigma(margin)) in nats: what a decisive answer on the pair tells, under the policy's own odds."""
     p = 1.0 / (1.0 + math.exp(-abs(margin)))
@@ -76,7 +81,7 @@ def decisive_curve(
             break
     intercept, (w_margin, w_entropy) = float(weights[0]), (weights[1:] / scale).tolist()
     intercept -= w_margin * float(center[0]) + w_entropy * float(center[1])
-    return lambda margin, entropy: 1.0 / (1.0 + math.exp(-(intercept + w_margin * abs(margin) + w_entropy * entropy)))
+    return lambda margin, entropy: _sigmoid(intercept + w_margin * abs(margin) + w_entropy * entropy)
 
 
 def choose(

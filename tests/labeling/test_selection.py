@@ -124,6 +124,7 @@ def test_decisive_curve_recovers_a_planted_rate_and_waits_for_both_outcomes():
     # Under a first model every margin is 0: the curve is then one of the entropy alone.
     flat = selection.decisive_curve((0.0, h, rng.random() < planted(0.0, h)) for _, h in scores)
     assert flat(0.0, 4.0) < flat(0.0, 8.0) and flat(0.0, 8.0) == pytest.approx(planted(0.0, 8.0), abs=0.05)
+    assert flat(0.0, 1e4) == 1.0 and flat(0.0, -1e4) == 0.0  # far outside the fitted range: no overflow
 
 
 def test_uncertainty_weighs_each_pair_by_how_often_answers_pick_a_side():
