@@ -26,9 +26,10 @@ Per seed, six runs, each its own campaign in one throwaway SQLite database:
   training/confidence_dpo.py). Off by default: see "Measured".
 The six runs of a seed share their random numbers: the same prompts and held-out set, the same samples
 from the same policy, and one random order of the candidates for both selection modes (labeling.selection).
-Round 0's policy is its own reference, so every margin is 0 and uncertainty picks exactly random's first
-batch: the two clean runs' round 1 is one and the same, and they part only after a promoted round, by what
-the margins tell. A clean and a noisy run of one mode pick the same first batch and differ by its labels.
+Round 0's policy is its own reference, so every margin is 0 and uncertainty's first batch goes by the
+policy's predictive entropy at each prompt (labeling.selection); later batches by margin and entropy, weighed
+by how often each pair's truth was a side. A clean and a noisy run of one mode pick the same first batch and
+differ by its labels.
 
 Prints a JSON line per seed as it ends, and one JSON line last: per run, the mean over seeds of
 `win_rates` (vs round 0 on held-out prompts, round 0 first), `labels_used` (training-pair judgments stored
