@@ -141,13 +141,6 @@ class PairLogps:
         return beta * (ratios[: self.n] - ratios[self.n :])
 
 
-def pair_margins(
-    policy, reference, pairs: tuple[list, list], *, beta: float, pad_token_id: int, batch_size: int = 16
-) -> torch.Tensor:
-    """Per pair, the implicit-reward margin beta * ((log pi - log pi_ref)(chosen) - (log pi - log pi_ref)(rejected))."""
-    return PairLogps(pairs, pad_token_id=pad_token_id, batch_size=batch_size).margins(policy, reference, beta=beta)
-
-
 def preference_eval(policy, reference, logps: PairLogps, *, beta: float) -> dict[str, Any]:
     """Accuracy and mean margin of the policy's implicit reward on human (chosen, rejected) pairs."""
     if not logps.n:

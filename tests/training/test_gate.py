@@ -133,10 +133,10 @@ def test_a_candidate_equal_to_its_incumbent_is_promoted_in_at_most_1_of_20_seede
         candidate = get_peft_model(start, dpo_worker.lora_config(config, start))
         candidate.eval()
         pairs = evaluation.tokenized_pairs(tokenizer, _heldout_rows(seed, 60), max_length=config.max_length)
-        scored = {"beta": config.beta, "pad_token_id": tokenizer.pad_token_id}
+        logps = evaluation.PairLogps(pairs, pad_token_id=tokenizer.pad_token_id)
         decision = gate.decide(
-            candidate_margins=evaluation.pair_margins(candidate, base, pairs, **scored).numpy(),
-            incumbent_margins=evaluation.pair_margins(base, base, pairs, **scored).numpy(),
+            candidate_margins=logps.margins(candidate, base, beta=config.beta).numpy(),
+            incumbent_margins=logps.margins(base, base, beta=config.beta).numpy(),
             length_diff=[len(c) - len(r) for (_, c), (_, r) in zip(*pairs)],
             kl=0.0,
             **DEFAULTS,

@@ -81,12 +81,10 @@ def test_scores_are_the_policy_implicit_reward_margins_against_its_round_referen
         prompt_model_input(c.prompt),
         [[{"role": "assistant", "content": c.completion_a.text}], [{"role": "assistant", "content": c.completion_b.text}]],
     )
-    expected = evaluation.pair_margins(
+    expected = evaluation.PairLogps(([(head, a)], [(head, b)]), pad_token_id=tokenizer.pad_token_id).margins(
         AutoModelForCausalLM.from_pretrained(trained_policy.base_path, dtype=torch.float32),
         AutoModelForCausalLM.from_pretrained(tiny_policy.base_path, dtype=torch.float32),
-        ([(head, a)], [(head, b)]),
         beta=0.2,
-        pad_token_id=tokenizer.pad_token_id,
     )
     assert margins[c.pk] == pytest.approx(float(expected[0]), abs=1e-4)
     assert len({round(m, 6) for m in margins.values()}) == len(comparisons)  # really scored, not all zero
