@@ -65,6 +65,11 @@ ratio 0.621 (bar 0.6: not met, by 0.021); `noisy_drop_reliability` 0.0 (bar met)
   gain: round 1 held-out accuracy 0.494 against random's 0.588, and every round gated.
 - The reliability runs are their clean run round for round on every seed, both modes (the same gate
   figures and win rates); majority's drop per seed 0.321, 0.075, 0.216 (its worse mode).
+- Seeds 3-5 (`--seed 3 --seeds 3`, same code and machine, 1,667 s wall, 1,632 s CPU) undo the gain: ratio null
+  (random's mean curve ended higher). Final win rates uncertainty against random: seed 3 0.768 against 0.735
+  (ratio 0.959), seed 4 0.743 against 0.797, seed 5 0.729 against 0.884. Over the six seeds the modes are even
+  (mean final 0.730 against 0.719): the entropy buys more decisive judgments on every seed, not better rounds.
+  Reliability drop 0.0 on every seed again; majority's 0.268, 0.297, 0.159.
 - `--oracle gloomy` (a taste the loop was not tuned for), three seeds: 1,657 s wall, 1,672 s CPU. The gate
   held all 54 rounds (ratio null, drops 0.0: nothing told apart), as before the entropy (35 of 36 then).
   Uncertainty's picks were 70-73% decisive against random's 51-59%; its rounds' held-out accuracy was
