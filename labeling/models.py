@@ -173,8 +173,12 @@ class Comparison(models.Model):
         help_text="The prompt's priority, copied here so the work queue sorts on one indexed table "
         "(labeling.services.prompts_set_priority keeps both in step).",
     )
-    # Active selection (labeling.selection): within one priority, selected pairs are served first.
-    selection_rank = models.IntegerField(default=0, help_text="1: picked for the current batch of human work.")
+    # Active selection (labeling.selection): within one priority, picked pairs are served first, by rank.
+    selection_rank = models.IntegerField(
+        default=0,
+        help_text="Above 0: picked for the current batch of human work, served highest first (the most "
+        "informative pair has the batch's size); 0: not picked.",
+    )
     selected_by = models.CharField(
         max_length=12, blank=True, help_text="uncertainty or random: why the batch picked it (empty: never picked)."
     )

@@ -94,13 +94,18 @@ def choose(
     entropies: Mapping[int, float] | None = None,
     decisive: Callable[[float, float], float] | None = None,
 ) -> dict[int, str]:
-    """The candidates picked for this batch, each with why (UNCERTAINTY or RANDOM); at most `budget` of them.
+    """The candidates picked for this batch, each with why (UNCERTAINTY or RANDOM), in the order to serve them;
+    at most `budget` of them.
 
     Uncertainty picks the highest expected information, decisive(margin, entropy) * H(sigma(margin)); without
     `decisive` (decisive_curve's None), the smallest |margin|, and among equal margins the highest entropy
     (`entropies`, per candidate: the policy's predictive entropy at its prompt; 0 where not given). A candidate
     without a margin (None) is never picked for uncertainty, only at random; when fewer are scored than the
     uncertainty part of the budget, the rest of the budget is drawn at random.
+
+    The order: the most informative first, so that a batch humans leave unfinished (a round that starts on the
+    first new labels) has the pairs that tell most; the random picks spread evenly through it, so that its
+    unbiased part is as large a share of what gets judged as of the batch.
     """
     if mode not in (UNCERTAINTY, RANDOM):
         raise ValueError(f"mode must be {UNCERTAINTY} or {RANDOM}")
@@ -121,6 +126,9 @@ def choose(
     else:
         key = lambda i: (-binary_entropy(margins[i]), -entropy.get(i, 0.0), rank[i])  # noqa: E731
     most_informative = sorted(scored, key=key)[: budget - n_random]
-    picks = dict.fromkeys(most_informative, UNCERTAINTY)
-    picks.update(dict.fromkeys([i for i in order if i not in picks][: budget - len(picks)], RANDOM))
-    return picks
+    chosen = set(most_informative)
+    drawn = [i for i in order if i not in chosen][: budget - len(most_informative)]
+    # Serving order: the k-th of n informative picks at k/n of the way, the k-th random one at (k + 1/2)/n'.
+    spread = [(k / len(most_informative), i, UNCERTAINTY) for k, i in enumerate(most_informative)]
+    spread += [((k + 0.5) / len(drawn), i, RANDOM) for k, i in enumerate(drawn)]
+    return {i: why for _, i, why in sorted(spread, key=lambda slot: (slot[0], slot[2] == RANDOM))}

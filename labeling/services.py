@@ -334,7 +334,8 @@ def pairs_select(
     picks a side by |margin| and entropy, labeling.selection.decisive_curve).
 
     Every candidate keeps its margin and entropy (shown in the admin, exported); the picks are
-    served first within their priority. Ids that are not open regular pairs of
+    served first within their priority, in the order `choose` gives them (the most informative first):
+    their selection_rank counts down from the batch's size to 1. Ids that are not open regular pairs of
     the campaign are ignored.
     """
     candidates = {
@@ -352,12 +353,13 @@ def pairs_select(
         entropies=entropies,
         decisive=decisive,
     )
+    rank = {pk: len(picks) - position for position, pk in enumerate(picks)}
     rows = list(Comparison.objects.filter(pk__in=list(candidates)).select_for_update())
     for row in rows:
         row.policy_margin = candidates[row.pk]
         row.policy_entropy = (entropies or {}).get(row.pk)
         row.selected_by = picks.get(row.pk, "")
-        row.selection_rank = 1 if row.pk in picks else 0
+        row.selection_rank = rank.get(row.pk, 0)
     fields = ["policy_margin", "policy_entropy", "selected_by", "selection_rank"]
     Comparison.objects.bulk_update(rows, fields, batch_size=_BATCH)
     return picks

@@ -74,25 +74,39 @@ def test_unscored_candidates_are_only_picked_at_random_and_fill_the_budget():
 
 
 @pytest.mark.django_db
-def test_picked_pairs_store_their_scores_and_are_served_before_older_pairs(campaign, alice):
+def test_picked_pairs_store_their_scores_and_are_served_most_informative_first(campaign, alice):
     campaign.pair_selection = PairSelection.UNCERTAINTY
     campaign.selection_random_share = 0.0
     campaign.save()
     pairs = make_pairs(campaign, 6)
-    margins = {p.pk: m for p, m in zip(pairs, [3.0, -2.0, 1.5, 0.01, -4.0, -0.2])}
+    margins = {p.pk: m for p, m in zip(pairs, [3.0, -2.0, 1.5, -0.2, -4.0, 0.01])}
 
     entropies = {p.pk: 2.0 + k for k, p in enumerate(pairs)}
 
     picks = services.pairs_select(campaign=campaign, margins=margins, entropies=entropies, budget=2)
 
-    assert picks == {pairs[3].pk: "uncertainty", pairs[5].pk: "uncertainty"}
+    assert list(picks.items()) == [(pairs[5].pk, "uncertainty"), (pairs[3].pk, "uncertainty")]
     stored = {
         c.pk: (c.policy_margin, c.policy_entropy, c.selected_by, c.selection_rank) for c in Comparison.objects.all()
     }
-    assert stored[pairs[3].pk] == (0.01, 5.0, "uncertainty", 1)
+    assert stored[pairs[5].pk] == (0.01, 7.0, "uncertainty", 2)
+    assert stored[pairs[3].pk] == (-0.2, 5.0, "uncertainty", 1)
     assert stored[pairs[0].pk] == (3.0, 2.0, "", 0)
-    served = [services.assignment_next(campaign=campaign, annotator=alice).comparison_id]
-    assert served[0] == pairs[3].pk  # ahead of the older, unpicked pairs 0-2
+    first = services.assignment_next(campaign=campaign, annotator=alice)
+    after = services.assignment_next(campaign=campaign, annotator=alice, after_id=first.pk)
+    # The least sure pair first although it is the newer of the two, then the other pick, ahead of pairs 0-2.
+    assert [first.comparison_id, after.comparison_id] == [pairs[5].pk, pairs[3].pk]
+
+
+def test_a_batch_is_ordered_by_score_with_its_random_share_spread_through_it():
+    margins = {i: 0.1 * i for i in range(40)}  # the smaller the id, the less sure the policy
+
+    picks = selection.choose(margins, budget=10, mode=selection.UNCERTAINTY, random_share=0.2, seed=4)
+
+    uncertain = [i for i, why in picks.items() if why == selection.UNCERTAINTY]
+    assert uncertain == list(range(8))  # least sure first
+    # 8 informative picks at 0, 1/8, ..., 7/8 of the batch, 2 random ones at 1/4 and 3/4: neither left at the end.
+    assert [k for k, why in enumerate(picks.values()) if why == selection.RANDOM] == [3, 8]
 
 
 @pytest.mark.django_db
