@@ -56,13 +56,14 @@ def decisive_curve(
 ) -> Callable[[float, float], float] | None:
     """P(a judgment picks a side | the pair's |margin|, the policy's entropy at its prompt): a logistic fit in
     both on (margin, entropy, decisive) observations, one per judgment. None (take P as constant) with fewer
-    than `min_observations`, or when they all have one outcome.
+    than `min_observations`, or when they all have one outcome. An observation with a score that is not finite
+    (a log-probability of -inf or NaN) is left out.
 
     Newton's method on the log-likelihood of standardized features, with a small ridge so that a feature that
     separates the outcomes perfectly still gives a finite, steep curve, and one that never varies (every margin
     0 under a first model) gets no weight.
     """
-    rows = [(abs(m), h, bool(d)) for m, h, d in observations]
+    rows = [(abs(m), h, bool(d)) for m, h, d in observations if math.isfinite(m) and math.isfinite(h)]
     if len(rows) < min_observations or len({d for _, _, d in rows}) < 2:
         return None
     x = np.array([(m, h) for m, h, _ in rows])
@@ -100,7 +101,8 @@ def choose(
     Uncertainty picks the highest expected information, decisive(margin, entropy) * H(sigma(margin)); without
     `decisive` (decisive_curve's None), the smallest |margin|, and among equal margins the highest entropy
     (`entropies`, per candidate: the policy's predictive entropy at its prompt; 0 where not given). A candidate
-    without a margin (None) is never picked for uncertainty, only at random; when fewer are scored than the
+    without a margin (None), or with a margin or entropy that is not finite, is never picked for uncertainty,
+    only at random; when fewer are scored than the
     uncertainty part of the budget, the rest of the budget is drawn at random.
 
     The order: the most informative first, so that a batch humans leave unfinished (a round that starts on the
@@ -119,7 +121,10 @@ def choose(
     budget = min(budget, len(order))
     n_random = budget if mode == RANDOM else round(budget * random_share)
     entropy = entropies or {}
-    scored = [i for i, m in margins.items() if m is not None]
+    # A score that is not finite (a log-probability of -inf or NaN) says nothing: such a pair is unscored.
+    scored = [
+        i for i, m in margins.items() if m is not None and math.isfinite(m) and math.isfinite(entropy.get(i, 0.0))
+    ]
     if decisive:
         information = {i: decisive(margins[i], entropy.get(i, 0.0)) * binary_entropy(margins[i]) for i in scored}
         key = lambda i: (-information[i], rank[i])  # noqa: E731

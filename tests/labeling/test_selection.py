@@ -73,6 +73,20 @@ def test_unscored_candidates_are_only_picked_at_random_and_fill_the_budget():
         selection.choose(margins, budget=1, mode="greedy", random_share=0.2)
 
 
+def test_scores_that_are_not_finite_count_as_unscored():
+    # A log-probability of -inf (or NaN) would give an infinite entropy or a NaN margin: it must not top the batch.
+    margins = {1: math.nan, 2: 0.0, 3: 0.5, 4: 0.0, 5: -math.inf}
+    entropies = {1: 3.0, 2: math.inf, 3: 1.0, 4: 2.0, 5: 1.0}
+
+    picks = selection.choose(margins, budget=2, mode=selection.UNCERTAINTY, random_share=0.0, entropies=entropies)
+
+    assert list(picks.items()) == [(4, selection.UNCERTAINTY), (3, selection.UNCERTAINTY)]
+    observations = [(0.1 * (k % 10), 2.0 + k % 7, k % 3 == 0) for k in range(60)]
+    broken = observations + [(math.nan, 1.0, True), (0.2, math.inf, False), (-math.inf, 2.0, True)]
+    curve, fitted = selection.decisive_curve(observations), selection.decisive_curve(broken)
+    assert fitted(0.3, 4.0) == curve(0.3, 4.0) and math.isfinite(fitted(0.3, 4.0))
+
+
 @pytest.mark.django_db
 def test_picked_pairs_store_their_scores_and_are_served_most_informative_first(campaign, alice):
     campaign.pair_selection = PairSelection.UNCERTAINTY
