@@ -15,8 +15,9 @@ Then it times, each `--repeats` times (the median is reported, wall and CPU):
 - report: labeling.quality.campaign_report (every figure, the fit among them);
 - plot_png: labeling.quality.report_plot_png of a report computed beforehand;
 - page and plot_view: the dashboard (URL campaign-dashboard) and its image (campaign-dashboard-plot) through
-  Django's test Client as a staff user. Each view computes the whole report, fit included, so a visit
-  (visit_s: page_s + plot_view_s) pays for it twice, and the image pays for a fit it does not draw.
+  Django's test Client as a staff user (visit_s: page_s + plot_view_s). The figures below are from before
+  the image read only its series (quality.campaign_series): each view then computed the whole report, fit
+  included, so a visit paid for it twice, and the image for a fit it does not draw.
 Each size's line also gives the SQL queries of one page and one image request. CPU is this process's:
 on PostgreSQL the database server's is not counted.
 

@@ -342,6 +342,22 @@ def campaign_report(*, campaign: Campaign, sources: Sequence[str] = (JudgmentSou
     )
 
 
+@dataclass
+class QualitySeries:
+    """What the dashboard's plot draws: the campaign's figures over time, without the rest of the report."""
+
+    campaign: Campaign
+    bucket: timedelta
+    series: list[Bucket]
+
+
+def campaign_series(*, campaign: Campaign, sources: Sequence[str] = (JudgmentSource.HUMAN,)) -> QualitySeries:
+    """The campaign's quality figures over time (campaign_report's series) without the reliability fit, which
+    costs as much as reading the judgments (bench/quality_report.py) and which the plot does not draw."""
+    bucket, series = _series(_rows(campaign, sources))
+    return QualitySeries(campaign=campaign, bucket=bucket, series=series)
+
+
 def _reliability(rows: Sequence[_Row]) -> ReliabilityResult:
     observations = [Observation(r.annotator, r.comparison_id, r.choice, r.left_is_a) for r in rows]
     gold = {r.comparison_id: r.gold_choice for r in rows if r.is_gold and r.gold_choice}
@@ -366,7 +382,7 @@ def _skips_and_flags(campaign: Campaign) -> tuple[dict[str, int], dict[str, int]
     return dict(skips), dict(flags)
 
 
-def report_plot_png(report: CampaignReport) -> bytes:
+def report_plot_png(report: CampaignReport | QualitySeries) -> bytes:
     """Throughput, gold accuracy, left share and tie / both-bad rates over time, as one PNG."""
     from matplotlib.figure import Figure  # imported here for the same reason as scipy above
 

@@ -78,5 +78,5 @@ def dashboard(request: HttpRequest, pk: int) -> HttpResponse:
 @staff_required
 def dashboard_plot(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=pk)
-    png = quality.report_plot_png(quality.campaign_report(campaign=campaign, sources=_report_sources(request)))
+    png = quality.report_plot_png(quality.campaign_series(campaign=campaign, sources=_report_sources(request)))
     return HttpResponse(png, content_type="image/png")

@@ -97,6 +97,21 @@ def test_dashboard_shows_staff_the_numbers_and_a_plot(client, campaign, alice, a
 
 
 @pytest.mark.django_db
+def test_the_dashboard_plot_fits_no_reliability_model(client, campaign, alice, admin_user, monkeypatch):
+    make_pairs(campaign, 2)
+    label(campaign, alice, "left")
+    client.force_login(admin_user)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the plot draws no reliability: it must not fit one")
+
+    monkeypatch.setattr(quality, "dawid_skene", refuse)
+    png = client.get(reverse("campaign-dashboard-plot", args=[campaign.pk]))
+
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+
+
+@pytest.mark.django_db
 def test_an_empty_campaign_shows_no_empty_axes_but_its_plot_still_draws(client, campaign, admin_user):
     client.force_login(admin_user)
     page = client.get(reverse("campaign-dashboard", args=[campaign.pk])).content.decode()
