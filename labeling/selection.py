@@ -102,8 +102,8 @@ def choose(
     `decisive` (decisive_curve's None), the smallest |margin|, and among equal margins the highest entropy
     (`entropies`, per candidate: the policy's predictive entropy at its prompt; 0 where not given). A candidate
     without a margin (None), or with a margin or entropy that is not finite, is never picked for uncertainty,
-    only at random; when fewer are scored than the
-    uncertainty part of the budget, the rest of the budget is drawn at random.
+    only at random; when fewer are scored than the uncertainty part of the budget, the rest of the budget is
+    drawn at random.
 
     The order: the most informative first, so that a batch humans leave unfinished (a round that starts on the
     first new labels) has the pairs that tell most; the random picks spread evenly through it, so that its
