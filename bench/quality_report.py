@@ -218,7 +218,6 @@ def measure(*, campaign: "Campaign", client: "Client", repeats: int) -> dict:
     from django.urls import reverse
 
     from labeling import quality, reliability
-    from labeling.models import Comparison, Judgment
 
     page_url = reverse("campaign-dashboard", args=[campaign.pk])
     plot_url = reverse("campaign-dashboard-plot", args=[campaign.pk])
@@ -228,12 +227,7 @@ def measure(*, campaign: "Campaign", client: "Client", repeats: int) -> dict:
         if response.status_code != 200:
             raise SystemExit(f"GET {url} answered {response.status_code}")
 
-    judged = Judgment.objects.filter(comparison__prompt__campaign=campaign)
-    observations = [
-        reliability.Observation(*row)
-        for row in judged.values_list("annotator__username", "comparison_id", "choice", "left_is_a")
-    ]
-    gold = dict(Comparison.objects.filter(prompt__campaign=campaign, is_gold=True).values_list("pk", "gold_choice"))
+    observations, gold = quality.reliability_input(campaign=campaign)
     fit = reliability.dawid_skene(observations, gold=gold)
     report = quality.campaign_report(campaign=campaign)
     calls = {

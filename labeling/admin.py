@@ -345,10 +345,26 @@ class AssignmentAdmin(admin.ModelAdmin):
     raw_id_fields = ["comparison", "annotator"]
 
 
+class JudgmentAnnotatorFilter(admin.SimpleListFilter):
+    """By the annotator's username: each annotator's line on the campaign dashboard links here."""
+
+    title = "annotator"
+    parameter_name = "annotator"
+
+    def lookups(self, request, model_admin):
+        names = model_admin.get_queryset(request).order_by().values_list("annotator__username", flat=True).distinct()
+        return [(name, name) for name in sorted(names)]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(annotator__username=self.value()) if self.value() else queryset
+
+
 @admin.register(Judgment)
 class JudgmentAdmin(admin.ModelAdmin):
-    list_display = ["id", "comparison", "annotator", "source", "choice", "strength", "time_ms", "created_at"]
-    list_filter = ["source", "choice", "comparison__prompt__campaign"]
+    list_display = [
+        "id", "comparison", "annotator", "source", "choice", "left_is_a", "strength", "time_ms", "created_at"
+    ]  # fmt: skip
+    list_filter = ["source", "choice", "comparison__prompt__campaign", JudgmentAnnotatorFilter]
     raw_id_fields = ["assignment", "comparison", "annotator"]
 
 

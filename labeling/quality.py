@@ -358,10 +358,23 @@ def campaign_series(*, campaign: Campaign, sources: Sequence[str] = (JudgmentSou
     return QualitySeries(campaign=campaign, bucket=bucket, series=series)
 
 
-def _reliability(rows: Sequence[_Row]) -> ReliabilityResult:
+def _fit_input(rows: Sequence[_Row]) -> tuple[list[Observation], dict[int, str]]:
     observations = [Observation(r.annotator, r.comparison_id, r.choice, r.left_is_a) for r in rows]
     gold = {r.comparison_id: r.gold_choice for r in rows if r.is_gold and r.gold_choice}
+    return observations, gold
+
+
+def _reliability(rows: Sequence[_Row]) -> ReliabilityResult:
+    observations, gold = _fit_input(rows)
     return dawid_skene(observations, gold=gold)
+
+
+def reliability_input(
+    *, campaign: Campaign, sources: Sequence[str] = (JudgmentSource.HUMAN,)
+) -> tuple[list[Observation], dict[int, str]]:
+    """What campaign_reliability fits: the judgments from `sources` as observations, and the gold answers of
+    the judged gold comparisons (for a caller that fits them itself, as bench/quality_report.py times the fit)."""
+    return _fit_input(_rows(campaign, sources))
 
 
 def campaign_reliability(*, campaign: Campaign, sources: Sequence[str] = (JudgmentSource.HUMAN,)) -> ReliabilityResult:

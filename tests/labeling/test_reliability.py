@@ -1,5 +1,7 @@
 """The Dawid-Skene reliability model on seeded simulations with planted annotators, and on the dashboard."""
 
+import re
+
 import numpy as np
 import pytest
 from django.urls import reverse
@@ -191,7 +193,15 @@ def test_dashboard_shows_reliability_and_flags_the_left_clicker(client, admin_us
     assert lines["bob"][0].reliability < 0.7 < lines["alice"][0].reliability
     assert 'class="num reliability flag"' in page and "reliability (95% interval)" in page
     comparison = Comparison.objects.filter(prompt__campaign=campaign).first()
-    assert quality.campaign_reliability(campaign=campaign).winner_posterior(comparison.pk, "a") > 0.9
+    fitted = quality.campaign_reliability(campaign=campaign)
+    assert fitted.winner_posterior(comparison.pk, "a") > 0.9
+    # Bob's name opens his judgments on this campaign in the admin, and only his.
+    link = re.search(r'<a class="annotator" href="([^"]+)">bob</a>', page).group(1).replace("&amp;", "&")
+    changelist = client.get(link).context["cl"]
+    assert changelist.result_count == 30 and {j.annotator for j in changelist.queryset} == {bob}
+    observations, gold = quality.reliability_input(campaign=campaign)
+    assert len(observations) == 90 and gold == {}
+    assert dawid_skene(observations, gold=gold).posteriors == fitted.posteriors
     api = {a["username"]: a for a in client.get(reverse("api-progress", args=[campaign.pk])).json()["annotators"]}
     assert api["bob"]["reliability"] == pytest.approx(lines["bob"][0].reliability)
     assert api["bob"]["reliability_low"] <= api["bob"]["reliability"] <= api["bob"]["reliability_high"]
