@@ -5,6 +5,7 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -15,7 +16,7 @@ from django.utils.html import format_html
 from rest_framework.authtoken.admin import TokenAdmin
 from rest_framework.authtoken.models import TokenProxy
 
-from labeling import authentication, services
+from labeling import authentication, quality, services
 from labeling.forms import GoldAnswerForm, HeldoutSplitForm, PromptAdminForm, PromptUploadForm
 from labeling.importers import PromptFileError
 from labeling.models import Assignment, Campaign, Comparison, Flag, Judgment, Prompt, Tag
@@ -359,13 +360,34 @@ class JudgmentAnnotatorFilter(admin.SimpleListFilter):
         return queryset.filter(annotator__username=self.value()) if self.value() else queryset
 
 
+class JudgmentChangeList(ChangeList):
+    """The judgments page, each with how probable its answer is its pair's truth (quality.answer_posteriors)."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        posteriors = quality.answer_posteriors(self.result_list)
+        for judgment in self.result_list:
+            judgment.answer_posterior = posteriors[judgment.pk]
+
+
 @admin.register(Judgment)
 class JudgmentAdmin(admin.ModelAdmin):
     list_display = [
-        "id", "comparison", "annotator", "source", "choice", "left_is_a", "strength", "time_ms", "created_at"
+        "id", "comparison", "annotator", "source", "choice", "left_is_a", "answer_is_truth", "strength", "time_ms",
+        "created_at",
     ]  # fmt: skip
     list_filter = ["source", "choice", "comparison__prompt__campaign", JudgmentAnnotatorFilter]
+    list_select_related = ["comparison__prompt", "annotator"]
     raw_id_fields = ["assignment", "comparison", "annotator"]
+
+    def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
+        return JudgmentChangeList
+
+    @admin.display(description="P(answer is the truth)")
+    def answer_is_truth(self, judgment: Judgment) -> str:
+        """Under the campaign's reliability fit over human judgments: low where co-annotators and gold say otherwise."""
+        posterior = getattr(judgment, "answer_posterior", None)
+        return "–" if posterior is None else f"{posterior:.3f}"
 
 
 admin.site.unregister(TokenProxy)

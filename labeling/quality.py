@@ -382,6 +382,14 @@ def campaign_reliability(*, campaign: Campaign, sources: Sequence[str] = (Judgme
     return _reliability(_rows(campaign, sources))
 
 
+def answer_posteriors(judgments: Sequence[Judgment]) -> dict[int, float | None]:
+    """Per judgment (by pk), how probable its answer is its pair's truth under its campaign's reliability fit over
+    human judgments (the dashboard's); None for a pair the fit never saw. One fit per campaign among them."""
+    campaigns = Campaign.objects.in_bulk({j.comparison.prompt.campaign_id for j in judgments})
+    fits = {pk: campaign_reliability(campaign=campaign) for pk, campaign in campaigns.items()}
+    return {j.pk: fits[j.comparison.prompt.campaign_id].answer_posterior(j.comparison_id, j.choice) for j in judgments}
+
+
 def _skips_and_flags(campaign: Campaign) -> tuple[dict[str, int], dict[str, int]]:
     """Per annotator: skipped assignments that carry no flag (a flag also gives the pair back), and flags."""
     flagged = Flag.objects.filter(comparison=OuterRef("comparison"), annotator=OuterRef("annotator"))

@@ -90,6 +90,11 @@ class ReliabilityResult:
             return None
         return posterior[A_BETTER if side == "a" else B_BETTER]
 
+    def answer_posterior(self, item: Hashable, choice: str) -> float | None:
+        """P(the answer `choice` ("a", "b", "tie" or "both_bad") is the item's truth), None for an item never judged."""
+        posterior = self.posteriors.get(item)
+        return None if posterior is None else posterior[_TRUTH_OF_CHOICE[choice]]
+
     def likelier_side(self, item: Hashable, default: str) -> str:
         """The side ("a" or "b") more probably the better one; `default` for an item never judged or an even posterior."""
         posterior = self.posteriors.get(item)

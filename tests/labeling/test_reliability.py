@@ -199,6 +199,9 @@ def test_dashboard_shows_reliability_and_flags_the_left_clicker(client, admin_us
     link = re.search(r'<a class="annotator" href="([^"]+)">bob</a>', page).group(1).replace("&amp;", "&")
     changelist = client.get(link).context["cl"]
     assert changelist.result_count == 30 and {j.annotator for j in changelist.queryset} == {bob}
+    # Each with how probable his answer is the truth ("a" on every pair): high only where a was on his left.
+    assert all((j.answer_posterior > 0.9) == (j.choice == "a") for j in changelist.result_list)
+    assert {j.choice for j in changelist.result_list} == {"a", "b"}
     observations, gold = quality.reliability_input(campaign=campaign)
     assert len(observations) == 90 and gold == {}
     assert dawid_skene(observations, gold=gold).posteriors == fitted.posteriors
