@@ -120,7 +120,8 @@ def dawid_skene(
     observations: Iterable[Observation],
     *,
     gold: Mapping[Hashable, str] | None = None,
-    max_iterations: int = 200,
+    # EM's convergence is linear: 1,000-10,000 judgments took 250-270 iterations (bench/quality_report.py).
+    max_iterations: int = 500,
     tolerance: float = 1e-6,
 ) -> ReliabilityResult:
     """Fit the model; `gold` maps items to their gold choice (clamped truth)."""
