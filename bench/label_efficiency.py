@@ -4,7 +4,8 @@ reliability pipeline keep it when some annotators are bad?
     .venv/bin/python bench/label_efficiency.py [--oracle positive] [--rounds 3] [--budget 150] [--seeds 3]
         [--seed 0] [--prompts N] [--candidates N] [--annotations-per-pair 3] [--flip 0.4] [--min-posterior 0.6]
         [--posterior-smoothing]
-        [--gate-min-pairs N] (and bench/loop.py's loop options: --policy, --annotators, --learning-rate, ...)
+        [--gate-min-pairs N] [--gate-min-accuracy X] [--gate-tolerance X]
+        (and bench/loop.py's loop options: --policy, --annotators, --learning-rate, ...)
 
 bench/loop.py's closed loop (simulation.loop.loop_run, the same campaign, rounds and scoring), with a
 fixed human-label budget per round: each round samples `--candidates` training pairs (default three
@@ -284,6 +285,11 @@ def main() -> None:
                 "flip": args.flip,
                 "min_posterior": args.min_posterior,
                 "posterior_smoothing": args.posterior_smoothing,
+                "gate": {
+                    "min_accuracy": args.gate_min_accuracy,
+                    "tolerance": args.gate_tolerance,
+                    "min_pairs": args.gate_min_pairs,
+                },
                 "runs": runs,
                 **summarize(runs),
                 "by_seed": [

@@ -120,6 +120,12 @@ def add_loop_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=float, help="Epochs per round (default: by policy).")
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--gate-tolerance", type=float, default=0.05)
+    parser.add_argument(
+        "--gate-min-accuracy",
+        type=float,
+        help="The gate's bound on the length-controlled held-out accuracy (default: the setting). With 0,"
+        " --gate-tolerance 1 and --gate-min-pairs 1 every candidate within its KL budget is promoted.",
+    )
     parser.add_argument("--reference", choices=("initial", "previous"), default="initial")
     parser.add_argument("--eval-prompts", type=int, help="Held-out prompts sampled for the gate's KL (default: by policy).")
     parser.add_argument("--kl-checks", type=int, help="KL checks while each round trains (default: by policy).")
@@ -181,6 +187,7 @@ def round_config(args: argparse.Namespace, **overrides: object):
         beta=args.beta, learning_rate=args.learning_rate, epochs=args.epochs, seed=args.seed,
         batch_size=defaults["batch_size"], max_length=defaults["max_length"], gate_tolerance=args.gate_tolerance,
         reference=args.reference, eval_prompts=args.eval_prompts, gate_min_heldout_pairs=args.gate_min_pairs,
+        gate_min_accuracy=args.gate_min_accuracy,
         kl_checks=args.kl_checks,
         precision=defaults["precision"],
         lora_target_modules=defaults["lora_target_modules"],
@@ -235,6 +242,7 @@ def main() -> None:
                 "eval_prompts": args.eval_prompts,
                 "kl_checks": args.kl_checks,
                 "gate_tolerance": args.gate_tolerance,
+                "gate_min_accuracy": args.gate_min_accuracy,
                 "reference": args.reference,
                 "learning_rate": args.learning_rate,
                 "epochs": args.epochs,
