@@ -142,11 +142,11 @@ def judged_pairs_recent(
     return [(pair, choices[pair.pk]) for pair in pairs]
 
 
-def picked_open_count(*, campaign: Campaign) -> int:
+def picked_open(*, campaign: Campaign) -> QuerySet[Comparison]:
     """Pairs of the current batch of human work (picked by active selection) that still need judgments."""
     return Comparison.objects.filter(
         prompt__campaign=campaign, status=ComparisonStatus.OPEN, is_gold=False, selection_rank__gt=0
-    ).count()
+    )
 
 
 def campaign_progress(*, campaign: Campaign) -> tuple[int, int]:

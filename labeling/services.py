@@ -10,7 +10,7 @@ from django.conf import settings
 from django.contrib.auth import password_validation
 from django.contrib.auth.models import Group, User
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Max, QuerySet
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from tqdm import tqdm
@@ -335,8 +335,9 @@ def pairs_select(
 
     Every candidate keeps its margin and entropy (shown in the admin, exported); the picks are
     served first within their priority, in the order `choose` gives them (the most informative first):
-    their selection_rank counts down from the batch's size to 1. Ids that are not open regular pairs of
-    the campaign are ignored.
+    their selection_rank counts down to 1 above the open picks of earlier batches, whose scores are older
+    (a top-up follows a generation job, often of a newly promoted policy). Ids that are not open regular
+    pairs of the campaign are ignored.
     """
     candidates = {
         pk: margins[pk]
@@ -353,7 +354,9 @@ def pairs_select(
         entropies=entropies,
         decisive=decisive,
     )
-    rank = {pk: len(picks) - position for position, pk in enumerate(picks)}
+    earlier = selectors.picked_open(campaign=campaign).exclude(pk__in=list(candidates))
+    above = earlier.aggregate(top=Max("selection_rank"))["top"] or 0
+    rank = {pk: above + len(picks) - position for position, pk in enumerate(picks)}
     rows = list(Comparison.objects.filter(pk__in=list(candidates)).select_for_update())
     for row in rows:
         row.policy_margin = candidates[row.pk]

@@ -58,7 +58,7 @@ def pairs_score_and_select(*, campaign: Campaign, budget: int = SELECTION_BUDGET
     Topping up makes a second call (a redelivered task) a no-op until humans finish part of the batch.
     Model work runs before any transaction.
     """
-    budget_left = budget - labeling_selectors.picked_open_count(campaign=campaign)
+    budget_left = budget - labeling_selectors.picked_open(campaign=campaign).count()
     candidates = list(labeling_selectors.selection_candidates(campaign=campaign)) if budget_left > 0 else []
     decisive, entropies = None, None
     if campaign.pair_selection == PairSelection.UNCERTAINTY and candidates:

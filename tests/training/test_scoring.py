@@ -138,8 +138,9 @@ def test_select_pairs_command_gives_humans_the_least_sure_pairs_first_and_the_ex
     assert services.pairs_score_and_select(campaign=campaign, budget=2) == {}
     Comparison.objects.filter(pk=least_sure[0]).update(status="complete")
     assert tasks.pairs_select.apply(args=[campaign.pk, 2]).get() == 1
-    batch = set(Comparison.objects.filter(selection_rank__gt=0, status="open").values_list("pk", flat=True))
-    assert batch == {least_sure[1], sorted(margins, key=lambda pk: abs(margins[pk]))[2]}
+    batch = Comparison.objects.filter(selection_rank__gt=0, status="open").order_by("-selection_rank")
+    # The top-up's pick, scored by the newest policy, is served before what is left of the earlier batch.
+    assert list(batch.values_list("pk", flat=True)) == [sorted(margins, key=lambda pk: abs(margins[pk]))[2], least_sure[1]]
     # Once judged, the row says why the pair was labeled, the margin for its chosen side and the entropy.
     judged = pairs.pair(votes=["b"], text="judged", a="x", b="y")
     labeling_services.pairs_select(campaign=campaign, margins={judged.pk: 0.25}, entropies={judged.pk: 3.5}, budget=1)
@@ -195,16 +196,22 @@ def test_uncertainty_learns_from_judged_pairs_scored_by_the_same_policy_how_ofte
     margins = {pk: s.margin for pk, s in scores.items()}
     entropies = {pk: s.entropy for pk, s in scores.items()}
 
-    picks = services.pairs_score_and_select(campaign=campaign, budget=2)
+    # Every candidate is picked, so the serving order shows the whole ranking: any pair the curve reorders
+    # tells the curves apart (which pairs make the top two depends on the CPU's arithmetic).
+    picks = services.pairs_score_and_select(campaign=campaign, budget=len(margins))
 
     observations = [(m, h, abs(m) >= median) for m, h in zip(margins_of, entropies_of) for _ in range(2)]
-    choose = lambda curve: selection.choose(  # noqa: E731
-        margins, budget=2, mode="uncertainty", random_share=0.0, entropies=entropies, decisive=curve
+    choose = lambda curve: list(  # noqa: E731
+        selection.choose(
+            margins, budget=len(margins), mode="uncertainty", random_share=0.0, entropies=entropies, decisive=curve
+        )
     )
     expected = choose(selection.decisive_curve(observations))
-    least_sure = sorted(margins, key=lambda pk: abs(margins[pk]))[:2]
-    assert set(expected) != set(least_sure)  # the planted ties change the picks: this test can tell
-    assert set(picks) == set(expected)
+    least_sure = sorted(margins, key=lambda pk: abs(margins[pk]))
+    assert expected != least_sure  # the planted ties change the order: this test can tell
+    assert list(picks) == expected
+    served = Comparison.objects.filter(pk__in=list(margins)).order_by("-selection_rank")
+    assert list(served.values_list("pk", flat=True)) == expected
     if third_judge == JudgmentSource.HUMAN:  # read raw, the left-clicker's answers would make ties look decisive
         raw = [(m, h, abs(m) >= median or k == 2) for m, h in zip(margins_of, entropies_of) for k in range(3)]
-        assert set(choose(selection.decisive_curve(raw))) != set(expected)
+        assert choose(selection.decisive_curve(raw)) != expected
