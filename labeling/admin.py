@@ -385,7 +385,8 @@ class JudgmentAdmin(admin.ModelAdmin):
 
     @admin.display(description="P(answer is the truth)")
     def answer_is_truth(self, judgment: Judgment) -> str:
-        """Under the campaign's reliability fit over human judgments: low where co-annotators and gold say otherwise."""
+        """Under the reliability fit of the campaign's judgments from the same source: low where co-annotators and
+        gold say otherwise."""
         posterior = getattr(judgment, "answer_posterior", None)
         return "–" if posterior is None else f"{posterior:.3f}"
 

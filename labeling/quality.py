@@ -383,11 +383,16 @@ def campaign_reliability(*, campaign: Campaign, sources: Sequence[str] = (Judgme
 
 
 def answer_posteriors(judgments: Sequence[Judgment]) -> dict[int, float | None]:
-    """Per judgment (by pk), how probable its answer is its pair's truth under its campaign's reliability fit over
-    human judgments (the dashboard's); None for a pair the fit never saw. One fit per campaign among them."""
-    campaigns = Campaign.objects.in_bulk({j.comparison.prompt.campaign_id for j in judgments})
-    fits = {pk: campaign_reliability(campaign=campaign) for pk, campaign in campaigns.items()}
-    return {j.pk: fits[j.comparison.prompt.campaign_id].answer_posterior(j.comparison_id, j.choice) for j in judgments}
+    """Per judgment (by pk), how probable its answer is its pair's truth under the reliability fit of its
+    campaign's judgments from its own source: a human's against the humans (as on the dashboard), a scripted
+    annotator's against the simulated crowd, never mixed. One fit per campaign and source among them."""
+    keys = {(j.comparison.prompt.campaign_id, j.source) for j in judgments}
+    campaigns = Campaign.objects.in_bulk({campaign for campaign, _ in keys})
+    fits = {(pk, source): campaign_reliability(campaign=campaigns[pk], sources=(source,)) for pk, source in keys}
+    return {
+        j.pk: fits[j.comparison.prompt.campaign_id, j.source].answer_posterior(j.comparison_id, j.choice)
+        for j in judgments
+    }
 
 
 def _skips_and_flags(campaign: Campaign) -> tuple[dict[str, int], dict[str, int]]:

@@ -7,7 +7,7 @@ import pytest
 from django.urls import reverse
 
 from labeling import quality
-from labeling.models import Comparison
+from labeling.models import Comparison, Judgment, JudgmentSource
 from labeling.reliability import Observation, dawid_skene
 from tests.labeling.factories import make_pairs
 from tests.labeling.test_quality import label
@@ -211,6 +211,13 @@ def test_dashboard_shows_reliability_and_flags_the_left_clicker(client, admin_us
     assert api["bob"]["left_bias"] > 0.5
     assert api["bob"]["decisive_accuracy"] == pytest.approx(lines["bob"][0].decisive)
     assert api["alice"]["decisive_accuracy_low"] <= api["alice"]["decisive_accuracy"] <= api["alice"]["decisive_accuracy_high"]
+    # Stored as simulated, his judgments are weighed against the simulated crowd (him alone), not the humans.
+    as_human = {j.pk: j.answer_posterior for j in changelist.result_list}
+    Judgment.objects.filter(annotator=bob).update(source=JudgmentSource.SIMULATED)
+    mine = list(Judgment.objects.filter(annotator=bob).select_related("comparison__prompt"))
+    alone = quality.campaign_reliability(campaign=campaign, sources=[JudgmentSource.SIMULATED])
+    as_simulated = quality.answer_posteriors(mine)
+    assert as_simulated == {j.pk: alone.answer_posterior(j.comparison_id, j.choice) for j in mine} != as_human
 
 
 @pytest.mark.django_db
