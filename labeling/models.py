@@ -176,8 +176,8 @@ class Comparison(models.Model):
     # Active selection (labeling.selection): within one priority, picked pairs are served first, by rank.
     selection_rank = models.IntegerField(
         default=0,
-        help_text="Above 0: picked for the current batch of human work, served highest first (the most "
-        "informative pair has the batch's size); 0: not picked.",
+        help_text="Above 0: picked for a batch of human work, served highest first (a batch's most informative "
+        "pair first; a top-up's picks before what is left of earlier batches); 0: not picked.",
     )
     selected_by = models.CharField(
         max_length=12, blank=True, help_text="uncertainty or random: why the batch picked it (empty: never picked)."

@@ -335,9 +335,9 @@ def pairs_select(
 
     Every candidate keeps its margin and entropy (shown in the admin, exported); the picks are
     served first within their priority, in the order `choose` gives them (the most informative first):
-    their selection_rank counts down to 1 above the open picks of earlier batches, whose scores are older
-    (a top-up follows a generation job, often of a newly promoted policy). Ids that are not open regular
-    pairs of the campaign are ignored.
+    their selection_rank counts down by one a pick, the last pick just above the open picks of earlier
+    batches, whose scores are older (a top-up follows a generation job, often of a newly promoted policy).
+    Ids that are not open regular pairs of the campaign are ignored.
     """
     candidates = {
         pk: margins[pk]
