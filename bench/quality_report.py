@@ -37,7 +37,8 @@ Linear from 10,000 on: per 1,000 judgments reliability 0.014 s (the fit half of 
 other half), report 0.019-0.021 s, a visit 0.041-0.064 s (0.2 s of it drawing, whatever the size). The
 queries do not grow with the campaign: 10 for the page, 9 for the image. The fit took 118 and 124 EM
 iterations at 200,000 and 50,000 judgments; at 999 and 9,999 it stopped at its cap, then 200, without
-converging: it converges in 250 and 270 (posteriors within 3e-4 of the capped fit's), hence a cap of 500 since. PostgreSQL on the same machine (40.9 s wall, 32.4 s CPU), 49,998 judgments: reliability 0.78 s,
+converging: it converges in 250 and 270 (posteriors within 3e-4 of the capped fit's), hence a cap of 500
+since. PostgreSQL on the same machine (40.9 s wall, 32.4 s CPU), 49,998 judgments: reliability 0.78 s,
 fit 0.36, report 1.09, page 1.13, plot_view 1.32, visit 2.45 (this process's CPU 2.03).
 """
 

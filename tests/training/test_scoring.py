@@ -140,7 +140,8 @@ def test_select_pairs_command_gives_humans_the_least_sure_pairs_first_and_the_ex
     assert tasks.pairs_select.apply(args=[campaign.pk, 2]).get() == 1
     batch = Comparison.objects.filter(selection_rank__gt=0, status="open").order_by("-selection_rank")
     # The top-up's pick, scored by the newest policy, is served before what is left of the earlier batch.
-    assert list(batch.values_list("pk", flat=True)) == [sorted(margins, key=lambda pk: abs(margins[pk]))[2], least_sure[1]]
+    next_least_sure = sorted(margins, key=lambda pk: abs(margins[pk]))[2]
+    assert list(batch.values_list("pk", flat=True)) == [next_least_sure, least_sure[1]]
     # Once judged, the row says why the pair was labeled, the margin for its chosen side and the entropy.
     judged = pairs.pair(votes=["b"], text="judged", a="x", b="y")
     labeling_services.pairs_select(campaign=campaign, margins={judged.pk: 0.25}, entropies={judged.pk: 3.5}, budget=1)
