@@ -8,6 +8,7 @@ chunks are stored inline), and PostgreSQL to watch that connection and to refuse
 
 import os
 import signal
+import time
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
@@ -19,6 +20,8 @@ from generation.models import Completion, GenerationJob, GenerationShard, JobSta
 from labeling.models import Campaign, Comparison, Prompt
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+CLOSE_DEADLINE_S = 10
 
 
 @pytest.fixture(autouse=True)
@@ -35,12 +38,24 @@ def vllm_backend(settings, vllm_generator):
 
 
 def other_connections() -> list[int]:
-    """The backend pids of this database's other sessions (the storing process's, while a shard runs)."""
+    """The backend pids of this database's other client sessions (the storing process's, while a shard runs)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'"
         )
         return [pid for (pid,) in cursor.fetchall()]
+
+
+def assert_connections_closed() -> None:
+    """No other session is left: the storing process closed its connection. A closed connection's backend
+    leaves pg_stat_activity when it has exited, a moment after the client hung up (longer on a loaded machine),
+    so this waits for that, up to CLOSE_DEADLINE_S."""
+    deadline = time.monotonic() + CLOSE_DEADLINE_S
+    while left := other_connections():
+        if time.monotonic() > deadline:
+            pytest.fail(f"connections still open {CLOSE_DEADLINE_S} s after the shard: backend pids {left}")
+        time.sleep(0.05)
 
 
 def assert_engine_idle(generator, policy: ModelVersion) -> None:
@@ -71,7 +86,7 @@ def test_chunks_are_stored_by_the_storing_process_each_pair_once_with_progress_i
     # One other connection wrote the chunks, the same all along (the storing process's), and it was
     # closed with the shard.
     assert len(storers) == 3 and len({tuple(pids) for pids in storers}) == 1 and len(storers[0]) == 1
-    assert other_connections() == []
+    assert_connections_closed()
 
 
 def test_a_job_cancelled_while_chunks_are_stored_stores_nothing_after(
@@ -89,7 +104,7 @@ def test_a_job_cancelled_while_chunks_are_stored_stores_nothing_after(
     assert (job.status, job.done) == (JobStatus.CANCELLED, 2)
     assert Completion.objects.filter(job=job).count() == 4 and Comparison.objects.count() == 2
     assert_engine_idle(vllm_backend, policy)
-    assert other_connections() == []
+    assert_connections_closed()
 
 
 def test_a_store_failing_in_the_storing_process_fails_the_job_and_stores_nothing_more(
@@ -116,7 +131,7 @@ def test_a_store_failing_in_the_storing_process_fails_the_job_and_stores_nothing
     assert GenerationShard.objects.get(job=job).status == ShardStatus.FAILED
     assert Completion.objects.filter(job=job).count() == 4  # the failed chunk's transaction left nothing
     assert_engine_idle(vllm_backend, policy)
-    assert other_connections() == []
+    assert_connections_closed()
 
 
 def kill_self() -> None:
