@@ -206,9 +206,17 @@ function showProgress(p) {
   showEmptyState();
 }
 
+// Each answer asks for the counts again, and the answers can come back out of order (a busy server): a
+// reply older than the one shown is dropped, so a stale count never overwrites a newer one.
+let progressAsked = 0;
+let progressShown = 0;
+
 async function refreshProgress() {
+  const asked = ++progressAsked;
   const { status, data } = await api(`/api/labeling/campaigns/${campaignId}/me/`);
-  if (status === 200) showProgress(data);
+  if (status !== 200 || asked < progressShown) return;
+  progressShown = asked;
+  showProgress(data);
 }
 
 // --- Answering --------------------------------------------------------------

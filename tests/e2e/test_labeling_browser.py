@@ -86,6 +86,35 @@ def test_annotator_labels_three_pairs_and_skips_one_with_the_keyboard(page, live
     assert page.dialogs == []
 
 
+def test_a_late_reply_with_older_counts_never_overwrites_newer_ones(page, live_server, campaign, alice):
+    """Each answer asks for the counts again; on a busy server the replies can cross. The older reply, arriving
+    last, is dropped (CI beside a bench once saw the stale count stay on screen)."""
+    make_pairs(campaign, 3)
+    log_in(page, live_server, "alice", "alice-password-1")
+    held = []  # (route, the server's reply when it was asked): replies are let through when the test says
+    page.route("**/api/labeling/campaigns/*/me/", lambda route: held.append((route, route.fetch())))
+    page.goto(live_server.url + reverse("label", args=[campaign.pk]))
+    page.wait_for_selector("#pair:not([hidden])")
+
+    def wait_for_held(n: int) -> None:
+        while len(held) < n:
+            page.wait_for_timeout(20)  # lets Playwright run the route handler
+
+    press_and_wait_for_next(page, "3")
+    wait_for_held(1)  # "1 / 3", held
+    press_and_wait_for_next(page, "3")
+    wait_for_held(2)  # "2 / 3"
+    route, reply = held[1]
+    route.fulfill(response=reply)
+    page.wait_for_function("document.getElementById('campaign-count').textContent === '2 / 3'")
+    route, reply = held[0]
+    with page.expect_request_finished(lambda request: request is route.request):
+        route.fulfill(response=reply)
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    assert page.inner_text("#campaign-count") == "2 / 3"
+    assert page.get_attribute("#campaign-bar", "aria-valuenow") == "2"
+
+
 def test_twenty_pairs_with_rationales_need_only_the_keyboard_then_nothing_is_left(page, live_server, campaign, alice):
     campaign.rationale_required = True
     campaign.strength_scale = "none"
