@@ -84,6 +84,13 @@ random's labels (ratio about 0.65 for one round). Every one of the 24 candidates
 their length-controlled held-out accuracy, the gate's evidence, was 0.49-0.78 and did not follow the win rate
 (uncertainty's mean 0.582 against random's 0.623): at n of 70-85 the gate promotes by lottery, and in the loop
 that lottery, not the labels, decides the ratio.
+EPYC, the loop with the gate open (`--seeds 2 --gate-min-accuracy 0 --gate-tolerance 1 --gate-min-pairs 1`: only
+the KL budget left; every one of the 36 rounds promoted; 5,097 s wall, 4,954 s CPU, beside a test run): selection
+bought nothing. Mean win rates random/clean 0.5, 0.587, 0.681, 0.804; uncertainty/clean 0.5, 0.584, 0.676, 0.766
+(ratio null on both seeds: seed 0 0.811 against 0.817, seed 1 0.722 against 0.792), at about twice the KL (final
+7.6 against 4.1 nats). With the gate out of the way the loop's ratio is still above the bar: the gate is not the
+only thing between uncertainty selection and it. Reliability drop 0.0 on both seeds, majority's 0.052.
+Defaults on EPYC, seed 0 alone: ratio 0.815; drops reliability 0.0, majority 0.050.
 Before the entropy (same machine, same defaults; 1,731 s wall, 1,785 s CPU): the ratio was 1.0, uncertainty/clean
 being random/clean on every seed (0.5, 0.560, 0.560, 0.632): with every margin 0 until a promoted round, both
 modes picked the same pairs, and they parted only on seed 0. Reliability drop 0.0, majority 0.132.
