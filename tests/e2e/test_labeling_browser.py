@@ -6,6 +6,7 @@ from django.urls import reverse
 from labeling.models import Assignment, AssignmentState, Choice, Judgment
 from tests.e2e.conftest import CHROMIUM, log_in
 from tests.labeling.factories import make_pairs
+from tests.waiting import wait_until
 
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)"),
@@ -97,8 +98,9 @@ def test_a_late_reply_with_older_counts_never_overwrites_newer_ones(page, live_s
     page.wait_for_selector("#pair:not([hidden])")
 
     def wait_for_held(n: int) -> None:
-        while len(held) < n:
-            page.wait_for_timeout(20)  # lets Playwright run the route handler
+        wait_until(
+            lambda: len(held) >= n, what=f"counts request {n}", within_s=15, pause=lambda: page.wait_for_timeout(20)
+        )
 
     press_and_wait_for_next(page, "3")
     wait_for_held(1)  # "1 / 3", held

@@ -8,7 +8,6 @@ chunks are stored inline), and PostgreSQL to watch that connection and to refuse
 
 import os
 import signal
-import time
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
@@ -18,10 +17,9 @@ from django.db.models import Count
 from generation import services, store_process
 from generation.models import Completion, GenerationJob, GenerationShard, JobStatus, ModelVersion, ShardStatus
 from labeling.models import Campaign, Comparison, Prompt
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-CLOSE_DEADLINE_S = 10
 
 
 @pytest.fixture(autouse=True)
@@ -50,12 +48,8 @@ def other_connections() -> list[int]:
 def assert_connections_closed() -> None:
     """No other session is left: the storing process closed its connection. A closed connection's backend
     leaves pg_stat_activity when it has exited, a moment after the client hung up (longer on a loaded machine),
-    so this waits for that, up to CLOSE_DEADLINE_S."""
-    deadline = time.monotonic() + CLOSE_DEADLINE_S
-    while left := other_connections():
-        if time.monotonic() > deadline:
-            pytest.fail(f"connections still open {CLOSE_DEADLINE_S} s after the shard: backend pids {left}")
-        time.sleep(0.05)
+    so this waits for that."""
+    wait_until(lambda: not other_connections(), what="the storing process's connection to close", within_s=10)
 
 
 def assert_engine_idle(generator, policy: ModelVersion) -> None:

@@ -3,7 +3,6 @@
 import json
 import sys
 import threading
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from rest_framework.test import APIClient
 from config.celery import app as celery_app
 from generation.models import Completion, GenerationJob, ModelVersion
 from labeling.models import Campaign, Split
+from tests.waiting import wait_until
 from training import export, runner, selectors, services, tasks
 from training.config import RoundConfig
 from training.export import AggregationPolicy
@@ -313,10 +313,8 @@ def test_cancelling_a_running_round_stops_its_worker_and_changes_nothing(campaig
     )
     worker = threading.Thread(target=lambda: (services.round_execute(round_id=training_round.pk), connection.close()))
     worker.start()
-    deadline = time.monotonic() + 120
-    while not RoundMetric.objects.filter(round=training_round).exists():  # training has begun
-        assert time.monotonic() < deadline, "the worker never reported a step"
-        time.sleep(0.1)
+    # Training has begun.
+    wait_until(RoundMetric.objects.filter(round=training_round).exists, what="the worker's first step", within_s=120)
 
     assert services.round_cancel(training_round=training_round)
     worker.join(timeout=60)
