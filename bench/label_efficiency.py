@@ -124,15 +124,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import loop as loop_bench  # noqa: E402
+from labeling.selection import MODES, RANDOM  # noqa: E402  (Django-free)
 
-SELECTIONS = ("random", "uncertainty")
+SELECTIONS = ("random", "uncertainty")  # the issue's two modes: the default --selections
 SEEDS = 3  # seeds per run by default (see the module's docstring)
 HELDOUT_SHARE = 0.4  # the least share of prompts held out (see main)
-# (selection, crowd, aggregation): every run's name is these joined by "/" (clean runs have one aggregation).
-RUNS = [
-    *((selection, "clean", "") for selection in SELECTIONS),
-    *((selection, "noisy", aggregation) for selection in SELECTIONS for aggregation in ("majority", "reliability")),
-]
+AGGREGATIONS = ("majority", "reliability")  # the noisy crowd's
+
+
+def runs_of(selections: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(selection, crowd, aggregation) of every run, the clean ones first: a run's name is these joined by "/"
+    (clean runs have one aggregation)."""
+    return [
+        *((selection, "clean", "") for selection in selections),
+        *((selection, "noisy", aggregation) for selection in selections for aggregation in AGGREGATIONS),
+    ]
 
 
 def run_name(selection: str, crowd: str, aggregation: str) -> str:
@@ -152,21 +158,27 @@ def labels_to_reach(labels: Sequence[float], win_rates: Sequence[float], target:
 
 
 def summarize(runs: Mapping[str, Mapping[str, Sequence[float]]]) -> dict:
-    """The summary keys from the runs' `win_rates` and `labels_used` (see the module's docstring)."""
-    random_run, uncertain_run = runs["random/clean"], runs["uncertainty/clean"]
+    """The summary keys from the runs' `win_rates` and `labels_used` (see the module's docstring): a
+    `labels_ratio_<selection>_vs_random` for each selection besides random among the runs."""
+    selections = list(dict.fromkeys(name.split("/")[0] for name in runs))
+    random_run = runs["random/clean"]
     target, spent = random_run["win_rates"][-1], random_run["labels_used"][-1]
     # A random run that ended no better than its round 0 sets no target: any run "reaches" it on 0 labels.
     progressed = target > random_run["win_rates"][0] and spent > 0
-    needed = labels_to_reach(uncertain_run["labels_used"], uncertain_run["win_rates"], target) if progressed else None
+    ratios = {}
+    for selection in selections[1:]:
+        run = runs[f"{selection}/clean"]
+        needed = labels_to_reach(run["labels_used"], run["win_rates"], target) if progressed else None
+        ratios[f"labels_ratio_{selection}_vs_random"] = None if needed is None else round(needed / spent, 4)
     drops = {
         selection: {
             aggregation: round(runs[f"{selection}/clean"]["win_rates"][-1] - runs[f"{selection}/noisy/{aggregation}"]["win_rates"][-1], 4)
-            for aggregation in ("majority", "reliability")
+            for aggregation in AGGREGATIONS
         }
-        for selection in SELECTIONS
+        for selection in selections
     }
     return {
-        "labels_ratio_uncertainty_vs_random": None if needed is None else round(needed / spent, 4),
+        **ratios,
         "noisy_drop_majority": max(d["majority"] for d in drops.values()),
         "noisy_drop_reliability": max(d["reliability"] for d in drops.values()),
         "noisy_drop_by_selection": drops,
@@ -190,14 +202,14 @@ def mean_runs(per_seed: Sequence[Mapping[str, Mapping[str, Sequence]]]) -> dict[
 
 
 def seed_run(args: argparse.Namespace, oracle, seed: int) -> dict[str, dict]:
-    """The six runs on one seed (its own prompts, held-out set, samples and training), each its own campaign."""
+    """The runs on one seed (its own prompts, held-out set, samples and training), each its own campaign."""
     from labeling.models import Judgment, Split
     from simulation import annotators, loop
     from training.models import TrainingRound
 
     args.seed = seed  # campaign_make and round_config read it
     results: dict[str, dict] = {}
-    for selection, crowd, aggregation in RUNS:
+    for selection, crowd, aggregation in runs_of(args.selections):
         name = run_name(selection, crowd, aggregation)
         campaign = loop_bench.campaign_make(
             args,
@@ -251,7 +263,18 @@ def main() -> None:
         default=False,
         help="The reliability runs also train with per-pair label smoothing 1 - posterior (default: off).",
     )
+    parser.add_argument(
+        "--selections",
+        type=lambda text: text.split(","),
+        default=list(SELECTIONS),
+        help=f"Comma-separated pair selections to run, random first ({', '.join(MODES)}; default: "
+        f"{','.join(SELECTIONS)}), each with the clean and both noisy runs.",
+    )
     args = parser.parse_args()
+    if args.selections[0] != RANDOM or len(args.selections) < 2 or len(set(args.selections)) < len(args.selections):
+        parser.error("--selections must start with random and name at least one other selection, each once")
+    if unknown := set(args.selections) - set(MODES):
+        parser.error(f"--selections: unknown {', '.join(sorted(unknown))} (known: {', '.join(MODES)})")
     pairs = args.budget // args.annotations_per_pair
     if pairs < 1:
         parser.error(f"--budget {args.budget} buys no pair at {args.annotations_per_pair} judgments each")
@@ -292,6 +315,7 @@ def main() -> None:
                 "flip": args.flip,
                 "min_posterior": args.min_posterior,
                 "posterior_smoothing": args.posterior_smoothing,
+                "selections": args.selections,
                 "gate": {
                     "min_accuracy": args.gate_min_accuracy,
                     "tolerance": args.gate_tolerance,

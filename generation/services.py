@@ -536,8 +536,8 @@ PAIRS_SELECT_TASK = "training.tasks.pairs_select"
 
 def _selection_enqueue(*, campaign: Campaign) -> None:
     """After commit, ask for the campaign's next batch of human work to be picked among the new pairs, if its
-    pair selection scores them (uncertainty); a random campaign's queue serves its pairs as they come."""
-    if campaign.pair_selection != PairSelection.UNCERTAINTY:
+    pair selection scores them (uncertainty, certainty); a random campaign's queue serves its pairs as they come."""
+    if campaign.pair_selection == PairSelection.RANDOM:
         return
     # A signature by name still runs the registered task's own apply_async (eager mode included).
     transaction.on_commit(lambda: current_app.signature(PAIRS_SELECT_TASK, args=(campaign.pk,)).delay())

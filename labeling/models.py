@@ -28,6 +28,7 @@ class StrengthScale(models.TextChoices):
 class PairSelection(models.TextChoices):
     RANDOM = "random", "Random (serving order)"
     UNCERTAINTY = "uncertainty", "Where the policy is least sure"
+    CERTAINTY = "certainty", "Where the policy is most sure, among prompts it is least sure how to answer"
 
 
 class Campaign(models.Model):
@@ -62,7 +63,7 @@ class Campaign(models.Model):
     )
     selection_random_share = models.FloatField(
         default=0.2,
-        help_text="With uncertainty selection, the share of each batch still picked at random, "
+        help_text="With uncertainty or certainty selection, the share of each batch still picked at random, "
         "so the estimates stay calibrated (0-1).",
     )
     is_active = models.BooleanField(default=True)
@@ -180,7 +181,7 @@ class Comparison(models.Model):
         "pair first; a top-up's picks before what is left of earlier batches); 0: not picked.",
     )
     selected_by = models.CharField(
-        max_length=12, blank=True, help_text="uncertainty or random: why the batch picked it (empty: never picked)."
+        max_length=12, blank=True, help_text="uncertainty, certainty or random: why the batch picked it (empty: never picked)."
     )
     policy_margin = models.FloatField(
         null=True,

@@ -23,6 +23,12 @@ entropy were the decisive ones under each of four built-in oracles: AUC 0.70 to 
 A share of every batch (the campaign's selection_random_share, 20% by default) is
 still drawn uniformly from the rest, so estimates made from the labels (win rates,
 the gate) keep an unbiased part.
+`certainty` is that paper's best acquisition, its hybrid: among the prompts where the policy's predictive
+entropy is highest (the higher half of the scored candidates), the pairs whose margin is largest, where the
+implicit preference model is most sure. A confident answer is worth most when it is wrong: the paper found
+these pairs surface the policy's confidently wrong preferences, and they are seldom ties (two completions a
+policy tells apart are completions humans tell apart). Its first batch, every margin 0, goes by entropy
+alone, as uncertainty's does. The same random share is kept.
 `random` draws the whole batch uniformly: today's behaviour, made explicit.
 
 Django-free: `choose` takes the scores and returns the picks; labeling.services.pairs_select stores them.
@@ -35,7 +41,11 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 
 UNCERTAINTY = "uncertainty"
+CERTAINTY = "certainty"
 RANDOM = "random"
+MODES = (RANDOM, UNCERTAINTY, CERTAINTY)
+# certainty: the share of the scored candidates, those with the highest entropy, that its picks come from.
+CERTAINTY_ENTROPY_SHARE = 0.5
 # Judgments needed, with both outcomes among them, before P(decisive | |margin|) is fitted rather than constant.
 MIN_DECISIVE_OBSERVATIONS = 30
 
@@ -95,22 +105,24 @@ def choose(
     entropies: Mapping[int, float] | None = None,
     decisive: Callable[[float, float], float] | None = None,
 ) -> dict[int, str]:
-    """The candidates picked for this batch, each with why (UNCERTAINTY or RANDOM), in the order to serve them;
-    at most `budget` of them.
+    """The candidates picked for this batch, each with why (the mode, or RANDOM for the random share), in the
+    order to serve them; at most `budget` of them.
 
     Uncertainty picks the highest expected information, decisive(margin, entropy) * H(sigma(margin)); without
     `decisive` (decisive_curve's None), the smallest |margin|, and among equal margins the highest entropy
-    (`entropies`, per candidate: the policy's predictive entropy at its prompt; 0 where not given). A candidate
-    without a margin (None), or with a margin or entropy that is not finite, is never picked for uncertainty,
-    only at random; when fewer are scored than the uncertainty part of the budget, the rest of the budget is
-    drawn at random.
+    (`entropies`, per candidate: the policy's predictive entropy at its prompt; 0 where not given). Certainty
+    picks, among the CERTAINTY_ENTROPY_SHARE of the scored candidates with the highest entropy (never fewer
+    than it picks), the largest |margin|, and among equal margins the highest entropy; `decisive` is not used.
+    A candidate without a margin (None), or with a margin or entropy that is not finite, is never picked by
+    its score, only at random; when fewer are scored than the scored part of the budget, the rest of the
+    budget is drawn at random.
 
     The order: the most informative first, so that a batch humans leave unfinished (a round that starts on the
     first new labels) has the pairs that tell most; the random picks spread evenly through it, so that its
     unbiased part is as large a share of what gets judged as of the batch.
     """
-    if mode not in (UNCERTAINTY, RANDOM):
-        raise ValueError(f"mode must be {UNCERTAINTY} or {RANDOM}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}")
     if budget < 0 or not 0 <= random_share <= 1:
         raise ValueError("budget must be at least 0 and random_share between 0 and 1")
     # One random order of the candidates, the same in both modes: it breaks the last ties and draws the
@@ -125,15 +137,20 @@ def choose(
     scored = [
         i for i, m in margins.items() if m is not None and math.isfinite(m) and math.isfinite(entropy.get(i, 0.0))
     ]
-    if decisive:
+    n_scored = budget - n_random
+    if mode == CERTAINTY:
+        by_entropy = sorted(scored, key=lambda i: (-entropy.get(i, 0.0), rank[i]))
+        scored = by_entropy[: max(n_scored, math.ceil(len(scored) * CERTAINTY_ENTROPY_SHARE))]
+        key = lambda i: (-abs(margins[i]), -entropy.get(i, 0.0), rank[i])  # noqa: E731
+    elif decisive:
         information = {i: decisive(margins[i], entropy.get(i, 0.0)) * binary_entropy(margins[i]) for i in scored}
         key = lambda i: (-information[i], rank[i])  # noqa: E731
     else:
         key = lambda i: (-binary_entropy(margins[i]), -entropy.get(i, 0.0), rank[i])  # noqa: E731
-    most_informative = sorted(scored, key=key)[: budget - n_random]
+    most_informative = sorted(scored, key=key)[:n_scored]
     chosen = set(most_informative)
     drawn = [i for i in order if i not in chosen][: budget - len(most_informative)]
     # Serving order: the k-th of n informative picks at k/n of the way, the k-th random one at (k + 1/2)/n'.
-    spread = [(k / len(most_informative), i, UNCERTAINTY) for k, i in enumerate(most_informative)]
+    spread = [(k / len(most_informative), i, mode) for k, i in enumerate(most_informative)]
     spread += [((k + 0.5) / len(drawn), i, RANDOM) for k, i in enumerate(drawn)]
     return {i: why for _, i, why in sorted(spread, key=lambda slot: (slot[0], slot[2] == RANDOM))}

@@ -47,7 +47,7 @@ SELECTION_HISTORY = 500
 
 def pairs_score_and_select(*, campaign: Campaign, budget: int = SELECTION_BUDGET, seed: int = 0) -> dict[int, str]:
     """Top the campaign's batch of human work up to `budget` open picked pairs: score its candidate pairs with
-    its active policy (uncertainty selection only), then pick (labeling.selection).
+    its active policy (uncertainty and certainty selection), then pick (labeling.selection).
 
     Uncertainty also scores the campaign's last SELECTION_HISTORY judged pairs, in the same pass, and fits
     on them how often a pair's truth is a side at a given |margin| and entropy (training.scoring.PairScore):
@@ -61,10 +61,12 @@ def pairs_score_and_select(*, campaign: Campaign, budget: int = SELECTION_BUDGET
     budget_left = budget - labeling_selectors.picked_open(campaign=campaign).count()
     candidates = list(labeling_selectors.selection_candidates(campaign=campaign)) if budget_left > 0 else []
     decisive, entropies = None, None
-    if campaign.pair_selection == PairSelection.UNCERTAINTY and candidates:
+    if campaign.pair_selection != PairSelection.RANDOM and candidates:
         policy = generation_services.campaign_policy_next(campaign=campaign)
         sources = scoring.policy_judgment_sources(policy=policy)
-        history = labeling_selectors.judged_pairs_recent(campaign=campaign, sources=sources, limit=SELECTION_HISTORY)
+        history = []
+        if campaign.pair_selection == PairSelection.UNCERTAINTY:
+            history = labeling_selectors.judged_pairs_recent(campaign=campaign, sources=sources, limit=SELECTION_HISTORY)
         scored = scoring.candidate_scores(comparisons=candidates + [pair for pair, _ in history], policy=policy)
         margins = {c.pk: None if scored[c.pk] is None else scored[c.pk].margin for c in candidates}
         entropies = {c.pk: scored[c.pk].entropy for c in candidates if scored[c.pk] is not None}

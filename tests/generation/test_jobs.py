@@ -278,11 +278,12 @@ def test_started_job_is_enqueued_on_the_generation_queue_after_commit(
     assert (job.status, Comparison.objects.count()) == (JobStatus.SUCCEEDED, 5)
 
 
-def test_a_finished_job_of_an_uncertainty_campaign_queues_its_pair_selection_on_the_training_queue(
-    settings, transformers_generator, eager_celery, django_capture_on_commit_callbacks, campaign, prompts, policy
+@pytest.mark.parametrize("mode", [PairSelection.UNCERTAINTY, PairSelection.CERTAINTY])
+def test_a_finished_job_of_a_scoring_campaign_queues_its_pair_selection_on_the_training_queue(
+    settings, transformers_generator, eager_celery, django_capture_on_commit_callbacks, campaign, prompts, policy, mode
 ) -> None:
     settings.GENERATION_BACKEND = "transformers"
-    campaign.pair_selection, campaign.active_policy = PairSelection.UNCERTAINTY, policy
+    campaign.pair_selection, campaign.active_policy = mode, policy
     campaign.save()
     with django_capture_on_commit_callbacks() as callbacks:
         job = services.generation_job_start(campaign=campaign, policy=policy, seed=2, max_tokens=16)
@@ -301,8 +302,8 @@ def test_a_finished_job_of_an_uncertainty_campaign_queues_its_pair_selection_on_
     train = Comparison.objects.filter(prompt__split=Split.TRAIN)
     assert train.count() == 4
     # Round 0's policy is its own reference: every margin is 0 (its entropy at each prompt is not), and the
-    # batch (all 4 under a budget of 150) is a random 20% share and the rest picked as uncertain.
-    assert Counter(train.values_list("selected_by", flat=True)) == {"uncertainty": 3, "random": 1}
+    # batch (all 4 under a budget of 150) is a random 20% share and the rest picked by the campaign's mode.
+    assert Counter(train.values_list("selected_by", flat=True)) == {mode: 3, "random": 1}
     assert set(train.values_list("policy_margin", flat=True)) == {0.0}
     assert sorted(train.values_list("selection_rank", flat=True)) == [1, 2, 3, 4]  # served in the batch's order
     assert not train.filter(policy_entropy__isnull=True).exists() and not train.filter(policy_entropy__lte=0).exists()

@@ -47,6 +47,41 @@ def test_among_equal_margins_uncertainty_asks_where_the_policy_is_least_sure_how
     assert sorted(picks.values()).count(selection.RANDOM) == 3
 
 
+def test_certainty_picks_the_largest_margins_among_the_prompts_the_policy_is_least_sure_how_to_answer():
+    # Entropy falls with i; |margin| is largest at the low-entropy end, so the pool matters.
+    margins = {i: (-1) ** i * i / 10 for i in range(40)}
+    entropies = {i: 5.0 - i / 10 for i in range(40)}
+
+    picks = selection.choose(
+        margins, budget=10, mode=selection.CERTAINTY, random_share=0.2, seed=3, entropies=entropies
+    )
+
+    sure = [i for i, why in picks.items() if why == selection.CERTAINTY]
+    assert sure == [19, 18, 17, 16, 15, 14, 13, 12]  # the higher-entropy half (0-19), largest |margin| first
+    randoms = [i for i, why in picks.items() if why == selection.RANDOM]
+    assert len(randoms) == 2 and not set(randoms) & set(sure)
+    # Uncertainty, on the same scores, asks about the other end of that half.
+    least_sure = selection.choose(margins, budget=10, mode=selection.UNCERTAINTY, random_share=0.2, seed=3)
+    assert sorted(i for i, why in least_sure.items() if why == selection.UNCERTAINTY) == list(range(8))
+
+
+def test_a_first_model_picks_the_same_batch_by_certainty_as_by_uncertainty():
+    # Every margin 0: both modes go by entropy alone, as do their random shares.
+    zeros = {i: 0.0 for i in range(60)}
+    entropies = {i: (i * 37) % 60 / 10 for i in range(60)}
+
+    sure = selection.choose(zeros, budget=15, mode=selection.CERTAINTY, random_share=0.2, seed=7, entropies=entropies)
+    unsure = selection.choose(zeros, budget=15, mode=selection.UNCERTAINTY, random_share=0.2, seed=7, entropies=entropies)
+
+    assert list(sure) == list(unsure)
+    assert [why for why in sure.values() if why != selection.RANDOM] == [selection.CERTAINTY] * 12
+
+
+def test_an_unknown_mode_is_refused_by_name():
+    with pytest.raises(ValueError, match="random, uncertainty, certainty"):
+        selection.choose({1: 0.0}, budget=1, mode="surest", random_share=0.2)
+
+
 def test_with_nothing_to_go_on_uncertainty_picks_what_random_picks():
     # Equal margins and no entropy: uncertainty picks the very pairs random does on the same seed (the same
     # positions among the candidates, whatever their ids), not merely as many.

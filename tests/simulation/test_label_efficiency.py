@@ -59,3 +59,28 @@ def test_seeds_are_summarized_by_their_mean_curves():
     # The summary is of the mean curves, not of one seed: the first alone has a ratio of 0.4 and no reliability drop.
     assert summary["noisy_drop_reliability"] == pytest.approx(0.05)
     assert summary["labels_ratio_uncertainty_vs_random"] is None  # uncertainty's mean ends at 0.7, under random's 0.8
+
+
+def test_summary_gives_a_ratio_for_every_selection_besides_random():
+    runs = clean_and_noisy(0.7, 0.8, {"majority": 0.1, "reliability": 0.0})
+    runs["certainty/clean"] = {"win_rates": [0.5, 0.55, 0.7], "labels_used": [0, 150, 300]}
+    for aggregation, drop in (("majority", 0.2), ("reliability", 0.04)):
+        runs[f"certainty/noisy/{aggregation}"] = {"win_rates": [0.5, 0.5, 0.7 - drop], "labels_used": [0, 150, 300]}
+
+    summary = label_efficiency.summarize(runs)
+
+    assert summary["labels_ratio_uncertainty_vs_random"] == pytest.approx(0.4)
+    assert summary["labels_ratio_certainty_vs_random"] == pytest.approx(1.0)  # reached random's 0.7 at the end only
+    assert summary["noisy_drop_majority"] == pytest.approx(0.2) and summary["noisy_drop_reliability"] == pytest.approx(0.04)
+
+
+def test_every_selection_run_has_a_clean_run_and_both_noisy_ones_clean_first():
+    names = [label_efficiency.run_name(*run) for run in label_efficiency.runs_of(["random", "certainty"])]
+    assert names == [
+        "random/clean",
+        "certainty/clean",
+        "random/noisy/majority",
+        "random/noisy/reliability",
+        "certainty/noisy/majority",
+        "certainty/noisy/reliability",
+    ]

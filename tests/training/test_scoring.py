@@ -153,6 +153,24 @@ def test_select_pairs_command_gives_humans_the_least_sure_pairs_first_and_the_ex
     assert (row["selected_by"], row["policy_margin"], row["policy_entropy"]) == ("uncertainty", -0.25, 3.5)
 
 
+def test_certainty_gives_humans_the_pairs_the_policy_is_surest_of_among_the_prompts_it_is_least_sure_how_to_answer(
+    campaign, pairs, trained_policy
+):
+    campaign.pair_selection = PairSelection.CERTAINTY
+    campaign.selection_random_share = 0.0
+    campaign.save()
+    comparisons = candidates(pairs, 8)
+    scores = scoring.candidate_scores(comparisons=comparisons, policy=trained_policy)
+
+    picks = services.pairs_score_and_select(campaign=campaign, budget=2)
+
+    unsure_half = sorted(scores, key=lambda pk: -scores[pk].entropy)[:4]
+    surest = sorted(unsure_half, key=lambda pk: -abs(scores[pk].margin))[:2]
+    assert list(picks.items()) == [(surest[0], "certainty"), (surest[1], "certainty")]  # the surest served first
+    stored = dict(Comparison.objects.filter(selection_rank__gt=0).values_list("pk", "selected_by"))
+    assert stored == {pk: "certainty" for pk in surest}
+
+
 def test_the_campaign_admin_action_queues_a_top_up_after_commit(
     client, admin_user, campaign, django_capture_on_commit_callbacks, monkeypatch
 ):

@@ -7,7 +7,8 @@ from training import services
 class Command(BaseCommand):
     help = (
         "Pick the next batch of human work among the campaign's unjudged pairs, by its pair_selection setting: "
-        "random, or the pairs its active policy is least sure of (plus a random share). Picked pairs are served first."
+        "random, or by its active policy's scores, the pairs it is least sure of (uncertainty) or most sure of among "
+        "the prompts it is least sure how to answer (certainty), plus a random share. Picked pairs are served first."
     )
 
     def add_arguments(self, parser) -> None:
