@@ -72,8 +72,8 @@ class LoopSettings:
     prompts_per_round: int | None = None  # pairs sampled per round; None: every enabled prompt
     # Judgments on training pairs per round. None: every sampled pair is labeled. Set: the campaign's
     # pair_selection picks label_budget // annotations_per_pair of the sampled training pairs (scored by the
-    # policy, for uncertainty), and the annotators stop after label_budget judgments (the queue serves the
-    # picks first) plus those the round's held-out pairs need (served before them, labeled in full).
+    # policy, for uncertainty and certainty), and the annotators stop after label_budget judgments (the queue
+    # serves the picks first) plus those the round's held-out pairs need (served before them, labeled in full).
     label_budget: int | None = None
     # One per annotator (simulation.annotators.Behaviour); empty: every annotator flips with probability `noise`.
     behaviours: tuple[Behaviour, ...] = ()

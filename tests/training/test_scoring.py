@@ -50,6 +50,14 @@ def candidates(pairs, n: int = 6) -> list[Comparison]:
     ]
 
 
+def scored_candidates(campaign, pairs, policy: ModelVersion, mode: str, n: int = 6) -> dict:
+    """The campaign set to pick by `mode` with no random share, n candidates, and the policy's scores of them."""
+    campaign.pair_selection = mode
+    campaign.selection_random_share = 0.0
+    campaign.save()
+    return scoring.candidate_scores(comparisons=candidates(pairs, n), policy=policy)
+
+
 def own_logps(policy: ModelVersion, comparison: Comparison) -> tuple[float, float]:
     """log pi(a|x), log pi(b|x) under the policy, by hand from training.evaluation's pieces."""
     tokenizer = AutoTokenizer.from_pretrained(policy.base_path)
@@ -103,11 +111,7 @@ def test_a_policy_no_round_produced_scores_every_margin_zero_and_still_tells_its
 
 
 def test_a_first_model_gives_humans_the_prompts_it_is_least_sure_how_to_answer(campaign, pairs, tiny_policy):
-    campaign.pair_selection = PairSelection.UNCERTAINTY
-    campaign.selection_random_share = 0.0
-    campaign.save()
-    comparisons = candidates(pairs, 8)
-    scores = scoring.candidate_scores(comparisons=comparisons, policy=tiny_policy)
+    scores = scored_candidates(campaign, pairs, tiny_policy, PairSelection.UNCERTAINTY, 8)
 
     picks = services.pairs_score_and_select(campaign=campaign, budget=3)
 
@@ -121,11 +125,7 @@ def test_a_first_model_gives_humans_the_prompts_it_is_least_sure_how_to_answer(c
 def test_select_pairs_command_gives_humans_the_least_sure_pairs_first_and_the_export_carries_the_margin(
     campaign, pairs, trained_policy
 ):
-    campaign.pair_selection = PairSelection.UNCERTAINTY
-    campaign.selection_random_share = 0.0
-    campaign.save()
-    comparisons = candidates(pairs)
-    scores = scoring.candidate_scores(comparisons=comparisons, policy=trained_policy)
+    scores = scored_candidates(campaign, pairs, trained_policy, PairSelection.UNCERTAINTY)
     margins = {pk: score.margin for pk, score in scores.items()}
 
     call_command("select_pairs", campaign=campaign.name, budget=2)
@@ -156,11 +156,7 @@ def test_select_pairs_command_gives_humans_the_least_sure_pairs_first_and_the_ex
 def test_certainty_gives_humans_the_pairs_the_policy_is_surest_of_among_the_prompts_it_is_least_sure_how_to_answer(
     campaign, pairs, trained_policy
 ):
-    campaign.pair_selection = PairSelection.CERTAINTY
-    campaign.selection_random_share = 0.0
-    campaign.save()
-    comparisons = candidates(pairs, 8)
-    scores = scoring.candidate_scores(comparisons=comparisons, policy=trained_policy)
+    scores = scored_candidates(campaign, pairs, trained_policy, PairSelection.CERTAINTY, 8)
 
     picks = services.pairs_score_and_select(campaign=campaign, budget=2)
 
