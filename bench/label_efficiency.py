@@ -3,7 +3,7 @@ reliability pipeline keep it when some annotators are bad?
 
     .venv/bin/python bench/label_efficiency.py [--oracle positive] [--rounds 3] [--budget 150] [--seeds 3]
         [--seed 0] [--prompts N] [--candidates N] [--annotations-per-pair 3] [--flip 0.4] [--min-posterior 0.6]
-        [--posterior-smoothing]
+        [--posterior-smoothing] [--selections random,uncertainty[,certainty]]
         [--gate-min-pairs N] [--gate-min-accuracy X] [--gate-tolerance X]
         (and bench/loop.py's loop options: --policy, --annotators, --learning-rate, ...)
 
@@ -14,7 +14,7 @@ budget // annotations-per-pair of them (labeling.selection), and the simulated a
 HTTP API, stop after `--budget` judgments. The held-out pairs (the gate's evidence, the same prompts
 for every condition) are labeled in full on top of the budget.
 
-Per seed, six runs, each its own campaign in one throwaway SQLite database:
+Per seed, three runs per selection (six at the default two), each its own campaign in one throwaway SQLite database:
 - random/clean and uncertainty/clean: every annotator answers as the oracle does;
 - {random, uncertainty}/noisy/majority: a noisy crowd (simulation.annotators.noisy_crowd: a quarter of
   the annotators flip their answer with probability `--flip`, one always picks the left side), rounds

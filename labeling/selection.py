@@ -137,17 +137,17 @@ def choose(
     scored = [
         i for i, m in margins.items() if m is not None and math.isfinite(m) and math.isfinite(entropy.get(i, 0.0))
     ]
-    n_scored = budget - n_random
+    n_by_score = budget - n_random
     if mode == CERTAINTY:
         by_entropy = sorted(scored, key=lambda i: (-entropy.get(i, 0.0), rank[i]))
-        scored = by_entropy[: max(n_scored, math.ceil(len(scored) * CERTAINTY_ENTROPY_SHARE))]
+        scored = by_entropy[: max(n_by_score, math.ceil(len(scored) * CERTAINTY_ENTROPY_SHARE))]
         key = lambda i: (-abs(margins[i]), -entropy.get(i, 0.0), rank[i])  # noqa: E731
     elif decisive:
         information = {i: decisive(margins[i], entropy.get(i, 0.0)) * binary_entropy(margins[i]) for i in scored}
         key = lambda i: (-information[i], rank[i])  # noqa: E731
     else:
         key = lambda i: (-binary_entropy(margins[i]), -entropy.get(i, 0.0), rank[i])  # noqa: E731
-    most_informative = sorted(scored, key=key)[:n_scored]
+    most_informative = sorted(scored, key=key)[:n_by_score]
     chosen = set(most_informative)
     drawn = [i for i in order if i not in chosen][: budget - len(most_informative)]
     # Serving order: the k-th of n informative picks at k/n of the way, the k-th random one at (k + 1/2)/n'.
