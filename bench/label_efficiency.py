@@ -91,6 +91,10 @@ bought nothing. Mean win rates random/clean 0.5, 0.587, 0.681, 0.804; uncertaint
 7.6 against 4.1 nats). With the gate out of the way the loop's ratio is still above the bar: the gate is not the
 only thing between uncertainty selection and it. Reliability drop 0.0 on both seeds, majority's 0.052.
 Defaults on EPYC, seed 0 alone: ratio 0.815; drops reliability 0.0, majority 0.050.
+EPYC, `--selections random,certainty`, seed 0 alone (seed 1 was stopped unfinished; about 70 min wall beside CI):
+labels_ratio_certainty_vs_random 0.296: certainty/clean 0.5, 0.665, 0.704, 0.823 (all three rounds promoted)
+against random/clean 0.5, 0.646, 0.646, 0.646 (promoted, gated, gated). One seed, and the gate decided it again:
+it says nothing yet. Reliability drop 0.0 in both modes; majority's 0.146 (random), 0.138 (certainty).
 Before the entropy (same machine, same defaults; 1,731 s wall, 1,785 s CPU): the ratio was 1.0, uncertainty/clean
 being random/clean on every seed (0.5, 0.560, 0.560, 0.632): with every margin 0 until a promoted round, both
 modes picked the same pairs, and they parted only on seed 0. Reliability drop 0.0, majority 0.132.
