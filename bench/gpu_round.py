@@ -13,7 +13,8 @@ memory. bench/gpu_check.py checks the whole loop, vLLM's GPU engine too, where v
 needs torch, transformers, TRL, PEFT and datasets only.
 
 Then, on the GPU in float32, the per-pair loss (training.confidence_dpo): TRL's first-step loss of
-ConfidenceDPOTrainer on `--parity-pairs` training rows, the trained policy against the model, beside
+ConfidenceDPOTrainer on the `--parity-pairs` training rows of least posterior (whether or not the round
+kept them: those the smoothing moves most), the trained policy against the model, beside
 conservative DPO's loss with eps = 1 - posterior computed by hand from training.evaluation's log-probs of
 the same pairs.
 
@@ -23,7 +24,7 @@ a real model's size for the throughput figures. Its held-out accuracy and KL mea
 
 Stops at once, saying so, without an NVIDIA GPU. Prints one JSON line last: training_pairs, train_s,
 training_pairs_per_s, parameters, tokens_per_pair, achieved_tflops, mfu, peak_gpu_memory_gib,
-heldout_accuracy, kl, kl_checks, parity_loss_trl, parity_loss_formula, parity_abs_diff, wall_s.
+heldout_accuracy, kl, kl_checks, parity_max_eps, parity_loss_trl, parity_loss_formula, parity_abs_diff, wall_s.
 """
 
 import argparse
@@ -130,6 +131,7 @@ def per_pair_loss_parity(model: Path, adapter: Path, rows: list[dict], config, w
     formula = sum(by_hand) / len(by_hand)
     return {
         "parity_pairs": len(rows),
+        "parity_max_eps": round(1 - min(row["posterior"] for row in rows), 6),
         "parity_loss_trl": first.loss,
         "parity_loss_formula": round(formula, 6),
         "parity_abs_diff": abs(first.loss - formula),
@@ -174,10 +176,12 @@ def main() -> None:
     if "evaluated" not in events:
         fail(f"the worker ended without evaluating: see {work / 'worker.log'}")
     trained, results = events["trained"], events["evaluated"]["results"]
-    kept = [row for row in read_jsonl(args.train) if (row.get("posterior") or 0) >= args.min_posterior]
+    rows = [row for row in read_jsonl(args.train) if row.get("posterior") is not None]
+    kept = [row for row in rows if row["posterior"] >= args.min_posterior]
     gpu = torch.cuda.get_device_name(0)
     flops = gpu_check.training_flops(model, kept, max_length=args.max_length, pairs_per_s=trained["samples_per_second"], gpu=gpu)
-    parity = per_pair_loss_parity(model, Path(trained["model_dir"]), kept[: args.parity_pairs], config, work)
+    least_sure = sorted(rows, key=lambda row: row["posterior"])[: args.parity_pairs]
+    parity = per_pair_loss_parity(model, Path(trained["model_dir"]), least_sure, config, work)
     print(json.dumps({
         "bench": "gpu_round",
         "gpu": gpu,
