@@ -5,6 +5,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from labeling import selection
+
 
 class Choice(models.TextChoices):
     """A judgment, always in terms of completion a/b, never screen side."""
@@ -26,9 +28,11 @@ class StrengthScale(models.TextChoices):
 
 
 class PairSelection(models.TextChoices):
-    RANDOM = "random", "Random (serving order)"
-    UNCERTAINTY = "uncertainty", "Where the policy is least sure"
-    CERTAINTY = "certainty", "Where the policy is most sure, among prompts it is least sure how to answer"
+    """labeling.selection's modes (it chooses by them, Django-free), with the admin's labels."""
+
+    RANDOM = selection.RANDOM, "Random (serving order)"
+    UNCERTAINTY = selection.UNCERTAINTY, "Where the policy is least sure"
+    CERTAINTY = selection.CERTAINTY, "Where the policy is most sure, among prompts it is least sure how to answer"
 
 
 class Campaign(models.Model):

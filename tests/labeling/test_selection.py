@@ -82,6 +82,10 @@ def test_an_unknown_mode_is_refused_by_name():
         selection.choose({1: 0.0}, budget=1, mode="surest", random_share=0.2)
 
 
+def test_a_campaign_offers_every_mode_selection_chooses_by_and_no_other():
+    assert PairSelection.values == list(selection.MODES)
+
+
 def test_with_nothing_to_go_on_uncertainty_picks_what_random_picks():
     # Equal margins and no entropy: uncertainty picks the very pairs random does on the same seed (the same
     # positions among the candidates, whatever their ids), not merely as many.
