@@ -95,6 +95,13 @@ EPYC, `--selections random,certainty`, seed 0 alone (seed 1 was stopped unfinish
 labels_ratio_certainty_vs_random 0.296: certainty/clean 0.5, 0.665, 0.704, 0.823 (all three rounds promoted)
 against random/clean 0.5, 0.646, 0.646, 0.646 (promoted, gated, gated). One seed, and the gate decided it again:
 it says nothing yet. Reliability drop 0.0 in both modes; majority's 0.146 (random), 0.138 (certainty).
+Xeon with AMX, `--selections random,uncertainty,certainty`, three seeds, alone: 3,124 s wall, 3,325 s CPU (about
+123 s CPU a loop). random and uncertainty repeated the first Xeon figures above exactly (ratio 0.621). Certainty:
+ratio 0.611 (bar 0.6: not met either); mean win rates 0.5, 0.554, 0.648, 0.704 against uncertainty's 0.5, 0.554,
+0.644, 0.714. The two modes pick the same pairs until a round is promoted (every margin is 0 before), so they
+parted only after one: seed 0 0.823 against 0.821 (ratio 0.60 both), seed 1 0.788 against 0.820 (random promoted
+nothing), seed 2 0.5 both (round 1 gated, then the same batches again). Reliability drop 0.0 in every mode;
+majority's 0.132 (its worse mode, random). EPYC's seed-0 ratio of 0.296 was the gate's verdicts on that machine.
 Before the entropy (same machine, same defaults; 1,731 s wall, 1,785 s CPU): the ratio was 1.0, uncertainty/clean
 being random/clean on every seed (0.5, 0.560, 0.560, 0.632): with every margin 0 until a promoted round, both
 modes picked the same pairs, and they parted only on seed 0. Reliability drop 0.0, majority 0.132.
