@@ -91,14 +91,18 @@ def run_round(spec: dict, work: Path) -> dict:
     spec_path = work / "spec.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     events: dict = {}
-    runner.run_worker(
-        command=runner.worker_command(launcher="", spec_path=spec_path),
-        cwd=ROOT,
-        log_path=work / "worker.log",
-        on_event=lambda event: events.update({event["event"]: event}),
-        on_output=lambda line: None,
-        should_cancel=lambda: False,
-    )
+    log = work / "worker.log"
+    try:
+        runner.run_worker(
+            command=runner.worker_command(launcher="", spec_path=spec_path),
+            cwd=ROOT,
+            log_path=log,
+            on_event=lambda event: events.update({event["event"]: event}),
+            on_output=lambda line: None,
+            should_cancel=lambda: False,
+        )
+    except runner.WorkerFailed as failed:
+        fail(f"{failed}; the end of {log}: {log.read_text(encoding='utf-8')[-2000:]}")
     return events
 
 
@@ -175,9 +179,13 @@ def main() -> None:
     for path in (args.train, args.heldout, args.model):
         if not path.exists():
             fail(f"{path}: no such file or folder")
+    rows = [row for row in read_jsonl(args.train) if row.get("posterior") is not None]
+    if not rows:
+        fail(f"{args.train}: no row has a posterior (exported before reliability?): export the round again")
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench-gpu-round-"))
     model = shaped_model(args.model, args.shape, work / "shaped") if args.shape else args.model
+    # kl_budget: settings.TRAINING_KL_BUDGET's default (the worker has no Django to read it from).
     config = RoundConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
                          eval_prompts=16, min_posterior=args.min_posterior, posterior_smoothing=args.posterior_smoothing,
                          kl_budget=10.0, kl_checks=args.kl_checks, regenerate=False, ab_share=0.0)  # fmt: skip
@@ -190,7 +198,6 @@ def main() -> None:
     if "evaluated" not in events:
         fail(f"the worker ended without evaluating: see {work / 'worker.log'}")
     trained, results = events["trained"], events["evaluated"]["results"]
-    rows = [row for row in read_jsonl(args.train) if row.get("posterior") is not None]
     kept = [row for row in rows if row["posterior"] >= args.min_posterior]
     gpu = torch.cuda.get_device_name(0)
     flops = gpu_check.training_flops(model, kept, max_length=args.max_length, pairs_per_s=trained["samples_per_second"], gpu=gpu)
