@@ -102,6 +102,9 @@ ratio 0.611 (bar 0.6: not met either); mean win rates 0.5, 0.554, 0.648, 0.704 a
 parted only after one: seed 0 0.823 against 0.821 (ratio 0.60 both), seed 1 0.788 against 0.820 (random promoted
 nothing), seed 2 0.5 both (round 1 gated, then the same batches again). Reliability drop 0.0 in every mode;
 majority's 0.132 (its worse mode, random). EPYC's seed-0 ratio of 0.296 was the gate's verdicts on that machine.
+Seeds 3-5, `--selections random,certainty` (1,947 s wall, 2,041 s CPU): random repeated its earlier curves, and
+certainty ended where uncertainty had on each seed (0.768, 0.743, 0.729 against random's 0.735, 0.797, 0.884;
+ratio null). Over the six seeds: mean final win rate certainty 0.725, uncertainty 0.730, random 0.719.
 Before the entropy (same machine, same defaults; 1,731 s wall, 1,785 s CPU): the ratio was 1.0, uncertainty/clean
 being random/clean on every seed (0.5, 0.560, 0.560, 0.632): with every margin 0 until a promoted round, both
 modes picked the same pairs, and they parted only on seed 0. Reliability drop 0.0, majority 0.132.
