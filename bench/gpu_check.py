@@ -138,6 +138,7 @@ def main() -> None:
     from simulation import annotators as simulation
     from simulation import oracles
     from labeling.models import Prompt
+    from training import dpo_worker
     from training import services as training_services
     from training.config import RoundConfig
     from training.models import RoundStatus
@@ -185,8 +186,7 @@ def main() -> None:
 
     results = training_round.eval_results
     pairs_per_s = results["train_samples_per_second"]
-    with open(training_round.snapshot.jsonl_path, encoding="utf-8") as f:
-        snapshot = [json.loads(line) for line in f if line.strip()]
+    snapshot = dpo_worker.read_jsonl(training_round.snapshot.jsonl_path)
     flops = training_flops(settings.POLICY_MODEL, snapshot, max_length=config.max_length, pairs_per_s=pairs_per_s, gpu=gpu)
     print(
         json.dumps(

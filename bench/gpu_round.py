@@ -67,11 +67,6 @@ def fail(message: str) -> None:
     gpu_check.fail(message, bench="gpu_round")
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def shaped_model(model: Path, shape: str, into: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -155,8 +150,6 @@ def per_pair_loss_parity(model: Path, adapter: Path, rows: list[dict], config, w
 
 
 def main() -> None:
-    import torch
-
     from training.config import RoundConfig
 
     parser = argparse.ArgumentParser()
@@ -174,11 +167,15 @@ def main() -> None:
                         help="KL estimates while training (each samples the held-out prompts): 0 times training alone.")
     args = parser.parse_args()
 
+    import torch
+
     if shutil.which("nvidia-smi") is None or not torch.cuda.is_available():
         fail("no NVIDIA GPU here (torch.cuda.is_available() is False or nvidia-smi is missing)")
     for path in (args.train, args.heldout, args.model):
         if not path.exists():
             fail(f"{path}: no such file or folder")
+    from training.dpo_worker import read_jsonl
+
     rows = [row for row in read_jsonl(args.train) if row.get("posterior") is not None]
     if not rows:
         fail(f"{args.train}: no row has a posterior (exported before reliability?): export the round again")

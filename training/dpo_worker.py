@@ -277,7 +277,7 @@ def confident_heldout(rows: list[dict[str, Any]], config: RoundConfig) -> list[d
     return kept
 
 
-def _read_jsonl(path: str) -> list[dict[str, Any]]:
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
@@ -374,7 +374,7 @@ def run(spec: dict[str, Any]) -> None:
     )
     train_dataset = confident_pairs(train_dataset, config)
     trainer = build_trainer(spec, config, train_dataset=train_dataset, callbacks=[_event_callback()])
-    rows = confident_heldout(_read_jsonl(spec["heldout_path"]) if spec.get("heldout_path") else [], config)
+    rows = confident_heldout(read_jsonl(spec["heldout_path"]) if spec.get("heldout_path") else [], config)
     budget = _kl_budget(spec, config, trainer, rows)
     started = time.perf_counter()
     result = trainer.train()
