@@ -26,6 +26,9 @@ def page(live_server, monkeypatch):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.set_default_timeout(15_000)
+        # Give wait_for_function a function ("() => ..."), never a bare expression: Playwright evaluates a bare
+        # expression with eval again on every poll, which the pages' CSP (script-src 'self') refuses since
+        # Chromium 156; a function is compiled once, while the call is still inside Playwright's evaluate.
         page.dialogs = []
         page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
         yield page
@@ -37,7 +40,7 @@ def page(live_server, monkeypatch):
 
 def log_in(page, live_server, username: str, password: str) -> None:
     page.goto(live_server.url + reverse("login"))
-    page.wait_for_function("document.activeElement.id === 'id_username'")  # autofocus
+    page.wait_for_function("() => document.activeElement.id === 'id_username'")  # autofocus
     page.keyboard.type(username)
     page.keyboard.press("Tab")
     page.keyboard.type(password)

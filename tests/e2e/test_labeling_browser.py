@@ -68,7 +68,7 @@ def test_annotator_labels_three_pairs_and_skips_one_with_the_keyboard(page, live
     press_and_wait_for_next(page, "s")
 
     wait_for_today(page, 3)
-    page.wait_for_function(f"document.querySelector('#campaign-bar > span').style.width !== {width_before!r}")
+    page.wait_for_function("w => document.querySelector('#campaign-bar > span').style.width !== w", arg=width_before)
     # Her share of the campaign: 3 judged of the 5 left to her once the skip is counted (a skipped pair is
     # no longer hers to judge); the page refreshes the count after each answer and after the skip.
     page.wait_for_function("text => document.getElementById('campaign-count').textContent === text", arg="3 / 5")
@@ -108,7 +108,7 @@ def test_a_late_reply_with_older_counts_never_overwrites_newer_ones(page, live_s
     wait_for_held(2)  # "2 / 3"
     route, reply = held[1]
     route.fulfill(response=reply)
-    page.wait_for_function("document.getElementById('campaign-count').textContent === '2 / 3'")
+    page.wait_for_function("() => document.getElementById('campaign-count').textContent === '2 / 3'")
     route, reply = held[0]
     with page.expect_request_finished(lambda request: request is route.request):
         route.fulfill(response=reply)

@@ -80,7 +80,7 @@ def test_the_round_page_follows_an_active_round_and_reloads_when_it_ends(page, l
 
     TrainingRound.objects.filter(pk=training_round.pk).update(progress=0.4, log_tail="step 1: loss=0.69\n<i>x</i>")
     wait_for_progress(page, "#round-progress", 40)
-    page.wait_for_function("document.getElementById('round-log').textContent.includes('<i>x</i>')")
+    page.wait_for_function("() => document.getElementById('round-log').textContent.includes('<i>x</i>')")
 
     with page.expect_navigation():  # the page reloads once to show the final state
         TrainingRound.objects.filter(pk=training_round.pk).update(status=RoundStatus.GATED, progress=1.0)
