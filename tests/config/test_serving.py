@@ -4,7 +4,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from html.parser import HTMLParser
@@ -15,6 +14,8 @@ from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
+
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -86,12 +87,11 @@ def test_gunicorn_with_the_default_environment_serves_static_files_and_a_plain_5
 
 
 def _listening_at(server: subprocess.Popen, log: Path) -> str:
-    deadline = time.monotonic() + 60  # a bound on a server that never starts, not a timing check
-    while time.monotonic() < deadline:
+    def address() -> re.Match | None:
         match = re.search(rb"Listening at: (http://127\.0\.0\.1:\d+)", log.read_bytes())
-        if match:
-            return match.group(1).decode()
-        if server.poll() is not None:
-            break
-        time.sleep(0.1)
-    pytest.fail(f"gunicorn did not start:\n{log.read_text()[-3000:]}")
+        if not match and server.poll() is not None:
+            pytest.fail(f"gunicorn exited ({server.returncode}) before it listened:\n{log.read_text()[-3000:]}")
+        return match
+
+    match = wait_until(address, what="gunicorn to listen", within_s=60, detail=lambda: log.read_text()[-3000:])
+    return match.group(1).decode()

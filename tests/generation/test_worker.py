@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from generation import services
 from generation.models import Completion, GenerationJob, GenerationShard, JobStatus, ModelVersion, ShardStatus
 from labeling.models import Campaign, Comparison
 from tests.generation.conftest import demo_lines, import_prompts
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -91,15 +91,20 @@ class Worker:
 
 def wait_for(condition: Callable[[], bool], what: str, workers: Iterable[Worker]) -> None:
     """Poll `condition` until it holds; fail at once if one of `workers` exits, or after DEADLINE_S."""
-    workers, deadline = list(workers), time.monotonic() + DEADLINE_S
-    while not condition():
+    workers = list(workers)
+
+    def holds() -> bool:
+        if condition():
+            return True
         for worker in workers:
             if worker.process.poll() is not None:
                 pytest.fail(f"worker exited ({worker.process.returncode}) before {what}:\n{worker.log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {worker.log.name}\n{worker.log.read_text()[-3000:]}" for worker in workers)
-            pytest.fail(f"no {what} within {DEADLINE_S} s:\n{logs}")
-        time.sleep(0.05)
+        return False
+
+    def logs() -> str:
+        return "\n".join(f"--- {worker.log.name}\n{worker.log.read_text()[-3000:]}" for worker in workers)
+
+    wait_until(holds, what=what, within_s=DEADLINE_S, detail=logs)
 
 
 def test_worker_killed_mid_job_resumes_it_when_restarted_without_duplicates(
