@@ -149,11 +149,11 @@ class RoundConfig:
     # The most mean KL (nats per sample) to the round's reference a promoted candidate may have
     # (None: TRAINING_KL_BUDGET).
     kl_budget: float | None = None
-    # With a KL budget, the worker estimates the KL to the reference (the gate's own estimate: the same
-    # held-out prompts and seed) this many times while it trains, after 1/2**(n-1), ..., 1/4, 1/2 and all
-    # of its steps; at the first check over the budget it goes back to the last check within it and stops,
-    # so a round that would overshoot ends at the furthest point the gate accepts instead of being thrown
-    # away (0: no checks).
+    # With a KL budget, the worker keeps the round's weights at this many points, after 1/2**(n-1), ...,
+    # 1/4, 1/2 and all of its steps; at the end it estimates the KL to the reference (the gate's own
+    # estimate: the same held-out prompts and seed) of the final weights and, over the budget, of the points
+    # from the latest back, so a round that overshoots ends at the furthest point the gate accepts instead of
+    # being thrown away (0: no checks; training.dpo_worker._kl_budget_callback).
     kl_checks: int = 6
     # How far below zero the 95% lower bound of the paired (candidate - incumbent) held-out
     # score may go; 0: the candidate must be no worse than the incumbent with 95% confidence.

@@ -163,52 +163,69 @@ def samples_and_kl(config: RoundConfig, policy, reference, tokenizer, prompts: l
 
 
 def _trainable_state(model) -> dict[str, Any]:
-    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    """A copy of the trainable weights, on the CPU: a full fine-tune's points must not fill the GPU."""
+    return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _load_trainable_state(model, state: dict[str, Any]) -> None:
+    import torch
+
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name in state:
+                parameter.copy_(state[name])
 
 
 def _kl_budget_callback(config: RoundConfig, *, reference, tokenizer, prompts: list):
-    """Keeps a round within config.kl_budget while it trains (config.kl_checks checks, the last at the end).
+    """Keeps a round within config.kl_budget (config.kl_checks points: after 1/2**(n-1), ..., 1/2 and all of
+    its steps).
 
-    Each check is the gate's own KL estimate (training.evaluation.sample_eval on the same held-out prompts
-    with the same seed); past the budget, the trainable weights go back to the last check within it and
-    training stops. Single process only: under a multi-process launcher the gate alone enforces the budget.
+    While it trains, the callback keeps the trainable weights of each point before the last. When training
+    ends it estimates the KL of the final weights (the gate's own estimate: training.evaluation.sample_eval on
+    the same held-out prompts with the same seed); within the budget, as a round usually is, that is the only
+    estimate. Over it, it estimates the kept points from the latest back, and the first within the budget
+    becomes the candidate's weights (none: the round's start). Estimating at the end rather than at each
+    point while training costs one estimate instead of kl_checks in the usual case; sampling a few prompts
+    token by token was most of a small round's time on a GPU (bench/gpu_round.py). Single process only:
+    under a multi-process launcher the gate alone enforces the budget.
     """
-    import torch
     from transformers import TrainerCallback
 
     class KLBudget(TrainerCallback):
         def __init__(self) -> None:
-            self.checks: list[dict[str, Any]] = []
+            self.checks: list[dict[str, Any]] = []  # the estimates made, latest weights first
             self.kept_step = 0
             self.kept_estimate: dict[str, Any] | None = None  # the full estimate at kept_step (None at step 0)
-            self._kept: dict[str, Any] = {}
+            self._points: dict[int, dict[str, Any]] = {}
             self._at: set[int] = set()
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
-            self._kept = _trainable_state(model)
+            self._points = {0: _trainable_state(model)}
             # Halving back from the end (..., 1/4, 1/2, all of the steps): a round's KL grows fastest at its
             # start, while the optimizer's fresh moments take full-size steps.
             self._at = {max(1, math.ceil(state.max_steps / 2**k)) for k in range(config.kl_checks)}
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
-            if state.global_step not in self._at:
-                return
+            if state.global_step in self._at and state.global_step < state.max_steps:
+                self._points[state.global_step] = _trainable_state(model)
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
             model.eval()
-            estimate = samples_and_kl(config, model, reference, tokenizer, prompts)
-            kl = estimate["kl"]
+            final = state.global_step
+            for step in [final, *sorted((s for s in self._points if 0 < s < final), reverse=True)]:
+                if step != final:
+                    _load_trainable_state(model, self._points[step])
+                estimate = samples_and_kl(config, model, reference, tokenizer, prompts)
+                within = estimate["kl"] <= config.kl_budget
+                self.checks.append({"step": step, "kl": estimate["kl"], "within": within})
+                emit("kl_check", step=step, kl=estimate["kl"], budget=config.kl_budget, within=within)
+                if within:
+                    self.kept_step, self.kept_estimate = step, estimate
+                    break
+            else:
+                _load_trainable_state(model, self._points[0])
+            self._points = {}
             model.train()
-            within = kl <= config.kl_budget
-            self.checks.append({"step": state.global_step, "kl": kl, "within": within})
-            emit("kl_check", step=state.global_step, kl=kl, budget=config.kl_budget, kept_step=self.kept_step,
-                 within=within)  # fmt: skip
-            if within:
-                self._kept, self.kept_step, self.kept_estimate = _trainable_state(model), state.global_step, estimate
-                return
-            with torch.no_grad():
-                for name, parameter in model.named_parameters():
-                    if name in self._kept:
-                        parameter.copy_(self._kept[name])
-            control.should_training_stop = True
 
     return KLBudget()
 

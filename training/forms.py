@@ -69,8 +69,9 @@ class RoundConfigForm(forms.Form):
         initial=_DEFAULT.kl_checks,
         min_value=0,
         label="KL checks",
-        help_text="KL estimates while training; at the first over the budget, training goes back to the last "
-        "within it and stops (0: none, the gate alone judges the end result).",
+        help_text="Points of the round kept for the KL budget (after 1/2**(n-1), ..., 1/2 and all of its steps): "
+        "the final weights are estimated first, and over the budget the latest point within it is the candidate "
+        "(0: none, the gate alone judges the end result).",
     )
     min_posterior = forms.FloatField(
         initial=_DEFAULT.min_posterior,

@@ -280,12 +280,14 @@ class _RoundReporter:
                 f"with a posterior below {event['min_posterior']}"
             )
         elif kind == "kl_check":
-            verdict = "within" if event["within"] else f"over: back to step {event['kept_step']}, training stops"
+            verdict = "within: these weights are the candidate" if event["within"] else "over"
             self.note(f"step {event['step']}: KL to the reference {event['kl']:.2f} (budget {event['budget']:.2f}), {verdict}")
         elif kind == "trained":
             self.mark("trained")
             self.trained = event
             self.note(f"trained {event['global_step']} steps in {event['train_seconds']:.1f} s")
+            if event["kl_checks"] and event["kept_step"] == 0:
+                self.note("no point of the round within the KL budget: the candidate is its start")
         elif kind == "evaluating":
             TrainingRound.objects.filter(pk=self.round_id, status=RoundStatus.RUNNING).update(
                 status=RoundStatus.EVALUATING

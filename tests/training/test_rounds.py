@@ -187,10 +187,10 @@ def test_a_waiting_warm_worker_ends_when_its_celery_worker_shuts_down(settings):
 
 @pytest.mark.slow
 @pytest.mark.django_db
-def test_a_round_over_its_kl_budget_at_its_first_check_goes_back_to_its_start_and_is_not_promoted(
+def test_a_round_over_its_kl_budget_at_every_point_goes_back_to_its_start_and_is_not_promoted(
     campaign, pairs, tiny_policy, artifacts
 ):
-    add_pairs(pairs, n_train=16)  # batch 4: 4 steps, KL checks after steps 2 and 4
+    add_pairs(pairs, n_train=16)  # batch 4: 4 steps, points of the KL budget at steps 2 and 4
 
     training_round = run(services.round_start(
         campaign=campaign, config=RoundConfig.from_dict({**FAST, "learning_rate": 0.05, "kl_budget": 0.0, "kl_checks": 2})
@@ -198,12 +198,12 @@ def test_a_round_over_its_kl_budget_at_its_first_check_goes_back_to_its_start_an
 
     assert training_round.status == RoundStatus.GATED, training_round.error or training_round.log_tail
     results = training_round.eval_results
-    assert [(c["step"], c["within"]) for c in results["kl_checks"]] == [(2, False)]
-    assert results["kl_checks"][0]["kl"] > 0 and results["kept_step"] == 0
+    assert [(c["step"], c["within"]) for c in results["kl_checks"]] == [(4, False), (2, False)]  # the end first
+    assert all(c["kl"] > 0 for c in results["kl_checks"]) and results["kept_step"] == 0
     assert results["gate"]["reason"] == "no training step stayed within the KL budget: the candidate is its starting policy"
     assert abs(results["kl"]) < 1e-3  # what was saved and evaluated is the start: a fresh adapter is zero
-    assert "over: back to step 0, training stops" in training_round.log_tail
-    assert list(training_round.metrics.values_list("step", flat=True).order_by("step")) == [1, 2]
+    assert "no point of the round within the KL budget: the candidate is its start" in training_round.log_tail
+    assert list(training_round.metrics.values_list("step", flat=True).order_by("step")) == [1, 2, 3, 4]
     assert training_round.output_version is None
 
 
