@@ -91,6 +91,10 @@ bought nothing. Mean win rates random/clean 0.5, 0.587, 0.681, 0.804; uncertaint
 7.6 against 4.1 nats). With the gate out of the way the loop's ratio is still above the bar: the gate is not the
 only thing between uncertainty selection and it. Reliability drop 0.0 on both seeds, majority's 0.052.
 Defaults on EPYC, seed 0 alone: ratio 0.815; drops reliability 0.0, majority 0.050.
+Again on EPYC (seed 0, `--selections random,uncertainty`), the worker's KL budget estimated at the end of training
+(final weights first) against the code before it (an estimate at each point while training), the two run side by
+side: the same win rates and KL, round for round, in every clean and reliability run (ratio 0.815 both, as above;
+the noisy majority runs differ, as their threads do); 2,199 s wall, 2,076 s CPU against 2,263 s and 2,143 s.
 EPYC, `--selections random,certainty`, seed 0 alone (seed 1 was stopped unfinished; about 70 min wall beside CI):
 labels_ratio_certainty_vs_random 0.296: certainty/clean 0.5, 0.665, 0.704, 0.823 (all three rounds promoted)
 against random/clean 0.5, 0.646, 0.646, 0.646 (promoted, gated, gated). One seed, and the gate decided it again:
