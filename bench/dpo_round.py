@@ -163,7 +163,7 @@ def synthetic_campaign(*, pairs: int, heldout: int):
         ],
         batch_size=1000,
     )
-    judgments = Judgment.objects.bulk_create(
+    Judgment.objects.bulk_create(
         [
             Judgment(assignment=a, comparison=a.comparison, annotator=judge, choice="a", strength=2, left_is_a=True)
             for a in assignments
@@ -171,7 +171,7 @@ def synthetic_campaign(*, pairs: int, heldout: int):
         batch_size=1000,
     )
     # Judged an hour ago: past the undo window (LABELING_UNDO_WINDOW_S), so every pair is settled and exported.
-    Judgment.objects.filter(pk__in=[j.pk for j in judgments]).update(created_at=timezone.now() - timedelta(hours=1))
+    Judgment.objects.filter(annotator=judge).update(created_at=timezone.now() - timedelta(hours=1))
     return campaign
 
 

@@ -177,7 +177,7 @@ def main() -> None:
     for path in (args.train, args.heldout, args.model):
         if not path.exists():
             fail(f"{path}: no such file or folder")
-    from training.dpo_worker import read_jsonl
+    from training.dpo_worker import confident, read_jsonl
 
     rows = [row for row in read_jsonl(args.train) if row.get("posterior") is not None]
     if not rows:
@@ -198,7 +198,7 @@ def main() -> None:
     if "evaluated" not in events:
         fail(f"the worker ended without evaluating: see {work / 'worker.log'}")
     trained, results = events["trained"], events["evaluated"]["results"]
-    kept = [row for row in rows if row["posterior"] >= args.min_posterior]
+    kept = [row for row in rows if confident(row, args.min_posterior)]  # what the worker trained on
     gpu = torch.cuda.get_device_name(0)
     flops = gpu_check.training_flops(model, kept, max_length=args.max_length, pairs_per_s=trained["samples_per_second"], gpu=gpu)
     least_sure = sorted(rows, key=lambda row: row["posterior"])[: args.parity_pairs]

@@ -264,7 +264,8 @@ def build_trainer(spec: dict[str, Any], config: RoundConfig, *, train_dataset, c
     return trainer
 
 
-def _confident(row: dict[str, Any], min_posterior: float) -> bool:
+def confident(row: dict[str, Any], min_posterior: float) -> bool:
+    """Whether the row has a posterior and it reaches min_posterior: the round keeps it."""
     return row.get("posterior") is not None and row["posterior"] >= min_posterior
 
 
@@ -276,7 +277,7 @@ def confident_pairs(dataset, config: RoundConfig):
         raise ValueError("the training file has no posterior column (exported before reliability): export it again")
     if config.min_posterior <= 0:
         return dataset
-    kept = dataset.filter(lambda row: _confident(row, config.min_posterior))
+    kept = dataset.filter(lambda row: confident(row, config.min_posterior))
     emit("selected", split="training", kept=len(kept), dropped=len(dataset) - len(kept), min_posterior=config.min_posterior)
     if len(kept) == 0:
         raise ValueError(f"no training pair has a posterior of at least {config.min_posterior}")
@@ -289,7 +290,7 @@ def confident_heldout(rows: list[dict[str, Any]], config: RoundConfig) -> list[d
     answers would otherwise pull every policy's measured accuracy toward chance."""
     if config.min_posterior <= 0:
         return rows
-    kept = [row for row in rows if _confident(row, config.min_posterior)]
+    kept = [row for row in rows if confident(row, config.min_posterior)]
     emit("selected", split="held-out", kept=len(kept), dropped=len(rows) - len(kept), min_posterior=config.min_posterior)
     return kept
 
